@@ -446,8 +446,8 @@ def markdown(result: dict) -> str:
                   f"then rs, drs (gamma 80), mh (k 100), sir (20 candidates). "
                   + "".join(f"{d} is run for {', '.join(ms)} only. " for d, ms in DATASET_METHODS.items() if d in result["datasets"]), ""]
         for ds in result["datasets"]:
-            lines += [f"## {ds}", "", "| method | steps | modes | HQ % | KL(modes ‖ uniform) | intra-mode KL | HQ % rs | HQ % drs | HQ % mh | HQ % sir | modes drs | paper (modes / HQ %) |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            lines += [f"## {ds}", "", "| method | steps | modes | HQ % | KL(modes ‖ uniform) | intra-mode KL | HQ % rs | HQ % drs | HQ % mh | HQ % sir | modes drs | modes mh | paper (modes / HQ %) |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
             for m in result["methods"]:
                 e = result["summary_2d"].get(f"{ds}/{m}")
                 if e is None:
@@ -458,7 +458,7 @@ def markdown(result: dict) -> str:
                     return txt + (f" ({failed} of {e['n_seeds']} over budget)" if failed else "")
                 ref = REFERENCE.get(ds, {}).get(m)
                 lines.append(f"| {m} | {e['steps']} | {f('modes')} | {f('hq')} | {f('kl_uniform', '{:.2f}')} | {f('intra_kl', '{:.2f}')} | {f('rs_hq')} | "
-                             f"{f('drs_hq')} | {f('mh_hq')} | {f('sir_hq')} | {f('drs_modes')} | {'%g / %g' % ref if ref else '–'} |")
+                             f"{f('drs_hq')} | {f('mh_hq')} | {f('sir_hq')} | {f('drs_modes')} | {f('mh_modes')} | {'%g / %g' % ref if ref else '–'} |")
             lines.append("")
     st = result.get("stacked")
     if st:
