@@ -144,6 +144,34 @@ def test_eval_runs_on_a_foreign_pair(files):
     assert [r["method"] for r in rows] == ["none", "sir"] and all(r["n"] == 100 for r in rows)
 
 
+def test_fit_ratio_for_a_foreign_generator_then_sample_with_it(files, tmp_path):
+    d = files.dir
+    gen = ["--ckpt", d / "G.pt", "--arch", "tiny_arch:generator", "--latent-shape", 2]
+    ratio = tmp_path / "ratio.pt"
+    res = invoke("fit-ratio", *gen, "--data", "grid25", "--epochs", 1, "--n-train", 1024, "--batch-size", 256,
+                 "--out", ratio, "--no-progress", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert "a fresh discriminator" in res.output and ratio.exists()
+    res, out = sample_cli(tmp_path, *gen, "--ratio", ratio, "-m", "sir", "-o", "candidates=4", "-n", 32)
+    assert res.exit_code == 0, res.output
+    assert load_x(out).shape == (32, 2)
+    ck = refine.io.safe_load(ratio, what="ratio file")["meta"]["checkpoint"]
+    assert ck["arch"] == "tiny_arch:generator" and ck["sha256"] == hashlib.sha256((d / "G.pt").read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("extra,needle", [
+    ([], "pass --data"),
+    (["--data", "grid25", "--disc", "{d}/D.pt", "--disc-arch", "tiny_arch:critic", "--disc-output", "logit"], "does not fine-tune a foreign --disc"),
+])
+def test_fit_ratio_foreign_errors(files, tmp_path, extra, needle):
+    d = files.dir
+    ratio = tmp_path / "ratio.pt"
+    res = invoke("fit-ratio", "--ckpt", d / "G.pt", "--arch", "tiny_arch:generator", "--latent-shape", 2,
+                 *[str(a).format(d=d) for a in extra], "--out", ratio, "--no-progress", "--device", "cpu")
+    assert res.exit_code == 2 and needle in res.output, res.output
+    assert not ratio.exists()
+
+
 def test_torchscript_route(files, tmp_path):
     d = files.dir
     res, out = sample_cli(tmp_path, "--ckpt", d / "G.ts", "--latent-shape", 2, "--disc", d / "D.ts", "--disc-output", "logit",

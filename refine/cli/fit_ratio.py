@@ -18,11 +18,12 @@ from ..ratio.calibration import calibrate
 from ..train.gan import fit_discriminator
 from .app import app
 from .common import cli_errors, make_rng, prepare_out_dir, resolve_device, timestamp, versions
-from .inputs import load_inputs
+from .inputs import Foreign, foreign_options, load_inputs
 
 
 @app.command("fit-ratio")
 @cli_errors
+@foreign_options
 def fit_ratio(
     ckpt: Path = typer.Option(..., "--ckpt", help="GAN checkpoint whose generator stays fixed"),
     kind: str = typer.Option("discriminator", "--kind", help="ratio estimator: discriminator, or feature-sp (DRE-F-SP, images)"),
@@ -47,6 +48,7 @@ def fit_ratio(
     lambdas: str = typer.Option("0,0.01,0.1,1", "--lambdas", help="feature-sp: penalty weights tried; the best on validation data is kept"),
     n_val: int = typer.Option(5000, "--n-val", help="feature-sp: real training images held out (with as many generated) to choose lambda"),
     activation: str = typer.Option("softplus", "--activation", help="feature-sp: non-negative output of the head: softplus or relu"),
+    foreign: Foreign = None,
 ) -> None:
     """Fit a density ratio for the checkpoint's fixed generator and save it for `refine sample --ratio`.
 
@@ -54,11 +56,18 @@ def fit_ratio(
     (MH-GAN). --kind feature-sp trains DRE-F-SP on an image dataset: a ResNet-34 feature
     network (classifier on the labels, or real vs generated for unlabelled data) and a ratio
     head with the SP loss; --epochs and --batch-size then apply to the head.
+
+    A foreign generator (--arch, TorchScript, torch.export; see `refine sample --help`) works
+    with both kinds; it carries no discriminator and no dataset, so --data is required and
+    --kind discriminator trains a fresh MLP discriminator (2-D data only).
     """
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; give the ratio file's name, e.g. {out / 'ratio.pt'}")
     if not lr > 0:
         raise ConfigError(f"--lr must be > 0, got {lr}")
+    if foreign is not None and foreign.disc is not None:
+        raise ConfigError("fit-ratio trains its own ratio and does not fine-tune a foreign --disc; "
+                          "to refine with that discriminator as it is, pass --disc to `refine sample` directly")
     if kind == "feature-sp":
         return _fit_feature_sp(locals())
     if kind != "discriminator":
@@ -69,8 +78,10 @@ def fit_ratio(
         raise ConfigError("--epochs must be >= 0, --n-train > 0 and --n-calib > 1")
     dev = resolve_device(device)
     prepare_out_dir(out.parent if str(out.parent) else Path("."))
-    inputs = load_inputs(ckpt, None, dev, need_ratio=False)
+    inputs = load_inputs(ckpt, None, dev, need_ratio=False, foreign=foreign)
     data = data or inputs.dataset
+    if data is None:
+        raise ConfigError(f"{ckpt} does not name the dataset it was trained on; pass --data (a 2-D dataset name or NAME:ROOT)")
     images = is_image_spec(data)
     if data not in MIXTURES and not images:
         raise ConfigError(f"--data {data!r} is neither a 2-D dataset ({', '.join(MIXTURES)}) nor an image dataset NAME:ROOT")
@@ -97,7 +108,7 @@ def fit_ratio(
         # VEEGAN, LBT: no discriminator on x in the checkpoint; train a fresh MLP one against the generator.
         if epochs == 0:
             raise ConfigError(f"{ckpt} holds no discriminator on x; a fresh one is trained, so --epochs must be > 0")
-        g_kwargs = (inputs.gan.config["generator"].get("arch") or {}).get("kwargs") or {}
+        g_kwargs = ((inputs.gan.config.get("generator") or {}).get("arch") or {}).get("kwargs") or {}
         d_arch = arch_config("mlp", in_dim=mixture.means_tensor().shape[1], out_dim=1, hidden=int(g_kwargs.get("hidden", 100)),
                              depth=int(g_kwargs.get("depth", 3)))
         with torch.random.fork_rng(devices=[]):
@@ -114,7 +125,7 @@ def fit_ratio(
         real = calib_images.float(device=dev) if images else mixture.sample(n_calib, rng=rng).to(dev)
         _, fake = G.sample(len(real), rng=rng)
         ratio, report = calibrate(ratio, real, fake, calibration, rng=rng)
-    meta = {"checkpoint": {"path": str(ckpt), "sha256": file_sha256(ckpt)}, "fresh_discriminator": inputs.gan.discriminator is None,
+    meta = {"checkpoint": inputs.provenance["checkpoint"], "fresh_discriminator": inputs.gan.discriminator is None,
             "dataset": data, "epochs": epochs, "n_train": len(real_train),
             "batch_size": batch_size, "lr": lr, "lr_drop": lr_drop, "calibration": report, "history": history, "seed": seed, "versions": versions(), "time": timestamp()}
     save_discriminator_ratio(out, ratio, d_arch, meta=meta)
@@ -164,7 +175,7 @@ def _fit_feature_sp(a: dict) -> None:
         raise ConfigError("--epochs and --feature-epochs must be >= 1, --n-train and --feature-dim > 0, --stem-stride 1 or 2")
     dev = resolve_device(a["device"])
     prepare_out_dir(out.parent if str(out.parent) else Path("."))
-    inputs = load_inputs(ckpt, None, dev, need_ratio=False)
+    inputs = load_inputs(ckpt, None, dev, need_ratio=False, foreign=a["foreign"])
     data = a["data"] or inputs.dataset
     if not is_image_spec(data):
         raise ConfigError(f"--kind feature-sp needs an image dataset NAME:ROOT (e.g. mnist:/data/mnist); got --data {data!r}")
@@ -182,7 +193,7 @@ def _fit_feature_sp(a: dict) -> None:
                                  head_epochs=a["epochs"], head_batch_size=a["batch_size"], head_lr=a["lr"], head_hidden=hidden, lambdas=lams,
                                  activation=a["activation"], rng=rng, device=dev, progress=a["progress"])
     archs = report.pop("archs")
-    meta = {"checkpoint": {"path": str(ckpt), "sha256": file_sha256(ckpt)}, "dataset": data, "n_train": len(real), "seed": seed,
+    meta = {"checkpoint": inputs.provenance["checkpoint"], "dataset": data, "n_train": len(real), "seed": seed,
             "feature_net_file": None if a["feature_net"] is None else {"path": str(a["feature_net"]), "sha256": file_sha256(a["feature_net"])},
             **report, "versions": versions(), "time": timestamp()}
     save_feature_ratio(out, ratio, feature_arch=archs["feature_net"], head_arch=archs["head"], meta=meta)
