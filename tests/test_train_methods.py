@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from typer.testing import CliRunner
 
@@ -70,16 +71,16 @@ def test_penalty_points_lie_where_they_should(rng):
 
 
 # --------------------------------------------------------------------------- the unrolled gradient
-def _tiny_unrolled(unroll, rule, second_order):
+def _tiny_unrolled(unroll, rule, second_order, g_loss="ns"):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(3)
         gnet = build("mlp", in_dim=1, out_dim=2, hidden=3, depth=1, activation="tanh").double()
         dnet = build("mlp", in_dim=2, out_dim=1, hidden=4, depth=1, activation="tanh").double()
     G = LatentGenerator(gnet, NormalPrior((1,)))
-    return UnrolledGAN(G, dnet, lr=1e-2, unroll=unroll, unroll_rule=rule, unroll_lr=0.5, second_order=second_order)
+    return UnrolledGAN(G, dnet, lr=1e-2, unroll=unroll, unroll_rule=rule, unroll_lr=0.5, second_order=second_order, g_loss=g_loss)
 
 
-def _explicit_unrolled_loss(m: UnrolledGAN, z, real, flat_g, *, freeze_d_after=None):
+def _explicit_unrolled_loss(m: UnrolledGAN, z, real, flat_g, *, freeze_d_after=None, saddle=False):
     """L_G(theta_G, theta_D^k(theta_G)) written out step by step (SGD or Adam on a fresh state), as a function of flat G params."""
     gnet = m.G.net
     shapes = [p.shape for p in gnet.parameters()]
@@ -104,6 +105,8 @@ def _explicit_unrolled_loss(m: UnrolledGAN, z, real, flat_g, *, freeze_d_after=N
                 vel[k] = b2 * vel[k] + (1 - b2) * g * g
                 new[k] = p - m.unroll_lr * (mom[k] / (1 - b1**t)) / torch.sqrt(vel[k] / (1 - b2**t) + 1e-16)
         d = new
+    if saddle:  # the paper's objective: minus the discriminator's loss at the unrolled parameters, real term included
+        return -d_loss_ns(torch.func.functional_call(m.D, d, (real,)), torch.func.functional_call(m.D, d, (fake,)))
     return g_loss_ns(torch.func.functional_call(m.D, d, (fake,)))
 
 
@@ -125,6 +128,56 @@ def test_unrolled_gradient_matches_finite_differences_of_the_explicit_loss(rule)
         e[i] = h
         fd[i] = (_explicit_unrolled_loss(m, z, real, flat + e).detach() - _explicit_unrolled_loss(m, z, real, flat - e).detach()) / (2 * h)
     assert torch.allclose(got, fd, rtol=1e-6, atol=1e-9), (got, fd)
+
+
+def test_saddle_objective_gradient_includes_the_real_term_through_the_unrolled_discriminator():
+    m = _tiny_unrolled(3, "adam", True, g_loss="saddle")
+    rng = torch.Generator().manual_seed(2)
+    z = torch.randn(6, 1, generator=rng, dtype=torch.float64)
+    real = torch.randn(6, 2, generator=rng, dtype=torch.float64)
+    gparams = list(m.G.net.parameters())
+    got = torch.cat([g.flatten() for g in torch.autograd.grad(m.unrolled_g_loss(z, real), gparams)])
+    flat = torch.cat([p.detach().flatten() for p in gparams])
+    assert torch.allclose(_explicit_unrolled_loss(m, z, real, flat, saddle=True), m.unrolled_g_loss(z, real), rtol=1e-12, atol=1e-12)
+    h, fd = 1e-6, torch.empty_like(flat)
+    for i in range(len(flat)):
+        e = torch.zeros_like(flat)
+        e[i] = h
+        fd[i] = (_explicit_unrolled_loss(m, z, real, flat + e, saddle=True).detach()
+                 - _explicit_unrolled_loss(m, z, real, flat - e, saddle=True).detach()) / (2 * h)
+    assert torch.allclose(got, fd, rtol=1e-6, atol=1e-9), (got, fd)
+    # without unrolling the real term does not depend on theta_G: the minimax generator loss E log(1 - D(G(z))) = -E softplus(logit)
+    plain = _tiny_unrolled(0, "adam", True, g_loss="saddle")
+    gp = list(plain.G.net.parameters())
+    minimax = torch.cat([g.flatten() for g in torch.autograd.grad(-F.softplus(plain.D(plain.G(z))).mean(), gp)])
+    got0 = torch.cat([g.flatten() for g in torch.autograd.grad(plain.unrolled_g_loss(z, real), gp)])
+    assert torch.allclose(got0, minimax, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ConfigError):
+        _tiny_unrolled(1, "adam", True, g_loss="hinge")
+
+
+# --------------------------------------------------------------------------- VEEGAN's unreconstructed noise
+def test_veegan_eps_dim_leaves_the_last_latent_coordinates_out_of_f_and_d():
+    run = train_toy("ring8", epochs=1, n_train=16, batch_size=8, method="veegan", hidden=8, depth=1, latent_dim=4,
+                    rng=torch.Generator().manual_seed(0), init_seed=0, method_options={"eps_dim": 1, "rec_weight": 0.5})
+    assert all(math.isfinite(v) for v in run.meta["history"][0].values())
+    assert run.archs["reconstructor"]["kwargs"]["out_dim"] == 3 and run.archs["joint_discriminator"]["kwargs"]["in_dim"] == 3 + 2
+    m = get_method("veegan")(run.generator, None, **run.networks, eps_dim=1)
+    z = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(m.code(z), z[:, :3])
+    z2 = z.clone()
+    z2[:, 3] += 1.0  # eps changes x but neither the code D sees nor the reconstruction target
+    assert torch.equal(m.code(z2), m.code(z))
+    for bad in (-1, 4):
+        with pytest.raises(ConfigError):
+            train_toy("ring8", epochs=1, n_train=16, batch_size=8, method="veegan", hidden=4, depth=1, latent_dim=4, method_options={"eps_dim": bad})
+
+
+def test_train_toy_activation_reaches_every_network():
+    run = train_toy("ring8", epochs=1, n_train=16, batch_size=8, method="veegan", hidden=4, depth=1, latent_dim=2,
+                    rng=torch.Generator().manual_seed(0), init_seed=0, activation="tanh")
+    assert all(a["kwargs"]["activation"] == "tanh" for a in run.archs.values())
+    assert run.generator.net.activation == "tanh" and all(n.activation == "tanh" for n in run.networks.values())
 
 
 def test_first_order_unrolling_drops_the_reaction_term_and_zero_unrolling_is_the_gan_gradient():

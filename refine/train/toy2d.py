@@ -117,14 +117,16 @@ class ToyRun:
 
 def train_toy(dataset: str = "grid25", *, epochs: int = 10, n_train: int = 50_000, method: str = "gan", hidden: int = 100, depth: int = 3,
               batch_size: int = 512, latent_dim: int = 2, rng: torch.Generator | None = None, device="cpu", progress: bool = False,
-              method_options: dict | None = None, init_seed: int | None = None, resume: dict | None = None, on_epoch=None) -> ToyRun:
+              method_options: dict | None = None, init_seed: int | None = None, resume: dict | None = None, on_epoch=None,
+              activation: str = "relu") -> ToyRun:
     """Train any registered method on a 2-D mixture; returns a :class:`ToyRun`.
 
     Network initialisation uses ``init_seed`` (torch's global RNG is saved and restored
     around it, so the caller's state is untouched); data, latents and shuffling use ``rng``.
     ``resume`` is a training state (:mod:`refine.train.checkpointing`) to continue from,
     with the same settings and seed; ``on_epoch(epoch, run, trainer)`` runs after each
-    epoch (periodic checkpoints).
+    epoch (periodic checkpoints). ``activation`` is every MLP's hidden activation (``relu``,
+    ``tanh``, ...).
     """
     mixture = get_mixture(dataset)
     cls = get_method(method)
@@ -134,6 +136,9 @@ def train_toy(dataset: str = "grid25", *, epochs: int = 10, n_train: int = 50_00
     data = mixture.sample(n_train, rng=rng).to(device)
     g_arch = arch_config("mlp", in_dim=latent_dim, out_dim=2, hidden=hidden, depth=depth)
     archs = method_networks(cls, x_dim=2, z_dim=latent_dim, hidden=hidden, depth=depth, options=opts)
+    if activation != "relu":  # the default leaves the configs (and checkpoints) as they were
+        g_arch = {**g_arch, "kwargs": {**g_arch["kwargs"], "activation": activation}}
+        archs = {k: ({**a, "kwargs": {**a["kwargs"], "activation": activation}} if a.get("name", a.get("arch")) == "mlp" else a) for k, a in archs.items()}
     with torch.random.fork_rng(devices=[]):
         if init_seed is not None:
             torch.manual_seed(init_seed)
@@ -147,7 +152,7 @@ def train_toy(dataset: str = "grid25", *, epochs: int = 10, n_train: int = 50_00
     check_method_options(cls, opts, networks=nets)
     trainer = cls(G, dnet, **nets, **opts)
     meta = {"dataset": dataset, "n_train": n_train, "epochs": epochs, "method": method, "batch_size": batch_size, "latent_dim": latent_dim,
-            "hidden": hidden, "depth": depth, "options": {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()},
+            "hidden": hidden, "depth": depth, "activation": activation, "options": {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()},
             "init_seed": init_seed, "history": []}
     run = ToyRun(G, dnet, nets, {"generator": g_arch, **archs}, getattr(cls, "discriminator_output", "logit"), meta)
     start, past = restore_training_state(trainer, resume, rng=rng) if resume is not None else (0, [])

@@ -10,7 +10,11 @@ The ``unroll`` updates are computed functionally (``torch.func.functional_call``
 the discriminator's parameters) with ``create_graph=True``, so the generator's gradient
 includes how the discriminator reacts to it: the term that counters mode collapse.
 ``second_order=False`` drops that term (the unrolled discriminator is treated as a constant),
-the paper's cheaper variant. Only the generator learns from the unrolled loss; the
+the paper's cheaper variant. ``g_loss="saddle"`` is the paper's objective (its appendix A and
+the reference notebook): the generator maximises the discriminator's loss at the unrolled
+parameters, ``-L_D(theta_G, theta_D^unroll(theta_G))``, real term included (it depends on
+``theta_G`` through the unrolled updates); the default ``"ns"`` is the non-saturating
+``-log D(G(z))`` at the unrolled parameters. Only the generator learns from the unrolled loss; the
 discriminator itself takes its ordinary update (``d_steps`` per batch), and its optimiser is
 not advanced by the unrolling.
 
@@ -35,6 +39,7 @@ from .registry import register_method
 __all__ = ["UnrolledGAN", "differentiable_steps", "adam_moments", "UNROLL_RULES"]
 
 UNROLL_RULES = ("sgd", "adam")
+G_LOSSES = ("ns", "saddle")
 
 
 def adam_moments(optimizer: torch.optim.Optimizer | None, module: nn.Module) -> dict | None:
@@ -114,11 +119,13 @@ class UnrolledGAN(GAN):
 
     Options: ``unroll`` (k, default 5; 0 is the plain GAN), ``unroll_rule`` (``adam``, the
     paper's, or ``sgd``), ``unroll_lr`` (default: the discriminator's learning rate),
-    ``second_order`` (differentiate through the unrolled updates; default true).
+    ``second_order`` (differentiate through the unrolled updates; default true), ``g_loss``
+    (``ns``, or ``saddle``: the paper's minimax objective).
     """
 
     def __init__(self, generator, discriminator, *, lr: float = 1e-3, betas=(0.5, 0.999), d_steps: int = 1, lr_d: float | None = None,
-                 unroll: int = 5, unroll_rule: str = "adam", unroll_lr: float | None = None, second_order: bool = True):
+                 unroll: int = 5, unroll_rule: str = "adam", unroll_lr: float | None = None, second_order: bool = True,
+                 g_loss: str = "ns"):
         super().__init__(generator, discriminator, lr=lr, betas=betas, d_steps=d_steps, lr_d=lr_d)
         if int(unroll) < 0:
             raise ConfigError(f"unroll (discriminator steps looked ahead) must be >= 0, got {unroll}")
@@ -131,6 +138,9 @@ class UnrolledGAN(GAN):
             raise ConfigError(f"unroll_lr must be > 0, got {unroll_lr}")
         self.betas = tuple(betas)
         self.second_order = bool(second_order)
+        if g_loss not in G_LOSSES:
+            raise ConfigError(f"unknown g_loss {g_loss!r}; valid: {', '.join(G_LOSSES)}")
+        self.g_loss_kind = g_loss
 
     def unrolled_g_loss(self, z: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """The generator loss against the discriminator after ``unroll`` differentiable updates on ``(real, G(z))``."""
@@ -146,6 +156,8 @@ class UnrolledGAN(GAN):
             moments = adam_moments(self.opt_d, self.D) if self.unroll_rule == "adam" else None
             params = differentiable_steps(params, lambda p: d_loss_ns(d_out(p, real), d_out(p, inner_fake)), self.unroll, lr=self.unroll_lr,
                                           rule=self.unroll_rule, betas=self.betas, moments=moments, create_graph=self.second_order)
+        if self.g_loss_kind == "saddle":
+            return -d_loss_ns(d_out(params, real), d_out(params, fake))
         return g_loss_ns(d_out(params, fake))
 
     def step(self, real: torch.Tensor, *, rng=None) -> dict:

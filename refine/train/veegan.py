@@ -9,6 +9,12 @@ discriminator ``D(z, x)`` (an MLP on ``[z, x]``). Per batch (the paper's Algorit
   estimate of the KL term plus the noise autoencoding loss);
 - ``F`` minimises the same noise autoencoding loss.
 
+``eps_dim`` follows the reference code's 2-D setup: the last ``eps_dim`` latent coordinates
+are extra noise fed to ``G`` that ``F`` does not reconstruct and ``D`` does not see (its
+``z`` is the first ``z_dim - eps_dim`` coordinates). ``rec_weight=0.5`` makes the
+autoencoding term the negative log-likelihood of a unit-variance Gaussian reconstructor
+(up to a constant), as in that code; the default 1 is the paper's squared l2 distance.
+
 There is no discriminator on ``x`` alone, so a VEEGAN checkpoint holds none: ``D`` and ``F``
 are stored under ``extra["networks"]`` (``joint_discriminator``, ``reconstructor``).
 ``refine sample --method none`` draws from the generator; refining needs a ratio fitted to
@@ -16,6 +22,8 @@ the trained generator first: ``refine fit-ratio --ckpt veegan.pt`` trains a fres
 discriminator on ``x`` and ``refine sample --ratio`` uses it.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -37,34 +45,47 @@ def _adam(params, lr, betas):
 class VEEGAN:
     """VEEGAN: a reconstructor network, a discriminator on (z, x) pairs and a noise autoencoding loss.
 
-    Options: ``lr``, ``betas``, ``lr_d`` (joint discriminator), ``rec_weight`` (1), ``d_steps`` (1).
+    Options: ``lr``, ``betas``, ``lr_d`` (joint discriminator), ``rec_weight`` (1), ``d_steps`` (1),
+    ``eps_dim`` (0: latent coordinates that are not reconstructed).
     """
 
     @classmethod
     def networks(cls, *, x_dim: int, z_dim: int, hidden: int, depth: int, options: dict) -> dict:
+        eps = int(options.get("eps_dim", 0) or 0)
+        if not 0 <= eps < z_dim:
+            raise ConfigError(f"eps_dim (latent coordinates not reconstructed) must be in [0, {z_dim - 1}] for latent size {z_dim}, got {eps}")
         return {
-            "joint_discriminator": arch_config("mlp", in_dim=x_dim + z_dim, out_dim=1, hidden=hidden, depth=depth),
-            "reconstructor": arch_config("mlp", in_dim=x_dim, out_dim=z_dim, hidden=hidden, depth=depth),
+            "joint_discriminator": arch_config("mlp", in_dim=x_dim + z_dim - eps, out_dim=1, hidden=hidden, depth=depth),
+            "reconstructor": arch_config("mlp", in_dim=x_dim, out_dim=z_dim - eps, hidden=hidden, depth=depth),
         }
 
     def __init__(self, generator, discriminator=None, *, joint_discriminator: nn.Module, reconstructor: nn.Module, lr: float = 1e-3,
-                 betas=(0.5, 0.999), lr_d: float | None = None, rec_weight: float = 1.0, d_steps: int = 1):
+                 betas=(0.5, 0.999), lr_d: float | None = None, rec_weight: float = 1.0, d_steps: int = 1, eps_dim: int = 0):
         if discriminator is not None:
             raise ConfigError("veegan trains a discriminator on (z, x) pairs, not on x; pass discriminator=None")
         if lr <= 0 or d_steps < 1 or rec_weight < 0:
             raise ConfigError(f"need lr > 0, d_steps >= 1 and rec_weight >= 0, got {lr}, {d_steps} and {rec_weight}")
+        z_dim = math.prod(generator.latent_shape)
+        if not 0 <= int(eps_dim) < z_dim:
+            raise ConfigError(f"eps_dim (latent coordinates not reconstructed) must be in [0, {z_dim - 1}] for latent size {z_dim}, got {eps_dim}")
         self.G, self.D, self.R = generator, joint_discriminator, reconstructor
+        self.n_rec = z_dim - int(eps_dim)
         self.rec_weight, self.d_steps = float(rec_weight), int(d_steps)
         self.opt_g = _adam(generator.net.parameters(), lr, betas)
         self.opt_r = _adam(reconstructor.parameters(), lr, betas)
         self.opt_d = _adam(joint_discriminator.parameters(), lr_d or lr, betas)
 
+    def code(self, z: torch.Tensor) -> torch.Tensor:
+        """The reconstructed part of a latent batch, flat: its first ``z_dim - eps_dim`` coordinates."""
+        return z.flatten(1)[:, : self.n_rec]
+
     def joint_logit(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.D(torch.cat([z.flatten(1), x.flatten(1)], 1)).view(-1)
+        """``D`` on ``(code, x)``; ``z`` is a latent batch or already a code (``reconstruct``'s output)."""
+        return self.D(torch.cat([self.code(z), x.flatten(1)], 1)).view(-1)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """``F(x)`` shaped like a latent batch."""
-        return self.R(x).view(len(x), *self.G.latent_shape)
+        """``F(x)``: a flat code of ``z_dim - eps_dim`` coordinates."""
+        return self.R(x).view(len(x), self.n_rec)
 
     def step(self, real: torch.Tensor, *, rng=None) -> dict:
         b = len(real)
@@ -80,7 +101,7 @@ class VEEGAN:
         z = self.G.sample_latent(b, rng=rng)
         xg = self.G(z)
         kl = self.joint_logit(z, xg).mean()
-        rec = (z - self.reconstruct(xg)).flatten(1).pow(2).sum(1).mean()
+        rec = (self.code(z) - self.reconstruct(xg)).pow(2).sum(1).mean()
         gparams, rparams = list(self.G.net.parameters()), list(self.R.parameters())
         grads = torch.autograd.grad(kl + self.rec_weight * rec, gparams + rparams, allow_unused=True)
         # F only sees the autoencoding term: D(z, G(z)) does not depend on it.
