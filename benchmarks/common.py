@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
 
 
 def machine() -> str:
@@ -38,3 +42,26 @@ def mean_std(values) -> tuple[float, float]:
 def pm(values, fmt: str = "{:.3f}") -> str:
     m, s = mean_std(values)
     return (fmt + " ± " + fmt).format(m, s)
+
+
+def refine_cli(args: list[str]) -> None:
+    """Run ``python -m refine ARGS`` from the repository root on one thread (the way the shipped files were made)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    print("+ refine " + " ".join(args), flush=True)
+    subprocess.run([sys.executable, "-m", "refine", *args], cwd=REPO, env=env, check=True)
+
+
+def update_manifest(entries: list[dict]) -> None:
+    """Add (or replace, by name) ``entries`` in ``pretrained/manifest.json`` with each file's sha256 and size."""
+    from refine.io import file_sha256, write_json
+
+    for e in entries:
+        p = REPO / "pretrained" / e["file"]
+        e["sha256"] = file_sha256(p)
+        e["bytes"] = p.stat().st_size
+    mf = REPO / "pretrained" / "manifest.json"
+    manifest = json.loads(mf.read_text()) if mf.exists() else {"checkpoints": []}
+    names = {e["name"] for e in entries}
+    manifest["checkpoints"] = [c for c in manifest["checkpoints"] if c["name"] not in names] + entries
+    write_json(manifest, mf)
+    print(json.dumps(entries, indent=2))

@@ -9,13 +9,16 @@ Both commands run with one thread so that the files are reproducible on a CPU.
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
+import argparse
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import refine_cli, update_manifest  # noqa: E402
+
 PRE = ROOT / "pretrained"
 SEED = 1
 TRAIN = ["train", "--data", "grid25", "--epochs", "10", "--seed", str(SEED), "--device", "cpu", "--out", "pretrained/toy2d_grid25_gan.pt", "--no-progress"]
@@ -23,17 +26,16 @@ FIT = ["fit-ratio", "--ckpt", "pretrained/toy2d_grid25_gan.pt", "--epochs", "50"
        "--out", "pretrained/toy2d_grid25_ratio.pt", "--no-progress"]
 
 
-def refine_cli(args: list[str]) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "refine", *args], cwd=ROOT, env=env, check=True)
-
-
 def main() -> None:
-    sys.path.insert(0, str(ROOT))
-    refine_cli(TRAIN)
-    refine_cli(FIT)
-    from refine.io import file_sha256
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
+    from refine.io import atomic_save, safe_load
 
+    refine_cli(TRAIN)
+    # Ship the model without its resumable training state (optimizers and a second copy of the weights).
+    ckpt = safe_load(PRE / "toy2d_grid25_gan.pt")
+    ckpt.pop("extra", None)
+    atomic_save(ckpt, PRE / "toy2d_grid25_gan.pt")
+    refine_cli(FIT)
     entries = [
         {
             "name": "toy2d-grid25-gan",
@@ -58,18 +60,7 @@ def main() -> None:
             "script": "benchmarks/make_pretrained_toy2d.py",
         },
     ]
-    for e in entries:
-        p = PRE / e["file"]
-        e["sha256"] = file_sha256(p)
-        e["bytes"] = p.stat().st_size
-    mf = PRE / "manifest.json"
-    manifest = json.loads(mf.read_text()) if mf.exists() else {"checkpoints": []}
-    names = {e["name"] for e in entries}
-    manifest["checkpoints"] = [c for c in manifest["checkpoints"] if c["name"] not in names] + entries
-    from refine.io import write_json
-
-    write_json(manifest, mf)
-    print(json.dumps(entries, indent=2))
+    update_manifest(entries)
 
 
 if __name__ == "__main__":

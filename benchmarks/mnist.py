@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
+
+from common import refine_cli, update_manifest  # noqa: E402
 
 PRE = REPO / "pretrained"
 WORK = REPO / "benchmarks" / "_work" / "mnist"
@@ -62,17 +63,11 @@ def recipe(mnist: str) -> dict[str, list[str]]:
     }
 
 
-def refine_cli(args: list[str]) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    print("+ refine " + " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "refine", *args], cwd=REPO, env=env, check=True)
-
-
 # --------------------------------------------------------------------------- train
 def train(args) -> None:
     import torch
 
-    from refine.io import atomic_save, file_sha256, safe_load, write_json
+    from refine.io import atomic_save, safe_load
 
     WORK.mkdir(parents=True, exist_ok=True)
     steps = recipe(args.mnist)
@@ -129,16 +124,7 @@ def train(args) -> None:
             "script": "benchmarks/mnist.py train",
         },
     ]
-    for e in entries:
-        p = PRE / e["file"]
-        e["sha256"] = file_sha256(p)
-        e["bytes"] = p.stat().st_size
-    mf = PRE / "manifest.json"
-    manifest = json.loads(mf.read_text()) if mf.exists() else {"checkpoints": []}
-    names = {e["name"] for e in entries}
-    manifest["checkpoints"] = [c for c in manifest["checkpoints"] if c["name"] not in names] + entries
-    write_json(manifest, mf)
-    print(json.dumps(entries, indent=2))
+    update_manifest(entries)
 
 
 # --------------------------------------------------------------------------- the evaluation feature space

@@ -595,14 +595,6 @@ def load_image_samples(path: str | os.PathLike, *, value_range: str = "auto", pr
 
 
 # --------------------------------------------------------------------------- reports
-def _fmt(v) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
-    return str(v)
-
-
 def image_columns(space: FeatureSpace, *, cost: bool = True) -> list[str]:
     cols = [c for c in IMAGE_COLUMNS if space.logits is not None or c not in (IS_MEAN, IS_STD)]
     return cols if cost else cols[: cols.index(COVERAGE) + 1]
