@@ -173,6 +173,33 @@ def test_veegan_eps_dim_leaves_the_last_latent_coordinates_out_of_f_and_d():
             train_toy("ring8", epochs=1, n_train=16, batch_size=8, method="veegan", hidden=4, depth=1, latent_dim=4, method_options={"eps_dim": bad})
 
 
+def test_veegan_stochastic_reconstructor_gives_d_full_rank_codes_for_data_pairs():
+    """Algorithm 1 draws the data pairs' codes from p(z | x); a deterministic F(x) lies on a 2-D surface in the 8-D code space."""
+    run = train_toy("ring8", epochs=1, n_train=16, batch_size=8, method="veegan", hidden=8, depth=1, latent_dim=8,
+                    rng=torch.Generator().manual_seed(0), init_seed=0, method_options={"rec_std": 1.0})
+    x = get_mixture("ring8").sample(2000, rng=torch.Generator().manual_seed(1))
+    eig = {}
+    for std in (0.0, 1.0):
+        m = get_method("veegan")(run.generator, None, **run.networks, rec_std=std)
+        with torch.no_grad():
+            codes = m.sample_code(x, rng=torch.Generator().manual_seed(2))
+        eig[std] = torch.linalg.eigvalsh(torch.cov(codes.T.double()))
+        if std:  # the noise around F(x): unit variance in every coordinate (each sample variance within 5 standard errors, 2000 draws)
+            with torch.no_grad():
+                resid = codes - m.reconstruct(x)
+            assert ((resid.var(0) - 1).abs() < 5 * math.sqrt(2 / len(x))).all()
+    # deterministic: a curved 2-D surface, so some directions carry (almost) no variance; stochastic: every direction >= about 1
+    assert eig[0.0].min() < 0.01 and eig[1.0].min() > 0.5, eig
+    seen = []
+    m = get_method("veegan")(run.generator, None, **run.networks, rec_std=1.0)
+    orig = m.sample_code
+    m.sample_code = lambda v, rng=None: seen.append(len(v)) or orig(v, rng=rng)
+    m.step(x[:8], rng=torch.Generator().manual_seed(3))
+    assert seen == [8]  # the discriminator step draws the data pairs' codes through p(z | x)
+    with pytest.raises(ConfigError):
+        get_method("veegan")(run.generator, None, **run.networks, rec_std=-1.0)
+
+
 def test_train_toy_activation_reaches_every_network():
     run = train_toy("ring8", epochs=1, n_train=16, batch_size=8, method="veegan", hidden=4, depth=1, latent_dim=2,
                     rng=torch.Generator().manual_seed(0), init_seed=0, activation="tanh")
