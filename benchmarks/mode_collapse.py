@@ -9,14 +9,18 @@ with each sampler (rs, drs, mh, sir) from the refined target. Stacked MNIST (thr
 digits as the channels of one image, 1,000 modes) counts modes with an MNIST classifier
 trained here and reports the KL of the mode histogram to uniform.
 
-    python benchmarks/mode_collapse.py             # the CPU configuration (about 15-20 min on 2 cores)
+    python benchmarks/mode_collapse.py --config paper --part 2d --merge benchmarks/results/mode_collapse_recipe.json
+                                                   # the published results: GAN, Unrolled GAN and VEEGAN in their papers'
+                                                   # 2-D setups (PAPER_2D), the other rows and stacked MNIST kept from the recipe run
+    python benchmarks/mode_collapse.py             # every method in one shared recipe (--config cpu, about 45 min on 2 cores)
     python benchmarks/mode_collapse.py --quick     # smoke run (about a minute)
     python benchmarks/mode_collapse.py --stacked full --device cuda   # the full stacked-MNIST configuration, GPU
     python benchmarks/mode_collapse.py --part 2d   # only the 2-D mixtures (or --part stacked)
     python benchmarks/mode_collapse.py --config long --part 2d   # VEEGAN trained 5x longer
 
-Writes ``benchmarks/results/mode_collapse.{md,json,png}`` (``--out`` to change; a ``--quick``
-run writes ``mode_collapse_quick.*``, ``--config long`` ``mode_collapse_long.*``) and ``mode_collapse_stacked.png``. MNIST is read from
+Writes ``benchmarks/results/mode_collapse.{md,json,png}`` for ``--config paper`` (``--out`` to change; ``--config cpu``
+writes ``mode_collapse_recipe.*``, a ``--quick`` run ``mode_collapse_quick.*``, ``--config long`` ``mode_collapse_long.*``) and
+``<prefix>_stacked.png``. MNIST is read from
 ``$REFINE_SHARED/data/mnist`` (default ``../shared`` next to the repository) or ``--mnist``.
 """
 from __future__ import annotations
@@ -66,6 +70,42 @@ METHODS = ["gan", "gan-gp", "wgan-gp", "unrolled", "veegan", "lbt", "lbt-gan", "
 DATASETS = ["ring8", "grid25-veegan", "ring8-lbt"]
 SAMPLERS = {"rs": {}, "drs": {}, "mh": {"k": 100}, "sir": {"candidates": 20}}
 
+#: The papers' 2-D configurations (--config paper). Sources:
+#: - Unrolled GAN: the reference notebook of Metz et al. (github.com/poolio/unrolled_gan, "Unrolled GAN demo.ipynb"):
+#:   z ~ N(0, I_256), batch 512, G and D 2 x 128 tanh, Adam beta1 0.5 with lr 1e-3 (G) and 1e-4 (D), 5 unrolling steps
+#:   (Adam, from the discriminator optimiser's moments), G maximises the discriminator's loss at the unrolled parameters
+#:   (the saddle objective), 25,000 iterations. Not reproduced: its orthogonal initialisation (gain 1.4).
+#: - GAN: the same notebook with 0 unrolling steps is its GAN baseline; here the non-saturating GAN with the notebook's
+#:   networks, latent, batch and learning rates.
+#: - VEEGAN: the 2-D code of Srivastava et al. (github.com/akashgit/VEEGAN, VEEGAN_2D_RING.ipynb, read through a public port
+#:   that keeps its parameters): noise of 254 dims plus 1 dim of extra noise (eps) into G, batch 500, G, reconstructor and
+#:   joint discriminator 2 x 128 ReLU (the port's D has one hidden layer), Adam (lr 1e-3, beta1 0.5) for G, F and D, a
+#:   stochastic unit-variance Gaussian reconstructor (rec_std 1: D's data pairs are (F(x) + N(0, I), x), as in the paper's
+#:   Algorithm 1, and the autoencoding loss is its NLL 0.5 ||z - F(G(z))||^2). The port trains 100,000 iterations.
+#: Iterations: PAPER_STEPS for every method (CPU budget; 25,000 in the Unrolled notebook), the same for all three.
+PAPER_STEPS = 7500
+PAPER_2D = {
+    "gan": {"latent_dim": 256, "batch_size": 512, "activation": "tanh", "options": {"lr": 1e-3, "lr_d": 1e-4}},
+    "unrolled": {"latent_dim": 256, "batch_size": 512, "activation": "tanh", "options": {"lr": 1e-3, "lr_d": 1e-4, "unroll": 5, "g_loss": "saddle"}},
+    "veegan": {"latent_dim": 255, "batch_size": 500, "activation": "relu", "options": {"lr": 1e-3, "eps_dim": 1, "rec_std": 1.0}},
+}
+
+#: Variants of PAPER_2D tried in one-seed probes (--variant NAME with --config paper); every one tried is listed in the
+#: results markdown (PROBES), not only the adopted configuration.
+PAPER_VARIANTS = {
+    # VEEGAN with a deterministic reconstructor (the method's default) and the Gaussian NLL weight 0.5, before rec_std existed.
+    "veegan-deterministic": ("veegan", {"lr": 1e-3, "eps_dim": 1, "rec_weight": 0.5}),
+}
+#: One-seed probes run before the full paper run (seed 0, grid25-veegan, 2-core CPU, 2026-11-21), with their commands.
+PROBES = [
+    ("--config paper --part 2d --methods gan,unrolled,veegan --datasets grid25-veegan --seeds 1 --steps 500 --variant veegan-deterministic",
+     "500 steps (timing probe): gan 8 modes / 1.7% HQ, unrolled 20 / 2.1%, veegan (deterministic F) 1 / 0.0%"),
+    ("--config paper --part 2d --methods veegan --datasets grid25-veegan --seeds 1 --steps 7500 --variant veegan-deterministic",
+     "veegan, deterministic F: 4 modes / 0.3% HQ (the generator stuck in one corner)"),
+    ("--config paper --part 2d --methods veegan --datasets grid25-veegan --seeds 1 --steps 7500",
+     "veegan, stochastic Gaussian reconstructor (rec_std 1, the adopted configuration): 25 modes / 39.6% HQ"),
+]
+
 CONFIGS = {
     # 2-D: G z(2) -> 128 -> 128 -> 2, every other network 128 x 2 hidden layers, Adam 1e-3 (0.5, 0.999), batch 256.
     "cpu": {"seeds": 3, "hidden": 128, "depth": 2, "latent_dim": 2, "batch_size": 256, "n_train": 51_200, "steps": 2000,
@@ -73,6 +113,10 @@ CONFIGS = {
     # VEEGAN trained 5x longer (10,000 steps): run with --config long.
     "long": {"seeds": 3, "hidden": 128, "depth": 2, "latent_dim": 2, "batch_size": 256, "n_train": 51_200, "steps": 10_000,
              "expensive_steps": 3000, "n_eval": 2500, "refit_epochs": 5, "datasets": ["ring8", "grid25-veegan"], "methods": ["veegan"]},
+    # The papers' own 2-D setups for the three methods of VEEGAN's Table 1 (PAPER_2D, per method); --merge keeps the other rows.
+    "paper": {"seeds": 3, "hidden": 128, "depth": 2, "latent_dim": 2, "batch_size": 256, "n_train": 51_200, "steps": PAPER_STEPS,
+              "expensive_steps": 600, "n_eval": 2500, "refit_epochs": 5, "datasets": ["ring8", "grid25-veegan"], "methods": ["gan", "unrolled", "veegan"],
+              "per_method": PAPER_2D},
     "quick": {"seeds": 1, "hidden": 32, "depth": 2, "latent_dim": 2, "batch_size": 256, "n_train": 12_800, "steps": 150,
               "expensive_steps": 50, "n_eval": 2500, "refit_epochs": 1, "datasets": ["ring8", "grid25-veegan"], "methods": METHODS},
 }
@@ -199,13 +243,16 @@ def run_2d(cfg: dict, methods: list[str], datasets: list[str], device, log) -> t
         mixture = get_mixture(ds)
         for method in [m for m in methods if m in DATASET_METHODS.get(ds, methods)]:
             steps = cfg["expensive_steps"] if method in EXPENSIVE else cfg["steps"]
-            steps_per_epoch = cfg["n_train"] // cfg["batch_size"]
+            pm_cfg = cfg.get("per_method", {}).get(method)
+            setup = ({"latent_dim": cfg["latent_dim"], "batch_size": cfg["batch_size"], "activation": "relu", "options": METHOD_OPTIONS.get(method, {})}
+                     if pm_cfg is None else pm_cfg)
+            steps_per_epoch = cfg["n_train"] // setup["batch_size"]
             epochs = max(1, round(steps / steps_per_epoch))
             for seed in range(cfg["seeds"]):
                 t0 = time.perf_counter()
                 run = train_toy(ds, epochs=epochs, n_train=cfg["n_train"], method=method, hidden=cfg["hidden"], depth=cfg["depth"],
-                                latent_dim=cfg["latent_dim"], batch_size=cfg["batch_size"], rng=torch.Generator().manual_seed(seed), device=device,
-                                method_options=METHOD_OPTIONS.get(method), init_seed=seed)
+                                latent_dim=setup["latent_dim"], batch_size=setup["batch_size"], rng=torch.Generator().manual_seed(seed), device=device,
+                                method_options=setup["options"] or None, init_seed=seed, activation=setup["activation"])
                 train_s = time.perf_counter() - t0
                 G = run.generator
                 G.net.eval().requires_grad_(False)
@@ -215,7 +262,9 @@ def run_2d(cfg: dict, methods: list[str], datasets: list[str], device, log) -> t
                 real = mixture.sample(50_000, rng=torch.Generator().manual_seed(seed + 300)).to(device)
                 ratio, fit_info = fitted_ratio(G, run.discriminator, real, hidden=cfg["hidden"], depth=cfg["depth"], epochs=cfg["refit_epochs"], seed=seed)
                 after, xs = refine_and_score(G, ratio, cfg["n_eval"], seed, lambda v: score_2d(v, mixture))
-                row = {"dataset": ds, "method": method, "seed": seed, "steps": epochs * steps_per_epoch, "options": METHOD_OPTIONS.get(method, {}),
+                row = {"dataset": ds, "method": method, "seed": seed, "steps": epochs * steps_per_epoch, "options": setup["options"],
+                       "setup": "paper" if pm_cfg is not None else "recipe", "latent_dim": setup["latent_dim"], "batch_size": setup["batch_size"],
+                       "activation": setup["activation"],
                        "train_time_s": train_s, "refine_time_s": time.perf_counter() - t1, "before": before, "ratio_fit": fit_info, "after": after}
                 rows.append(row)
                 if seed == 0:
@@ -233,7 +282,8 @@ def summarise_2d(rows: list[dict], methods, datasets) -> dict:
             rs = [r for r in rows if r["dataset"] == ds and r["method"] == m]
             if not rs:
                 continue
-            entry = {"n_seeds": len(rs), "steps": rs[0]["steps"], "train_time_s": mean_std([r["train_time_s"] for r in rs])[0]}
+            entry = {"n_seeds": len(rs), "steps": rs[0]["steps"], "train_time_s": mean_std([r["train_time_s"] for r in rs])[0],
+                     "setup": rs[0].get("setup", "recipe")}
             for key in ("modes", "hq", "kl_uniform", "intra_kl"):
                 entry[key] = mean_std([r["before"][key] for r in rs])
             for s in SAMPLERS:
@@ -433,21 +483,40 @@ def save_stacked_picture(path: Path, pictures: dict) -> None:
 
 
 # --------------------------------------------------------------------------- report
+def atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def markdown(result: dict) -> str:
     lines = [f"# Mode-collapse benchmark ({result['config_name']})", "",
              f"Machine: {result['machine']}. Date: {result['date']}. Command: `{result['command']}`. Total time {result['total_time_s'] / 60:.1f} min.", ""]
     cfg = result.get("config_2d")
     if cfg:
-        lines += [f"2-D mixtures: {cfg['seeds']} seeds (mean ± std), {cfg['n_eval']} samples per evaluation, HQ = within 3 std of the nearest mean, "
-                  f"modes = modes with at least one HQ sample. Networks: MLPs {cfg['hidden']} x {cfg['depth']} hidden, latent {cfg['latent_dim']}, "
-                  f"batch {cfg['batch_size']}, Adam lr 1e-3 betas (0.5, 0.999), {cfg['steps']} steps ({cfg['expensive_steps']} for {', '.join(sorted(EXPENSIVE))}). "
-                  "Method options: " + "; ".join(f"{m} " + ", ".join(f"{k}={v:g}" for k, v in o.items()) for m, o in METHOD_OPTIONS.items()) + ". "
-                  f"Refinement: the discriminator refitted to the final generator for {cfg['refit_epochs']} epochs (a fresh MLP for methods without one), "
+        lines += [f"2-D mixtures: {cfg['seeds']} seeds (mean ± std; seeds 0, 1, 2 for every method), {cfg['n_eval']} samples per evaluation, "
+                  "HQ = within 3 std of the nearest mean, modes = modes with at least one HQ sample.", ""]
+        paper = result.get("config_paper")
+        if paper:
+            lines += ["Rows marked **paper** follow the papers' own 2-D setups (the sources are cited in `PAPER_2D` in the script), "
+                      f"{paper['steps']} steps each, MLPs {paper['hidden']} x {paper['depth']} hidden:", ""]
+            for m, p in paper["per_method"].items():
+                opts = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in p["options"].items())
+                lines.append(f"- {m}: latent {p['latent_dim']}, batch {p['batch_size']}, {p['activation']}, {opts}")
+            lines += ["", "Probes before the full run (one seed, every variant tried; `python benchmarks/mode_collapse.py` with):", ""]
+            lines += [f"- `{cmd}`: {what}" for cmd, what in PROBES]
+            lines += ["", "Rows marked **recipe** are kept from the earlier run of the shared recipe (`--config cpu`, "
+                      "results also in `mode_collapse_recipe.md`): "]
+        lines[-1] += (f"MLPs {cfg['hidden']} x {cfg['depth']} hidden, latent {cfg['latent_dim']}, "
+                      f"batch {cfg['batch_size']}, Adam lr 1e-3 betas (0.5, 0.999), {cfg['steps']} steps ({cfg['expensive_steps']} for {', '.join(sorted(EXPENSIVE))}). "
+                      "Method options: " + "; ".join(f"{m} " + ", ".join(f"{k}={v:g}" for k, v in o.items()) for m, o in METHOD_OPTIONS.items()) + ". ")
+        lines += ["", f"Refinement: the discriminator refitted to the final generator for {cfg['refit_epochs']} epochs (a fresh MLP for methods without one), "
                   f"then rs, drs (gamma 80), mh (k 100), sir (20 candidates). "
                   + "".join(f"{d} is run for {', '.join(ms)} only. " for d, ms in DATASET_METHODS.items() if d in result["datasets"]), ""]
         for ds in result["datasets"]:
-            lines += [f"## {ds}", "", "| method | steps | modes | HQ % | KL(modes ‖ uniform) | intra-mode KL | HQ % rs | HQ % drs | HQ % mh | HQ % sir | modes drs | modes mh | paper (modes / HQ %) |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            lines += [f"## {ds}", "", "| method | setup | steps | modes | HQ % | KL(modes ‖ uniform) | intra-mode KL | HQ % rs | HQ % drs | HQ % mh | HQ % sir | modes drs | modes mh | paper (modes / HQ %) |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
             for m in result["methods"]:
                 e = result["summary_2d"].get(f"{ds}/{m}")
                 if e is None:
@@ -457,7 +526,7 @@ def markdown(result: dict) -> str:
                     failed = e.get(k.split("_")[0] + "_failed", 0) if k.split("_")[0] in SAMPLERS else 0
                     return txt + (f" ({failed} of {e['n_seeds']} over budget)" if failed else "")
                 ref = REFERENCE.get(ds, {}).get(m)
-                lines.append(f"| {m} | {e['steps']} | {f('modes')} | {f('hq')} | {f('kl_uniform', '{:.2f}')} | {f('intra_kl', '{:.2f}')} | {f('rs_hq')} | "
+                lines.append(f"| {m} | {e.get('setup', 'recipe')} | {e['steps']} | {f('modes')} | {f('hq')} | {f('kl_uniform', '{:.2f}')} | {f('intra_kl', '{:.2f}')} | {f('rs_hq')} | "
                              f"{f('drs_hq')} | {f('mh_hq')} | {f('sir_hq')} | {f('drs_modes')} | {f('mh_modes')} | {'%g / %g' % ref if ref else '–'} |")
             lines.append("")
     st = result.get("stacked")
@@ -481,26 +550,46 @@ def markdown(result: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: one seed, a few steps (same as --config quick)")
-    ap.add_argument("--config", choices=list(CONFIGS), default="cpu", help="2-D configuration: cpu (default), long (VEEGAN, 5x the steps), quick")
+    ap.add_argument("--config", choices=list(CONFIGS), default="cpu", help="2-D configuration: cpu (default: one recipe for every method), paper (GAN, Unrolled, VEEGAN in their papers' setups), "
+                    "long (VEEGAN, 5x the steps), quick")
     ap.add_argument("--part", choices=["all", "2d", "stacked"], default="all")
     ap.add_argument("--stacked", choices=list(STACKED), default=None, help="stacked-MNIST configuration (default: small, quick with --quick)")
     ap.add_argument("--methods", default=None, help="comma-separated 2-D methods (default: all registered of " + ",".join(METHODS) + ")")
     ap.add_argument("--datasets", default=None, help="comma-separated 2-D datasets")
     ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=None, help="override the configuration's steps (probes)")
+    ap.add_argument("--variant", choices=list(PAPER_VARIANTS), default=None, help="with --config paper: a variant's options for its method (probes)")
+    ap.add_argument("--render", type=Path, default=None, help="only rewrite the markdown next to this result JSON (no training)")
+    ap.add_argument("--merge", type=Path, default=None,
+                    help="an earlier result JSON: its 2-D rows for (dataset, method) pairs not run now, and its stacked-MNIST section, are kept")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--mnist", type=Path, default=None, help="folder with the MNIST idx files")
     ap.add_argument("--out", type=Path, default=None, help="output prefix (default benchmarks/results/mode_collapse[_quick])")
     args = ap.parse_args(argv)
+    if args.render is not None:
+        result = json.loads(args.render.read_text())
+        atomic_text(args.render.with_suffix(".md"), markdown(result))
+        print(f"wrote {args.render.with_suffix('.md')}")
+        return 0
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     name = "quick" if args.quick else args.config
     cfg = dict(CONFIGS[name])
     if args.seeds:
         cfg["seeds"] = args.seeds
+    if args.steps:
+        cfg["steps"] = args.steps
+    if args.variant:
+        if "per_method" not in cfg:
+            raise SystemExit("--variant needs --config paper")
+        vm, vopts = PAPER_VARIANTS[args.variant]
+        cfg["per_method"] = {**cfg["per_method"], vm: {**cfg["per_method"][vm], "options": vopts}}
+        cfg["variant"] = args.variant
     methods = [m for m in (args.methods.split(",") if args.methods else cfg["methods"]) if m in list_methods()]
     datasets = args.datasets.split(",") if args.datasets else cfg["datasets"]
-    out = args.out or RESULTS / ("mode_collapse" if name == "cpu" else f"mode_collapse_{name}")
+    out = args.out or RESULTS / {"paper": "mode_collapse", "cpu": "mode_collapse_recipe"}.get(name, f"mode_collapse_{name}")
+    merged = json.loads(args.merge.read_text()) if args.merge else None
     out.parent.mkdir(parents=True, exist_ok=True)
     shared = Path(os.environ.get("REFINE_SHARED", ROOT.parent / "shared"))
     mnist_root = args.mnist or shared / "data" / "mnist"
@@ -515,7 +604,16 @@ def main(argv=None) -> int:
     if args.part in ("all", "2d"):
         log(f"2-D: {', '.join(methods)} on {', '.join(datasets)}, {cfg['seeds']} seed(s)")
         rows, samples = run_2d(cfg, methods, datasets, device, log)
-        result.update({"config_2d": cfg, "runs_2d": rows, "summary_2d": summarise_2d(rows, methods, datasets)})
+        if merged is not None and merged.get("runs_2d"):
+            done = {(r["dataset"], r["method"]) for r in rows}
+            rows = rows + [{**r, "setup": r.get("setup", "recipe")} for r in merged["runs_2d"] if (r["dataset"], r["method"]) not in done]
+            methods = [m for m in merged["methods"] if m in {r["method"] for r in rows}] + [m for m in methods if m not in merged["methods"]]
+            datasets = [d for d in merged["datasets"] if d in {r["dataset"] for r in rows}] + [d for d in datasets if d not in merged["datasets"]]
+            result.update({"methods": methods, "datasets": datasets, "config_2d": merged["config_2d"], "config_paper": cfg,
+                           "merged_from": str(args.merge)})
+        else:
+            result["config_2d"] = cfg
+        result.update({"runs_2d": rows, "summary_2d": summarise_2d(rows, methods, datasets)})
         plot_grid(out.with_suffix(".png"), samples, methods, datasets)
     if args.part in ("all", "stacked"):
         scfg = STACKED[args.stacked or ("quick" if name == "quick" else "small")]
@@ -525,11 +623,11 @@ def main(argv=None) -> int:
             result["stacked"] = st
         else:
             log(f"stacked MNIST skipped: {mnist_root} not found (pass --mnist)")
+    elif merged is not None and merged.get("stacked"):
+        result["stacked"] = merged["stacked"]
     result["total_time_s"] = time.perf_counter() - t_start
     write_json(result, out.with_suffix(".json"))
-    with open(out.with_suffix(".md.tmp"), "w") as f:
-        f.write(markdown(result))
-    os.replace(out.with_suffix(".md.tmp"), out.with_suffix(".md"))
+    atomic_text(out.with_suffix(".md"), markdown(result))
     log(f"wrote {out}.md, .json, .png")
     return 0
 
