@@ -506,6 +506,7 @@ def markdown(result: dict) -> str:
                 lines.append(f"- {m}: latent {p['latent_dim']}, batch {p['batch_size']}, {p['activation']}, {opts}")
             lines += ["", "Probes before the full run (one seed, every variant tried; `python benchmarks/mode_collapse.py` with):", ""]
             lines += [f"- `{cmd}`: {what}" for cmd, what in PROBES]
+            lines += ["", "Pictures (seed 0): this run's rows in `mode_collapse.png`, the recipe run's in `mode_collapse_recipe.png`."]
             lines += ["", "Rows marked **recipe** are kept from the earlier run of the shared recipe (`--config cpu`, "
                       "results also in `mode_collapse_recipe.md`): "]
         lines[-1] += (f"MLPs {cfg['hidden']} x {cfg['depth']} hidden, latent {cfg['latent_dim']}, "
@@ -604,6 +605,7 @@ def main(argv=None) -> int:
     if args.part in ("all", "2d"):
         log(f"2-D: {', '.join(methods)} on {', '.join(datasets)}, {cfg['seeds']} seed(s)")
         rows, samples = run_2d(cfg, methods, datasets, device, log)
+        run_methods, run_datasets = methods, datasets
         if merged is not None and merged.get("runs_2d"):
             done = {(r["dataset"], r["method"]) for r in rows}
             rows = rows + [{**r, "setup": r.get("setup", "recipe")} for r in merged["runs_2d"] if (r["dataset"], r["method"]) not in done]
@@ -614,7 +616,7 @@ def main(argv=None) -> int:
         else:
             result["config_2d"] = cfg
         result.update({"runs_2d": rows, "summary_2d": summarise_2d(rows, methods, datasets)})
-        plot_grid(out.with_suffix(".png"), samples, methods, datasets)
+        plot_grid(out.with_suffix(".png"), samples, run_methods, run_datasets)  # pictures of this run's rows only
     if args.part in ("all", "stacked"):
         scfg = STACKED[args.stacked or ("quick" if name == "quick" else "small")]
         if mnist_root.is_dir():
