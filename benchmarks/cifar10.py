@@ -183,6 +183,7 @@ def evaluate(args) -> None:
 
     rows = []
     real_n = load_images(data, split="train", limit=args.n, rng=torch.Generator().manual_seed(99)).images
+    real_n = real_n[torch.randperm(len(real_n), generator=torch.Generator().manual_seed(99))]  # the subset comes sorted by class
     s = score(real_n.float() / 127.5 - 1)
     grids = {"real training images": s.pop("_x8")}
     rows.append({"method": f"real training images (n={args.n}, reference floor)", "ratio": None, **s})

@@ -469,7 +469,9 @@ def load_images(
     """Load split ``train`` or ``test`` of an image dataset into memory.
 
     ``limit`` keeps a random subset of that many images (drawn with ``rng``; file-based
-    datasets then decode only those). ``image_size``/``channels`` convert at load time.
+    datasets then decode only those), kept in the dataset's order (a class-per-folder tree
+    stays sorted by class: shuffle before showing the first few). ``image_size``/``channels``
+    convert at load time.
     """
     ds = parse_data_spec(spec) if isinstance(spec, str) else spec
     if split not in SPLITS:
