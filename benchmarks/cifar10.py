@@ -133,13 +133,6 @@ METHODS = [
 RATIO_NAMES = {"d": "discriminator (refitted, logistic)", "d0": "discriminator as trained (no refit, no calibration)", "dre": "DRE-F-SP"}
 
 
-class _NoRatio:
-    differentiable = False
-
-    def log_ratio(self, x):  # pragma: no cover - method none never asks
-        raise RuntimeError("no ratio")
-
-
 def evaluate(args) -> None:
     import numpy as np
     import torch
@@ -192,7 +185,7 @@ def evaluate(args) -> None:
     for label, rname, method, opts in METHODS:
         if only and label not in only and method not in only:
             continue
-        target = LatentTarget(gan.generator, ratios[rname] if rname else _NoRatio())
+        target = LatentTarget(gan.generator, ratios[rname] if rname else None)
         try:
             (row,) = compare_methods(target, [(method, opts)], args.n, seed=args.seed, score=score, progress=args.progress)
         except Exception as e:  # noqa: BLE001 - a sampler that fails (budget) is a result, not a crash
@@ -209,7 +202,7 @@ def evaluate(args) -> None:
         seeds = [args.seed + k for k in range(1, args.raw_seeds + 1)]
         fids = []
         for sd in seeds:
-            (row,) = compare_methods(LatentTarget(gan.generator, _NoRatio()), [("none", {})], args.n, seed=sd, score=score)
+            (row,) = compare_methods(LatentTarget(gan.generator), [("none", {})], args.n, seed=sd, score=score)
             fids.append(row["fid"])
         spread = {"seeds": seeds, "fid": fids, "mean": float(np.mean(fids)), "std": float(np.std(fids, ddof=1)) if len(fids) > 1 else 0.0}
         log(f"raw generator FID over seeds {seeds}: {spread['mean']:.3f} +- {spread['std']:.3f}")

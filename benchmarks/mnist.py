@@ -282,7 +282,7 @@ def evaluate(args) -> None:
         if only and label not in only and method not in only:
             continue
         sampler = get_sampler(method, **opts)
-        target = LatentTarget(gan.generator, ratios[rname] if rname else _NoRatio())
+        target = LatentTarget(gan.generator, ratios[rname] if rname else None)
         rng = torch.Generator().manual_seed(args.seed)
         t0 = time.perf_counter()
         try:
@@ -303,7 +303,7 @@ def evaluate(args) -> None:
     if args.raw_seeds > 0:
         fids = []
         for k in range(1, args.raw_seeds + 1):
-            res = get_sampler("none").sample(LatentTarget(gan.generator, _NoRatio()), args.n, rng=torch.Generator().manual_seed(args.seed + k))
+            res = get_sampler("none").sample(LatentTarget(gan.generator), args.n, rng=torch.Generator().manual_seed(args.seed + k))
             fids.append(score(res.x)["fid_cnn"])
         spread = {"seeds": [args.seed + k for k in range(1, args.raw_seeds + 1)], "fid_cnn": fids,
                   "mean": float(np.mean(fids)), "std": float(np.std(fids, ddof=1)) if len(fids) > 1 else 0.0}
@@ -349,14 +349,6 @@ def evaluate(args) -> None:
         f.write("\n".join(md) + "\n")
     _save_panels(out.with_suffix(".png"), grids, image_grid, atomic_write)
     log("\n".join(md))
-
-
-class _NoRatio:
-    differentiable = False
-
-    def log_ratio(self, x):  # pragma: no cover - method none never asks
-        raise RuntimeError("no ratio")
-
 
 def _save_panels(path, grids: dict, image_grid, atomic_write) -> None:
     import math

@@ -127,16 +127,10 @@ def sample(target, method: str = "none", n: int = 1000, *, rng: torch.Generator 
     if isinstance(target, LatentGenerator):
         if method != "none":
             raise ConfigError(f"method {method!r} needs a density ratio: wrap the generator with discriminator= (and output=) or ratio=")
-        target = LatentTarget(target, _NoRatio())
+        target = LatentTarget(target)
     if not isinstance(target, LatentTarget):
         raise ConfigError(f"refine.sample needs what refine.wrap returns (a LatentTarget), got {type(target).__name__}")
     if sampler.needs_gradients:
         check_gradients(target.generator, target.ratio, method=method, through_generator=gradients_through_generator(sampler))
     return sampler.sample(target, n, rng=rng, progress=progress, real=real)
 
-
-class _NoRatio:
-    differentiable = False
-
-    def log_ratio(self, x):
-        raise ConfigError("this generator has no density ratio; only method 'none' can run on it")

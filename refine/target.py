@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import NonFiniteError, NotDifferentiableError, ShapeError
+from .errors import ConfigError, NonFiniteError, NotDifferentiableError
 from .generator import LatentGenerator, network_error
 from .ratio.base import check_log_ratio
 
@@ -32,13 +32,15 @@ class LatentTarget:
     """``pi(z) ∝ p0(z) r(G(z))`` from a :class:`LatentGenerator` and a density ratio.
 
     ``prior_term=False`` drops ``log p0`` from the density (for methods that act on
-    ``log r`` alone); the proposal distribution is still the prior.
+    ``log r`` alone); the proposal distribution is still the prior. ``ratio=None`` is the
+    raw generator: method ``none`` samples it, and anything that asks for ``log r`` gets
+    a ConfigError.
     """
 
-    def __init__(self, generator: LatentGenerator, ratio, *, prior_term: bool = True) -> None:
+    def __init__(self, generator: LatentGenerator, ratio=None, *, prior_term: bool = True) -> None:
         if not isinstance(generator, LatentGenerator):
             raise TypeError("generator must be a refine.LatentGenerator; wrap your network with refine.wrap(...)")
-        if not hasattr(ratio, "log_ratio"):
+        if ratio is not None and not hasattr(ratio, "log_ratio"):
             raise TypeError(f"ratio must have log_ratio(x), got {type(ratio).__name__}")
         self.generator = generator
         self.ratio = ratio
@@ -53,6 +55,8 @@ class LatentTarget:
         return self.generator.device
 
     def log_ratio(self, x: torch.Tensor) -> torch.Tensor:
+        if self.ratio is None:
+            raise ConfigError("this target has no density ratio; only method 'none' runs without one: pass a discriminator or ratio")
         try:
             out = self.ratio.log_ratio(x)
         except RuntimeError as e:
@@ -77,6 +81,8 @@ class LatentTarget:
 
     def check_differentiable(self) -> None:
         """Raise NotDifferentiableError up front if gradients cannot reach ``z``."""
+        if self.ratio is None:
+            raise ConfigError("this target has no density ratio; gradient methods need one: pass a discriminator or ratio")
         if getattr(self.ratio, "differentiable", True) is False:
             raise NotDifferentiableError(f"the ratio {self.ratio!r} is not differentiable; use a sampler that needs no gradients (rs, drs, mh, sir) or an uncalibrated/logistic ratio")
         if self.generator.differentiable is False:

@@ -139,3 +139,16 @@ def test_wrap_and_sample_from_python():
     target = refine.wrap(gnet, latent_shape=4, discriminator=dnet, output="logit")
     res = refine.sample(target, "sir", 16, rng=torch.Generator().manual_seed(0), candidates=4)
     assert res.x.shape == (16, 2) and res.info["ess"] <= 1.0
+
+
+def test_target_without_a_ratio_is_the_raw_generator(rng):
+    G = LatentGenerator(torch.nn.Linear(2, 2), NormalPrior((2,)))
+    target = LatentTarget(G)
+    res = refine.sample(target, "none", n=5, rng=torch.Generator().manual_seed(0))
+    assert res.x.shape == (5, 2)
+    with pytest.raises(ConfigError, match="no density ratio"):
+        target.log_weight(torch.zeros(3, 2))
+    with pytest.raises(ConfigError, match="no density ratio"):
+        target.check_differentiable()
+    with pytest.raises(ConfigError, match="no density ratio"):
+        refine.sample(target, "drs", n=5, rng=torch.Generator().manual_seed(0))

@@ -118,7 +118,7 @@ def eval_(
                               f"({', '.join(IMAGE_DATASETS)})")
         img.check_unused(data)
         mixture = get_mixture(data)
-        target = LatentTarget(inputs.gan.generator, inputs.ratio if inputs.ratio is not None else _NoRatio())
+        target = LatentTarget(inputs.gan.generator, inputs.ratio)
         real = mixture.sample(n, rng=make_rng(seed + 1_000_003)).to(dev)
         rows = compare_methods(target, per, n, seed=seed, score=lambda x: mode_metrics(x, mixture, threshold=threshold), progress=progress, real=real)
     table = markdown_table(rows, COLUMNS_2D if not samples else ["method", "hq_fraction", "modes", "kl_uniform"])
@@ -140,16 +140,6 @@ def eval_(
         with atomic_write(out / "eval.md", "w") as f:
             f.write(table)
         write_json(record, out / "eval.json")
-
-
-class _NoRatio:
-    """Stands in for the density ratio when every method is ``none`` (which never asks for it)."""
-
-    differentiable = False
-
-    def log_ratio(self, x):  # pragma: no cover - method none never calls it
-        raise RuntimeError("no density ratio")
-
 
 def _makes_images(inputs, seed: int) -> bool:
     return inputs.gan.generator.sample(1, rng=make_rng(seed))[1].dim() == 4
@@ -273,7 +263,7 @@ def _eval_image_generator(inputs, per, data: str, n: int, seed: int, dev, out, j
         other = "train" if img.split == "test" else "test"
         n_start = max([n] + [int(getattr(s, "finetune_batch", 0) or 0) for s in samplers])
         real = real_images_like(data, tuple(x1.shape[1:]), n_start, split=other, rng=make_rng(seed + 1_000_003), device=dev)
-    target = LatentTarget(gen, inputs.ratio if inputs.ratio is not None else _NoRatio())
+    target = LatentTarget(gen, inputs.ratio)
     rows = evaluate_methods(target, per, n, seed=seed, space=space, reference=reference, output_range=gen.output_range, k=img.k,
                             is_splits=img.is_splits, batch_size=img.batch_size, progress=progress, real=real)
     record = {"command": command_line(), "data": data, "n": n, "seed": seed, "device": str(dev), "inputs": inputs.provenance}

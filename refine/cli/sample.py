@@ -76,7 +76,7 @@ def sample(
     out = prepare_out_dir(out) if ctx is None or ctx.is_main else Path(out)  # one writability probe, not one per rank
     inputs = load_inputs(ckpt, ratio, dev, need_ratio=method != "none", samplers=[sampler], foreign=foreign)
     rng = make_rng(seed)
-    target = LatentTarget(inputs.gan.generator, inputs.ratio if inputs.ratio is not None else _unused_ratio())  # gradients checked in load_inputs
+    target = LatentTarget(inputs.gan.generator, inputs.ratio)  # gradients checked in load_inputs
     real = None
     # held-out real samples: MH chains with init=real start at them, DCD's critic fine-tuning trains on them
     if getattr(sampler, "init", None) == "real" or int(getattr(sampler, "finetune", 0) or 0) > 0:
@@ -129,9 +129,3 @@ def _feature_fn(space_name: str, generator, dev):
     space = load_feature_space(space_name, device=dev)
     return lambda x: space.extract(to_uint8(x, generator.output_range))[0]
 
-
-class _unused_ratio:
-    differentiable = False
-
-    def log_ratio(self, x):  # pragma: no cover - never called by method none
-        raise RuntimeError("no ratio")
