@@ -226,10 +226,10 @@ def evaluate(args) -> None:
     import torch
 
     from common import machine, today
+    from refine.evaluate_images import save_image_panels, to_uint8
     from refine.io import atomic_write, file_sha256, load_gan, load_ratio, write_json
     from refine.metrics.features import extract_features
     from refine.metrics.fid import feature_statistics, frechet_distance
-    from refine.plot import image_grid
     from refine.samplers import get_sampler
     from refine.target import LatentTarget
 
@@ -347,33 +347,8 @@ def evaluate(args) -> None:
         md.append("| " + " | ".join(fmt(r.get(c)) if c != "fid_cnn_reduction" or c in r else "–" for c in cols) + " |")
     with atomic_write(out.with_suffix(".md"), "w") as f:
         f.write("\n".join(md) + "\n")
-    _save_panels(out.with_suffix(".png"), grids, image_grid, atomic_write)
+    save_image_panels(out.with_suffix(".png"), {k: to_uint8(v, "[-1,1]") for k, v in grids.items()}, cols=5)
     log("\n".join(md))
-
-def _save_panels(path, grids: dict, image_grid, atomic_write) -> None:
-    import math
-
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    k = len(grids)
-    cols = min(k, 5)
-    rows = math.ceil(k / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.set_visible(False)
-    for ax, (title, x) in zip(axes.flat, grids.items()):
-        ax.set_visible(True)
-        ax.imshow(image_grid(x, output_range="[-1,1]", nrow=8), cmap="gray", vmin=0, vmax=255)
-        ax.set_title(title, fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
 
 
 def main() -> None:
