@@ -35,13 +35,17 @@ def today() -> str:
 
 
 def mean_std(values) -> tuple[float, float]:
-    a = np.asarray(values, dtype=np.float64)
+    """Mean and sample std of the finite values (None and NaN skipped); ``(nan, nan)`` when none are left."""
+    a = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
+    if len(a) == 0:
+        return float("nan"), float("nan")
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
 def pm(values, fmt: str = "{:.3f}") -> str:
+    """``mean ± std`` of the finite values, or ``–`` when there are none."""
     m, s = mean_std(values)
-    return (fmt + " ± " + fmt).format(m, s)
+    return "–" if np.isnan(m) else (fmt + " ± " + fmt).format(m, s)
 
 
 def refine_cli(args: list[str]) -> None:

@@ -31,7 +31,6 @@ import gzip
 import json
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -44,11 +43,13 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
+import common  # noqa: E402
 import refine  # noqa: E402,F401  (registers methods and samplers)
+from common import machine, mean_std  # noqa: E402
 from refine.data.toy2d import get_mixture  # noqa: E402
 from refine.errors import BudgetExceededError  # noqa: E402
 from refine.generator import LatentGenerator, NormalPrior  # noqa: E402
-from refine.io import write_json  # noqa: E402
+from refine.io import atomic_write, write_json  # noqa: E402
 from refine.metrics.toy2d import mode_metrics  # noqa: E402
 from refine.nets import arch_config, build_from_config  # noqa: E402
 from refine.ratio.discriminator import DiscriminatorRatio  # noqa: E402
@@ -141,27 +142,8 @@ STACKED = {
 }
 
 
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{os.cpu_count()}-core CPU ({cpu}), {gpu}, torch {torch.__version__}"
-
-
-def mean_std(values) -> tuple[float, float]:
-    a = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
-    if len(a) == 0:
-        return float("nan"), float("nan")
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
-
-
 def pm(values, fmt="{:.1f}") -> str:
-    m, s = mean_std(values)
-    return "–" if math.isnan(m) else (fmt + " ± " + fmt).format(m, s)
+    return common.pm(values, fmt)
 
 
 # --------------------------------------------------------------------------- 2-D metrics
@@ -484,10 +466,8 @@ def save_stacked_picture(path: Path, pictures: dict) -> None:
 
 # --------------------------------------------------------------------------- report
 def atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
+    with atomic_write(path, "w") as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 def markdown(result: dict) -> str:
