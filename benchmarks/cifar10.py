@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from common import refine_cli  # noqa: E402
+from common import refine_cli, run_python, without_training_state  # noqa: E402
 
 WORK = Path(os.environ.get("REFINE_CIFAR10_WORK", REPO / "benchmarks" / "_work" / "cifar10")).resolve()  # the env var: for trying the script on other files
 RESULTS = REPO / "benchmarks" / "results"
@@ -74,17 +74,9 @@ def recipe(data_path: str) -> dict[str, list[str]]:
     }
 
 
-def _run_python(args: list[str]) -> None:
-    import subprocess
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    print("+ python " + " ".join(args), flush=True)
-    subprocess.run([sys.executable, *args], cwd=REPO, env=env, check=True)
-
-
 # --------------------------------------------------------------------------- train
 def train(args) -> None:
-    from refine.io import atomic_save, safe_load, write_json
+    from refine.io import write_json
 
     WORK.mkdir(parents=True, exist_ok=True)
     steps = recipe(args.data)
@@ -94,14 +86,12 @@ def train(args) -> None:
         if name not in skip:
             t0 = time.perf_counter()
             if name == "clf":
-                _run_python(steps[name])
+                run_python(steps[name])
             else:
                 refine_cli(steps[name])
             times[name] = time.perf_counter() - t0
         if name == "gan":  # the model without its optimizer state (the _train file keeps it for --resume)
-            ckpt = safe_load(WORK / GAN_TRAIN)
-            ckpt.pop("extra", None)
-            atomic_save(ckpt, WORK / GAN)
+            without_training_state(WORK / GAN_TRAIN, WORK / GAN)
         if name not in times:
             continue
         print(f"{name}: {times[name]:.0f}s", flush=True)

@@ -48,11 +48,25 @@ def pm(values, fmt: str = "{:.3f}") -> str:
     return "–" if np.isnan(m) else (fmt + " ± " + fmt).format(m, s)
 
 
+def run_python(args: list[str], **env_vars: str) -> None:
+    """Run ``python ARGS`` from the repository root on one thread (the way the shipped files were made), with extra environment variables."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", **env_vars}
+    print("+ python " + " ".join(args), flush=True)
+    subprocess.run([sys.executable, *args], cwd=REPO, env=env, check=True)
+
+
 def refine_cli(args: list[str]) -> None:
-    """Run ``python -m refine ARGS`` from the repository root on one thread (the way the shipped files were made)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    print("+ refine " + " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "refine", *args], cwd=REPO, env=env, check=True)
+    """``refine ARGS`` through :func:`run_python`."""
+    run_python(["-m", "refine", *args])
+
+
+def without_training_state(src: Path, dst: Path) -> None:
+    """Write the checkpoint ``src`` to ``dst`` without its resumable training state (optimizers, a second copy of the weights)."""
+    from refine.io import atomic_save, safe_load
+
+    ckpt = safe_load(src)
+    ckpt.pop("extra", None)
+    atomic_save(ckpt, dst)
 
 
 def update_manifest(entries: list[dict]) -> None:

@@ -25,9 +25,7 @@ Results: ``benchmarks/results/eval_mnist.md`` (the tables with the machine and d
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,14 +39,8 @@ DEFAULT_MNIST = os.path.relpath(Path(os.environ.get("REFINE_SHARED", REPO.parent
 SEED = 0
 
 
-def run(args: list[str]) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "REFINE_CACHE": str(WORK / "cache")}
-    print("+ " + " ".join(args), flush=True)
-    subprocess.run([sys.executable, *args], cwd=REPO, env=env, check=True)
-
-
 def main() -> None:
-    from common import machine, today
+    from common import machine, run_python, today
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mnist", default=DEFAULT_MNIST, help="folder with the four MNIST files (default ../shared/data/mnist)")
@@ -68,8 +60,8 @@ def main() -> None:
     clf = WORK / "mnist_clf.pt"
     t0 = time.perf_counter()
     if not clf.is_file():
-        run(["-m", "refine.evaluate_images", "train-classifier", "--data", f"mnist:{args.mnist}", "--out", str(clf), "--n-train", "20000",
-             "--epochs", "2", "--seed", str(SEED), "--device", "cpu"])
+        run_python(["-m", "refine.evaluate_images", "train-classifier", "--data", f"mnist:{args.mnist}", "--out", str(clf), "--n-train", "20000",
+             "--epochs", "2", "--seed", str(SEED), "--device", "cpu"], REFINE_CACHE=str(WORK / "cache"))
     spaces = [("classifier", str(clf.relative_to(REPO)))]
     if args.inception_weights:
         spaces.append(("inception", "inception"))
@@ -84,8 +76,7 @@ def main() -> None:
                    "--no-progress"]
             if space_name == "inception":
                 cmd += ["--inception-weights", args.inception_weights]
-            run(cmd)
-            record = json.loads((out / "eval.json").read_text())
+            run_python(cmd, REFINE_CACHE=str(WORK / "cache"))
             table = (out / "eval.md").read_text()
             sections.append(f"### Ratio: {ratio_name} ({ratio}), features: {space_name}\n\n`refine {' '.join(cmd[2:])}`\n\n{table}")
     head = (f"# refine eval on the shipped MNIST DCGAN\n\n{machine()}, 1 thread; {today()}; {args.n} samples per method, seed {SEED}; "

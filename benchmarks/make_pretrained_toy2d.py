@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import refine_cli, update_manifest  # noqa: E402
+from common import refine_cli, update_manifest, without_training_state  # noqa: E402
 
 PRE = ROOT / "pretrained"
 SEED = 1
@@ -28,13 +28,8 @@ FIT = ["fit-ratio", "--ckpt", "pretrained/toy2d_grid25_gan.pt", "--epochs", "50"
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
-    from refine.io import atomic_save, safe_load
-
     refine_cli(TRAIN)
-    # Ship the model without its resumable training state (optimizers and a second copy of the weights).
-    ckpt = safe_load(PRE / "toy2d_grid25_gan.pt")
-    ckpt.pop("extra", None)
-    atomic_save(ckpt, PRE / "toy2d_grid25_gan.pt")
+    without_training_state(PRE / "toy2d_grid25_gan.pt", PRE / "toy2d_grid25_gan.pt")  # ship the model only
     refine_cli(FIT)
     entries = [
         {

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from common import refine_cli, update_manifest  # noqa: E402
+from common import refine_cli, update_manifest, without_training_state  # noqa: E402
 
 PRE = REPO / "pretrained"
 WORK = REPO / "benchmarks" / "_work" / "mnist"
@@ -67,20 +67,18 @@ def recipe(mnist: str) -> dict[str, list[str]]:
 def train(args) -> None:
     import torch
 
-    from refine.io import atomic_save, safe_load
+    from refine.io import safe_load
 
     WORK.mkdir(parents=True, exist_ok=True)
     steps = recipe(args.mnist)
     if not args.skip_gan:
         refine_cli(steps["gan"])
     # Ship the model without its optimizer state (kept in benchmarks/_work for --resume).
-    ckpt = safe_load(WORK / "mnist_dcgan_train.pt")
-    ckpt.pop("extra", None)
-    atomic_save(ckpt, PRE / GAN_FILE)
+    without_training_state(WORK / "mnist_dcgan_train.pt", PRE / GAN_FILE)
     refine_cli(steps["d_ratio"])
     refine_cli(steps["dre"])
     dre_meta = torch.load(PRE / DRE_FILE, weights_only=True)["meta"]
-    gan_meta = ckpt["meta"]
+    gan_meta = safe_load(PRE / GAN_FILE)["meta"]
     entries = [
         {
             "name": "mnist-dcgan",

@@ -12,7 +12,6 @@ fitting the ratio is part of the method.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

@@ -13,7 +13,6 @@ threshold 3 (high quality: within 3 std of the nearest mode), over several seeds
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
