@@ -3,35 +3,28 @@
 A foreign generator or discriminator reaches refine by one of four routes. The file
 is read once into memory; its kind is recognised from its content, not its name:
 
-``state_dict`` + architecture
+``state_dict`` + architecture (the safe route)
     ``arch="package.module:factory"`` (or ``path/to/file.py:factory``, a refine
     architecture name such as ``mlp``, or in Python any callable that returns an
-    ``nn.Module``) with ``arch_kwargs``; the weights are read with
-    ``torch.load(weights_only=True)``. A file that holds several state_dicts
-    (``{"netG": ..., "netD": ...}``) takes ``state_key="netG"``; a ``module.``
-    prefix left by ``DataParallel`` is removed.
-TorchScript (``torch.jit.save``)
-    Loaded with ``torch.jit.load``. TorchScript code runs inside PyTorch's
-    interpreter, including at load time (a module's ``__setstate__``), so refine
-    first reads the code in the archive and refuses a program that calls an
-    operator which reads or writes files (``torch.save``, ``from_file``, ...) or an
-    operator outside PyTorch's own namespaces.
-``torch.export`` program (``torch.export.save``, ``.pt2``)
-    ``torch.export.load`` unpickles weights with ``weights_only=False``, evaluates
-    symbolic shapes with ``sympy.sympify`` and ``exec``-utes guard code, so refine
-    validates the archive first: every pickled payload must load with
-    ``weights_only=True``; every graph node must call a PyTorch operator
-    (``torch.ops.aten`` and friends, ``operator``, ``math``), none that touches
-    files; shape expressions and guards must be plain arithmetic on shape symbols;
-    compiled AOTInductor code and custom Python objects are refused. A program
-    exported with a fixed batch size is called in chunks of that size.
+    ``nn.Module``) with ``arch_kwargs``; the weights are a ``torch.save`` file read with
+    ``torch.load(weights_only=True)`` or a safetensors file. A file that holds several
+    state_dicts (``{"netG": ..., "netD": ...}``) takes ``state_key="netG"``; a ``module.``
+    prefix left by ``DataParallel`` is removed. The architecture is code the user
+    already trusts and names; the file holds only tensors.
+TorchScript (``torch.jit.save``), ``torch.export`` program (``torch.export.save``, ``.pt2``)
+    These carry code: TorchScript runs inside PyTorch's interpreter, including at load
+    time (a module's ``__setstate__``); ``torch.export.load`` unpickles with
+    ``weights_only=False`` and evaluates guard code. They are treated as pickles are:
+    refused unless the user opts in with ``trust_code=True`` (``--trust-code``). No
+    inspection of the code is attempted: a list of forbidden spellings can never be
+    complete. A program exported with a fixed batch size is called in chunks of that size.
 whole-module pickle (``torch.save(model)``)
-    Refused: unpickling runs arbitrary code. ``allow_pickle=True``
-    (``--allow-pickle``) loads it for a file whose source you trust, and also skips
-    the checks above.
+    Refused: unpickling runs arbitrary code. ``trust_code=True`` (``--trust-code``)
+    loads it for a file whose source you trust.
 
-So a checkpoint never runs code by default. What the user names (``--arch``) is
-their own code and is imported as such.
+So a file never runs code by default: the one opt-in, ``trust_code``, covers every
+code-bearing format. What the user names (``--arch``) is their own code and is
+imported as such. (``allow_pickle``/``--allow-pickle`` is the old name of the opt-in.)
 
 After loading, :func:`check_generator`, :func:`check_pair` and
 :func:`check_gradients` turn the usual mismatches into one line each: a latent size
@@ -60,8 +53,10 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from .files import available_memory, format_bytes, read_regular_file
 from .errors import CheckpointError, ConfigError, NotDifferentiableError, RefineError, ShapeError
 from .generator import OUTPUT_RANGES, LatentGenerator, Prior, make_prior
+from .nets import planned_state
 
 __all__ = [
     "FORMATS",
@@ -84,22 +79,50 @@ __all__ = [
 ]
 
 #: What a foreign file can hold.
-FORMATS = ("state_dict", "torchscript", "export", "pickle")
+FORMATS = ("state_dict", "safetensors", "torchscript", "export", "pickle")
+#: The formats that carry code: loaded only with ``trust_code=True``.
+CODE_FORMATS = ("torchscript", "export", "pickle")
 
-_OPT_IN = "pass --allow-pickle (Python: allow_pickle=True) only if you trust its source"
+_OPT_IN = "pass --trust-code (Python: trust_code=True) only if you trust its source"
+_SAFE_ROUTE = ("the safe route is the weights alone, torch.save(net.state_dict(), 'g.pt') or safetensors.torch.save_file(net.state_dict(), 'g.safetensors'), "
+               "loaded with --arch package.module:factory naming code you trust")
+
+
+def _trust(trust_code: bool, allow_pickle: bool | None) -> bool:
+    """``allow_pickle`` is the old name of ``trust_code``; either opts in."""
+    if allow_pickle is not None:
+        warnings.warn("allow_pickle is now called trust_code (it covers pickles, TorchScript and torch.export programs)", DeprecationWarning, stacklevel=3)
+        return bool(trust_code or allow_pickle)
+    return bool(trust_code)
+
+
+def _load_safetensors(data: bytes, path, what: str) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load as st_load
+
+    try:
+        return st_load(data)
+    except (SafetensorError, ValueError, RuntimeError, OSError) as e:
+        raise CheckpointError(f"{what} {path} is not a valid safetensors file ({(str(e).splitlines() or [type(e).__name__])[0][:160]})") from None
 
 
 # --------------------------------------------------------------------------- reading and recognising files
 def _read(path: str | Path, what: str) -> bytes:
-    p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"{what} {p} does not exist")
-    if p.is_dir():
-        raise CheckpointError(f"{what} {p} is a directory, expected a file written by torch.save, torch.jit.save or torch.export.save")
-    data = p.read_bytes()
-    if not data:
-        raise CheckpointError(f"{what} {p} is empty")
-    return data
+    return read_regular_file(path, what)
+
+
+def _safetensors_header(data: bytes) -> dict | None:
+    """The JSON header of a safetensors file (8-byte little-endian length, then JSON), or None."""
+    if len(data) < 10 or data[8:9] != b"{":
+        return None
+    n = int.from_bytes(data[:8], "little")
+    if n < 2 or 8 + n > len(data):
+        return None
+    try:
+        head = json.loads(data[8:8 + n])
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return head if isinstance(head, dict) else None
 
 
 def _zip_names(data: bytes) -> list[str] | None:
@@ -117,6 +140,8 @@ def _rel(name: str) -> str:
 
 
 def _sniff(data: bytes) -> str:
+    if _safetensors_header(data) is not None:
+        return "safetensors"
     names = _zip_names(data)
     if names is None and data[:4] == b"PK\x03\x04":
         return "torch"  # a damaged zip: torch.load says how
@@ -134,7 +159,7 @@ def _sniff(data: bytes) -> str:
 
 
 def detect_format(path: str | Path, *, what: str = "file") -> str:
-    """``"refine"``, ``"state_dict"``, ``"torchscript"``, ``"export"``, ``"pickle"`` or ``"unknown"``.
+    """``"refine"``, ``"state_dict"``, ``"safetensors"``, ``"torchscript"``, ``"export"``, ``"pickle"`` or ``"unknown"``.
 
     Reads the file without running anything in it. ``"refine"`` is any file refine wrote
     (a GAN checkpoint, a ratio file).
@@ -173,7 +198,7 @@ def _torch_load(data: bytes, path, what: str, *, allow_pickle: bool, device="cpu
             obj = f" ({found.group(1)})" if found else ""
             raise CheckpointError(
                 f"{what} {path} is a pickle of Python objects{obj}, which refine does not load by default because unpickling can run code; "
-                f"re-save the network as a state_dict (torch.save(net.state_dict(), ...)), TorchScript or torch.export program, or {_OPT_IN}"
+                f"{_SAFE_ROUTE}; or {_OPT_IN}"
             ) from None
         raise CheckpointError(f"{what} {path} is not a valid torch file ({(text.splitlines() or [type(e).__name__])[0][:160]})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, ModuleNotFoundError, TypeError) as e:
@@ -265,8 +290,28 @@ def import_factory(spec: str | Callable) -> Callable[..., Any]:
     return obj
 
 
-def build_arch(arch: str | Callable, arch_kwargs: dict | str | None = None, *, role: str = "generator") -> nn.Module:
-    """Call the factory with its keyword arguments and check that it built an ``nn.Module``."""
+def check_planned_size(planned: dict | None, weights: dict | None, *, what: str, source, flag: str, weights_path=None) -> None:
+    """Before a network is built for real: refuse one larger than memory, and weights whose
+    shapes disagree with it (both known from a build on the ``meta`` device)."""
+    if planned is None:
+        return
+    need = sum(b for _, b in planned.values())
+    limit = available_memory() // 2
+    if need > limit:
+        raise ConfigError(f"{what} ({source}) would hold {format_bytes(need)} of weights, more than fits in memory here ({format_bytes(limit)}); check {flag}")
+    weights = weights or {}
+    for k, (shape, _) in planned.items():  # in the architecture's order, so the first mismatch is the first layer's
+        v = weights.get(k)
+        if isinstance(v, torch.Tensor) and tuple(v.shape) != shape:
+            raise CheckpointError(f"{weights_path or what}: the {what.removeprefix('the ')} weights do not fit the architecture ({k} is {list(v.shape)} in the file but {list(shape)} in the architecture); check {flag}")
+
+
+def build_arch(arch: str | Callable, arch_kwargs: dict | str | None = None, *, role: str = "generator", weights: dict | None = None,
+               weights_path=None) -> nn.Module:
+    """Call the factory with its keyword arguments and check that it built an ``nn.Module``.
+
+    The factory runs once on the ``meta`` device first: a network larger than memory, or one
+    whose parameter shapes disagree with ``weights``, is refused before anything is allocated."""
     factory = import_factory(arch)
     kwargs = parse_kwargs(arch_kwargs, "--disc-arch-kwargs" if role == "discriminator" else "--arch-kwargs")
     name = arch if isinstance(arch, str) else getattr(arch, "__qualname__", repr(arch))
@@ -279,6 +324,8 @@ def build_arch(arch: str | Callable, arch_kwargs: dict | str | None = None, *, r
             sig.bind(**kwargs)
         except TypeError as e:
             raise ConfigError(f"the {role} architecture {name} does not take {kwargs or 'no arguments'} ({e}); its signature is {name.split(':')[-1]}{sig}") from None
+    flag = "--disc-arch/--disc-arch-kwargs" if role == "discriminator" else "--arch/--arch-kwargs"
+    check_planned_size(planned_state(factory, kwargs), weights, what=f"the {role}", source=name, flag=flag, weights_path=weights_path)
     try:
         net = factory(**kwargs)
     except RefineError:
@@ -361,167 +408,6 @@ def _load_state(net: nn.Module, state: dict, path, role: str) -> list[str]:
     return notes
 
 
-# --------------------------------------------------------------------------- TorchScript and torch.export checks
-#: Operators that read or write files, or leave PyTorch's sandbox; refused in TorchScript and export programs.
-_FILE_OPS = ("save", "from_file", "load_tensor", "_save_for_mobile", "_save_parameters", "_load_for_mobile", "stream_write_value32_", "_record_function_enter", "_record_function_enter_new")
-_OP_NAMESPACES = ("aten", "prim", "prims", "quantized", "higher_order", "quantized_decomposed")
-
-
-def _check_torchscript(data: bytes, path, what: str) -> None:
-    zf = zipfile.ZipFile(io.BytesIO(data))
-    bad: set[str] = set()
-    file_op = re.compile(r"\.(" + "|".join(map(re.escape, _FILE_OPS)) + r")\s*\(")
-    ns_op = re.compile(r"\bops\.([A-Za-z_][A-Za-z0-9_]*)\.")
-    for name in zf.namelist():
-        rel = _rel(name)
-        if not (rel.startswith("code/") and rel.endswith(".py")):
-            continue
-        code = zf.read(name).decode("utf-8", errors="replace")
-        bad.update(f"torch.{m}" for m in file_op.findall(code))
-        bad.update(f"torch.ops.{m}" for m in ns_op.findall(code) if m not in _OP_NAMESPACES)
-        if "torch.classes." in code:
-            bad.add("torch.classes (custom C++ classes)")
-    if bad:
-        raise CheckpointError(f"{what} {path} is TorchScript that calls {', '.join(sorted(bad))}, which can touch files or run code outside PyTorch's operators; refine does not load it by default; {_OPT_IN}")
-
-
-_SAFE_STR = re.compile(r"^'[A-Za-z_][A-Za-z0-9_]*'$")
-_TOKEN = re.compile(r"\s*(?:('[^']*')|(\d+\.\d+(?:e[+-]?\d+)?|\d+)|([A-Za-z_][A-Za-z0-9_]*)|(\*\*|//|==|!=|<=|>=|[-+*/%()\[\],<>=.]))")
-_SYMPY_NAMES = {
-    "Symbol", "Integer", "Rational", "Float", "Add", "Mul", "Pow", "Mod", "Max", "Min", "Abs", "Eq", "Ne", "Lt", "Le", "Gt", "Ge",
-    "StrictLessThan", "LessThan", "StrictGreaterThan", "GreaterThan", "Equality", "Unequality", "And", "Or", "Not",
-    "true", "false", "True", "False", "oo", "zoo", "nan", "Infinity", "NegativeInfinity", "Half", "One", "Zero", "NegativeOne",
-    "positive", "negative", "nonnegative", "nonpositive", "integer", "real", "finite", "precision", "evaluate", "ceiling", "floor",
-}
-_GUARD_NAMES = {"L", "size", "stride", "dim", "numel", "storage_offset", "and", "or", "not", "True", "False", "Min", "Max", "Eq", "Ne", "Mod", "FloorDiv"}
-
-
-def _sympy_function_names() -> set[str]:
-    try:
-        import torch.utils._sympy.functions as f
-
-        import sympy
-
-        return {n for n in dir(f) if isinstance(getattr(f, n), type) and issubclass(getattr(f, n), sympy.Basic)}
-    except Exception:  # noqa: BLE001
-        return set()
-
-
-def _plain_expression(text: str, names: set[str], *, attributes: bool = False) -> bool:
-    """True if ``text`` is only numbers, arithmetic, simple quoted names and identifiers from ``names``
-    (or shape symbols such as ``s31``): nothing that ``eval`` could turn into a call outside sympy/torch."""
-    if any(ord(c) < 32 for c in text) or "__" in text:
-        return False
-    pos = 0
-    prev_dot = False
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if m is None or m.end() == pos:
-            return text[pos:].strip() == ""
-        s, num, ident, op = m.groups()
-        pos = m.end()
-        if s is not None and not _SAFE_STR.match(s):
-            return False
-        if ident is not None and ident not in names and not re.fullmatch(r"[a-z]+\d+", ident):
-            return False
-        if op == "." and not attributes:
-            return False
-        if prev_dot and ident is None:
-            return False
-        prev_dot = op == "."
-    return True
-
-
-def _walk(obj, key=None):
-    if isinstance(obj, dict):
-        yield obj, key
-        for k, v in obj.items():
-            yield from _walk(v, k)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _walk(v, key)
-    elif isinstance(obj, str):
-        yield obj, key
-
-
-def _check_export_program(model: dict, problems: list[str]) -> None:
-    sym_names = _SYMPY_NAMES | _sympy_function_names()
-    for item, key in _walk(model):
-        if isinstance(item, str):
-            if any(ord(c) < 32 and c not in "\n\t" for c in item) or "\u2028" in item or "\u2029" in item:
-                problems.append(f"a string with control characters under {key!r}")
-            elif key == "expr_str" and not _plain_expression(item, sym_names):
-                problems.append(f"a shape expression that is not plain arithmetic ({item[:60]!r})")
-            continue
-        if "target" in item and "inputs" in item and "outputs" in item and isinstance(item["target"], str):
-            t = item["target"]
-            head, _, rest = t.partition(".")
-            ok = False
-            if head == "torch" and rest.startswith("ops."):
-                parts = rest.split(".")
-                ok = len(parts) >= 3 and parts[1] in _OP_NAMESPACES and parts[2] not in _FILE_OPS and "__" not in t
-            elif head in ("_operator", "math"):
-                ok = re.fullmatch(r"(_operator|math)\.[a-z_][a-z0-9_]*", t) is not None and "__" not in t
-            if not ok:
-                problems.append(f"a call to {t[:80]}")
-    for g in model.get("guards_code") or []:
-        if not isinstance(g, str) or not _plain_expression(g, _GUARD_NAMES, attributes=True):
-            problems.append(f"guard code that is not a plain shape check ({str(g)[:60]!r})")
-
-
-def _check_export_archive(data: bytes, path, what: str) -> None:
-    """Refuse a ``torch.export`` archive whose loading or calling could run code (see the module docs)."""
-    zf = zipfile.ZipFile(io.BytesIO(data))
-    names = zf.namelist()
-    problems: list[str] = []
-    pickles: list[str] = []
-    known = ("archive_format", "archive_version", "byteorder", "version", ".data/", "models/", "data/weights/", "data/constants/", "data/sample_inputs/", "extra/")
-    old = ("serialized_exported_program.json", "serialized_state_dict.json", "serialized_constants.json")
-    for name in names:
-        rel = _rel(name)
-        top = name if "/" not in name else None
-        if rel.startswith("data/aotinductor/") or rel.startswith("data/executorch/") or rel.startswith("data/mtia"):
-            problems.append(f"compiled code ({rel.split('/')[1]})")
-            continue
-        if not (rel.startswith(known) or (top or "") in old or rel.endswith(".pt")):
-            problems.append(f"an unexpected entry {rel!r}")
-            continue
-        if rel.endswith((".pt", ".pkl")):
-            pickles.append(name)
-        if rel.startswith(("data/weights/", "data/constants/")) and rel.endswith("_config.json"):
-            try:
-                cfg = json.loads(zf.read(name)).get("config", {})
-            except (ValueError, AttributeError):
-                problems.append(f"an unreadable {rel}")
-                continue
-            folder = name.rsplit("/", 1)[0]
-            for fqn, meta in cfg.items():
-                pn = str(meta.get("path_name", "")) if isinstance(meta, dict) else ""
-                if pn.startswith(("custom_obj", "opaque_obj")):
-                    problems.append(f"a pickled Python object ({fqn})")
-                elif isinstance(meta, dict) and meta.get("use_pickle"):
-                    pickles.append(f"{folder}/{pn}")
-        if (rel.startswith("models/") and rel.endswith(".json")) or (top == "serialized_exported_program.json"):
-            try:
-                model = json.loads(zf.read(name))
-            except (ValueError, UnicodeDecodeError):
-                problems.append(f"an unreadable {rel}")
-                continue
-            if isinstance(model, dict):
-                _check_export_program(model, problems)
-    for entry in pickles:
-        try:
-            torch.load(io.BytesIO(zf.read(entry)), map_location="cpu", weights_only=True)
-        except KeyError:
-            problems.append(f"a missing entry {_rel(entry)!r}")
-        except Exception:  # noqa: BLE001 - anything that is not plain tensors
-            problems.append(f"pickled Python objects in {_rel(entry)}")
-    if problems:
-        uniq = list(dict.fromkeys(problems))
-        more = f" and {len(uniq) - 3} more" if len(uniq) > 3 else ""
-        raise CheckpointError(f"{what} {path} is a torch.export program with {'; '.join(uniq[:3])}{more}, which could run code when loaded or called; refine does not load it by default; {_OPT_IN}")
-
-
 class _FixedBatch(nn.Module):
     """Call a program exported for batch ``size`` on any batch: chunks of ``size``, the last one padded."""
 
@@ -575,18 +461,28 @@ class LoadedNetwork:
     provenance: dict = field(default_factory=dict)
 
 
+def _code_refused(kind: str, path, what: str) -> CheckpointError:
+    name = {"torchscript": "a TorchScript archive", "export": "a torch.export program", "pickle": "a pickle of Python objects"}[kind]
+    return CheckpointError(f"{what} {path} is {name}, which carries code; refine runs no code from a file by default; {_SAFE_ROUTE}; or {_OPT_IN}")
+
+
 def load_network(
     path: str | Path | None,
     *,
     arch: str | Callable | None = None,
     arch_kwargs: dict | str | None = None,
     state_key: str | None = None,
-    allow_pickle: bool = False,
+    trust_code: bool = False,
+    allow_pickle: bool | None = None,
     device: str | torch.device = "cpu",
     role: str = "generator",
 ) -> LoadedNetwork:
     """Load a network by any of the routes in the module docs. Returned networks are in eval
-    mode with ``requires_grad=False`` parameters (they are refine's own copies)."""
+    mode with ``requires_grad=False`` parameters (they are refine's own copies).
+
+    ``trust_code=True`` is the one opt-in for the formats that carry code (TorchScript,
+    ``torch.export`` programs, whole-module pickles); ``allow_pickle`` is its old name."""
+    trust = _trust(trust_code, allow_pickle)
     device = torch.device(device)
     what = role
     if path is None:
@@ -598,30 +494,38 @@ def load_network(
     prov: dict = {"path": str(path), "sha256": hashlib.sha256(data).hexdigest()}
     kind = _sniff(data)
     if kind == "unknown":
-        raise CheckpointError(f"{what} {path} is not a file written by torch.save, torch.jit.save or torch.export.save")
+        raise CheckpointError(f"{what} {path} is not a file written by torch.save, safetensors, torch.jit.save or torch.export.save")
+    flag_prefix = "--disc-" if role == "discriminator" else "--"
     if arch is not None:
         if kind in ("torchscript", "export"):
-            raise ConfigError(f"{what} {path} is a {'TorchScript file' if kind == 'torchscript' else 'torch.export program'}, which holds its own architecture; drop --{'disc-' if role == 'discriminator' else ''}arch")
-        net = build_arch(arch, arch_kwargs, role=role)
-        obj = _torch_load(data, path, what, allow_pickle=allow_pickle)
-        if isinstance(obj, dict) and obj.get("format") == "refine.gan":
-            raise ConfigError(f"{what} {path} is a refine checkpoint, which names its own architecture; drop --arch")
-        state = extract_state_dict(obj, state_key, path, role)
+            raise ConfigError(f"{what} {path} is a {'TorchScript file' if kind == 'torchscript' else 'torch.export program'}, which holds its own architecture; drop {flag_prefix}arch")
+        if kind == "safetensors":
+            if state_key:
+                raise ConfigError(f"{flag_prefix}state-key applies to a file of several state_dicts; {path} is one safetensors state_dict")
+            state = _load_safetensors(data, path, what)
+        else:
+            obj = _torch_load(data, path, what, allow_pickle=trust)
+            if isinstance(obj, dict) and obj.get("format") == "refine.gan":
+                raise ConfigError(f"{what} {path} is a refine checkpoint, which names its own architecture; drop {flag_prefix}arch")
+            state = extract_state_dict(obj, state_key, path, role)
+        net = build_arch(arch, arch_kwargs, role=role, weights=state, weights_path=path)
         notes = _load_state(net, state, path, role)
         net.eval().requires_grad_(False).to(device)
-        prov.update(format="state_dict", arch=arch if isinstance(arch, str) else getattr(arch, "__qualname__", repr(arch)), arch_kwargs=parse_kwargs(arch_kwargs))
+        prov.update(format=kind if kind == "safetensors" else "state_dict", arch=arch if isinstance(arch, str) else getattr(arch, "__qualname__", repr(arch)), arch_kwargs=parse_kwargs(arch_kwargs))
         if state_key:
             prov["state_key"] = state_key
         if notes:
             prov["notes"] = notes
-        return LoadedNetwork(net, "state_dict", f"{role} {path} (state_dict, architecture {prov['arch']})", None, prov)
+        return LoadedNetwork(net, "state_dict", f"{role} {path} ({prov['format']}, architecture {prov['arch']})", None, prov)
     if arch_kwargs:
-        raise ConfigError(f"--{'disc-' if role == 'discriminator' else ''}arch-kwargs needs --{'disc-' if role == 'discriminator' else ''}arch")
+        raise ConfigError(f"{flag_prefix}arch-kwargs needs {flag_prefix}arch")
     if state_key and kind != "torch":
-        raise ConfigError(f"--state-key applies to a file of state_dicts; {path} is a {kind} file")
+        raise ConfigError(f"{flag_prefix}state-key applies to a file of state_dicts; {path} is a {kind} file")
+    if kind == "safetensors":
+        raise ConfigError(f"{what} {path} is a safetensors state_dict (weights without an architecture); pass {flag_prefix}arch package.module:factory (and {flag_prefix}arch-kwargs JSON) to build the network it belongs to")
+    if kind in ("torchscript", "export") and not trust:
+        raise _code_refused(kind, path, what)
     if kind == "torchscript":
-        if not allow_pickle:
-            _check_torchscript(data, path, what)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
@@ -632,10 +536,8 @@ def load_network(
         for p in net.parameters():
             p.requires_grad_(False)
         prov["format"] = "torchscript"
-        return LoadedNetwork(net, "torchscript", f"{role} {path} (TorchScript)", None, prov)
+        return LoadedNetwork(net, "torchscript", f"{role} {path} (TorchScript, loaded with --trust-code)", None, prov)
     if kind == "export":
-        if not allow_pickle:
-            _check_export_archive(data, path, what)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -657,20 +559,19 @@ def load_network(
         if fixed:
             net = _FixedBatch(net, dims[0])
         prov.update(format="export", input_shape=[d if d is not None else "N" for d in dims], fixed_batch=dims[0] if fixed else None)
-        return LoadedNetwork(net, "export", f"{role} {path} (torch.export program)", dims, prov)
+        return LoadedNetwork(net, "export", f"{role} {path} (torch.export program, loaded with --trust-code)", dims, prov)
     # a torch.save file without an architecture
-    obj = _torch_load(data, path, what, allow_pickle=allow_pickle)
+    obj = _torch_load(data, path, what, allow_pickle=trust)
     if isinstance(obj, dict) and obj.get("format") == "refine.gan":
         raise ConfigError(f"{what} {path} is a refine checkpoint; load it with refine.load_gan (CLI: --ckpt without foreign options)")
     if isinstance(obj, dict):
-        flag = "--disc-arch" if role == "discriminator" else "--arch"
-        raise ConfigError(f"{what} {path} holds a state_dict (weights without an architecture); pass {flag} package.module:factory (and {flag}-kwargs JSON) to build the network it belongs to")
+        raise ConfigError(f"{what} {path} holds a state_dict (weights without an architecture); pass {flag_prefix}arch package.module:factory (and {flag_prefix}arch-kwargs JSON) to build the network it belongs to")
     if isinstance(obj, nn.Module):
         obj.eval().requires_grad_(False).to(device)
     elif not callable(obj):
         raise CheckpointError(f"{what} {path} holds a {type(obj).__name__}, which is neither a network nor a state_dict")
     prov["format"] = "pickle"
-    return LoadedNetwork(obj, "pickle", f"{role} {path} (pickled {type(obj).__name__}, loaded with --allow-pickle)", None, prov)
+    return LoadedNetwork(obj, "pickle", f"{role} {path} (pickled {type(obj).__name__}, loaded with --trust-code)", None, prov)
 
 
 # --------------------------------------------------------------------------- parsing the CLI's declarations
@@ -897,7 +798,8 @@ def load_generator(
     arch: str | Callable | None = None,
     arch_kwargs: dict | str | None = None,
     state_key: str | None = None,
-    allow_pickle: bool = False,
+    trust_code: bool = False,
+    allow_pickle: bool | None = None,
     device: str | torch.device = "cpu",
 ) -> LatentGenerator:
     """Load a foreign generator file (any route) as a checked :class:`LatentGenerator`.
@@ -905,7 +807,7 @@ def load_generator(
     ``latent_shape`` is required except for a ``torch.export`` program, whose input
     shape is read from the program. ``output_range`` must be declared for images.
     """
-    loaded = load_network(path, arch=arch, arch_kwargs=arch_kwargs, state_key=state_key, allow_pickle=allow_pickle, device=device, role="generator")
+    loaded = load_network(path, arch=arch, arch_kwargs=arch_kwargs, state_key=state_key, trust_code=_trust(trust_code, allow_pickle), device=device, role="generator")
     return generator_from_loaded(loaded, latent_shape=latent_shape, prior=prior, output_range=output_range, device=device)
 
 
@@ -940,7 +842,8 @@ def load_discriminator(
     arch: str | Callable | None = None,
     arch_kwargs: dict | str | None = None,
     state_key: str | None = None,
-    allow_pickle: bool = False,
+    trust_code: bool = False,
+    allow_pickle: bool | None = None,
     device: str | torch.device = "cpu",
 ):
     """Load a foreign discriminator file (any route) as a :class:`DiscriminatorRatio`.
@@ -949,5 +852,5 @@ def load_discriminator(
     """
     from .ratio.discriminator import DiscriminatorRatio
 
-    loaded = load_network(path, arch=arch, arch_kwargs=arch_kwargs, state_key=state_key, allow_pickle=allow_pickle, device=device, role="discriminator")
+    loaded = load_network(path, arch=arch, arch_kwargs=arch_kwargs, state_key=state_key, trust_code=_trust(trust_code, allow_pickle), device=device, role="discriminator")
     return DiscriminatorRatio(loaded.net, output, temperature=temperature)

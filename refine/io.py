@@ -164,7 +164,7 @@ def safe_load(path: str | os.PathLike, *, what: str = "checkpoint") -> Any:
         if "weights only" in str(e).lower() or "weights_only" in str(e).lower() or "unsupported global" in str(e).lower():
             raise CheckpointError(
                 f"{what} {p} contains pickled Python objects, which refine does not load by default (they can run code); "
-                "re-save it as a state_dict, or pass --allow-pickle if you trust its source"
+                "re-save it with refine (plain values and tensors only)"
             ) from None
         raise CheckpointError(f"{what} {p} is not a valid torch file ({msg or type(e).__name__})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:

@@ -32,9 +32,9 @@ def test_wrap_function_recovers_the_data_distribution(capsys):
 def test_wrap_conv_generator(tmp_path, capsys):
     ex = load("wrap_conv_generator")
     result = ex.main(["--n", "16", "--out", str(tmp_path)])
-    assert result["torchscript_matches"]
+    assert result["safetensors_matches"]
     assert result["results"]["drs"].x.shape == (16, 1, ex.NZ, ex.NZ)
-    assert (tmp_path / "drs.png").is_file() and (tmp_path / "G.ts").is_file()
+    assert (tmp_path / "drs.png").is_file() and (tmp_path / "G.safetensors").is_file()
     assert "without output_range" in capsys.readouterr().out
 
 

@@ -2,6 +2,7 @@
 files that would run code are refused without running it."""
 import hashlib
 import importlib
+import importlib.util
 import io
 import json
 import pathlib
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from torch import nn
 from typer.testing import CliRunner
@@ -103,6 +105,7 @@ def files(tmp_path_factory):
         torch.export.save(torch.export.export(D, (torch.randn(4, 2),), dynamic_shapes=({0: torch.export.Dim("b")},)), d / "D.pt2")
         torch.export.save(torch.export.export(mod.NoGrad(G), (torch.randn(4, 2),), dynamic_shapes=({0: torch.export.Dim("b")},)), d / "Gng.pt2")
         torch.save(G, d / "whole.pt")
+        safetensors.torch.save_file(G.state_dict(), str(d / "G.safetensors"))
         img = nn.Sequential(nn.Linear(4, 12), nn.Unflatten(1, (3, 2, 2)), nn.Tanh()).eval()
         torch.jit.script(img).save(str(d / "img.ts"))
         refine.save_gan(d / "refine.pt", generator=refine.nets.build("mlp", in_dim=2, out_dim=2, hidden=4, depth=1),
@@ -136,7 +139,7 @@ def test_state_dict_route_matches_the_python_api(files, tmp_path):
 
 def test_eval_runs_on_a_foreign_pair(files):
     d = files.dir
-    res = invoke("eval", "--ckpt", d / "G.pt", "--arch", "tiny_arch:generator", "--latent-shape", 2, "--disc", d / "D.ts",
+    res = invoke("eval", "--ckpt", d / "G.pt", "--arch", "tiny_arch:generator", "--latent-shape", 2, "--disc", d / "D.ts", "--trust-code",
                  "--disc-output", "logit", "--methods", "none,sir", "-o", "sir.candidates=4", "--data", "grid25", "-n", 100,
                  "--json", "--no-progress", "--device", "cpu")
     assert res.exit_code == 0, res.output
@@ -175,7 +178,7 @@ def test_fit_ratio_foreign_errors(files, tmp_path, extra, needle):
 def test_torchscript_route(files, tmp_path):
     d = files.dir
     res, out = sample_cli(tmp_path, "--ckpt", d / "G.ts", "--latent-shape", 2, "--disc", d / "D.ts", "--disc-output", "logit",
-                          "-m", "sir", "-o", "candidates=4", "-n", 40)
+                          "-m", "sir", "-o", "candidates=4", "-n", 40, "--trust-code")
     assert res.exit_code == 0, res.output
     assert torch.allclose(load_x(out), api_result(files.G, files.D, "sir", 40, candidates=4), atol=1e-6)
     assert json.loads((out / "run.json").read_text())["inputs"]["checkpoint"]["format"] == "torchscript"
@@ -185,12 +188,12 @@ def test_export_route_reads_the_latent_shape_and_chunks_a_fixed_batch(files, tmp
     d = files.dir
     # G16.pt2 was exported for batches of exactly 16; 50 is not a multiple of 16
     res, out = sample_cli(tmp_path, "--ckpt", d / "G16.pt2", "--disc", d / "D.pt2", "--disc-output", "logit", "-m", "sir",
-                          "-o", "candidates=3", "-n", 50)
+                          "-o", "candidates=3", "-n", 50, "--trust-code")
     assert res.exit_code == 0, res.output
     assert torch.allclose(load_x(out), api_result(files.G, files.D, "sir", 50, candidates=3), atol=1e-6)
     ck = json.loads((out / "run.json").read_text())["inputs"]["checkpoint"]
     assert ck["format"] == "export" and ck["fixed_batch"] == 16 and ck["prior"]["shape"] == [2]
-    res, out = sample_cli(tmp_path, "--ckpt", d / "G16.pt2", "--latent-shape", 3, "-n", 8)
+    res, out = sample_cli(tmp_path, "--ckpt", d / "G16.pt2", "--latent-shape", 3, "-n", 8, "--trust-code")
     assert res.exit_code == 2 and "takes latents of shape (N, 2)" in res.output
 
 
@@ -207,11 +210,12 @@ def test_fixed_batch_adapter_keeps_values_and_gradients(files):
 def test_whole_module_pickle_is_refused_unless_allowed(files, tmp_path):
     d = files.dir
     res, out = sample_cli(tmp_path, "--ckpt", d / "whole.pt", "--latent-shape", 2, "-n", 10)
-    assert res.exit_code == 2 and "--allow-pickle" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "--trust-code" in res.output and "Traceback" not in res.output
     assert not (out / "samples.npz").exists()
-    res, out = sample_cli(tmp_path, "--ckpt", d / "whole.pt", "--latent-shape", 2, "-n", 10, "--allow-pickle")
-    assert res.exit_code == 0, res.output
-    assert json.loads((out / "run.json").read_text())["inputs"]["checkpoint"]["format"] == "pickle"
+    for flag in ("--trust-code", "--allow-pickle"):  # the old spelling of the opt-in still works
+        res, out = sample_cli(tmp_path, "--ckpt", d / "whole.pt", "--latent-shape", 2, "-n", 10, flag)
+        assert res.exit_code == 0, res.output
+        assert json.loads((out / "run.json").read_text())["inputs"]["checkpoint"]["format"] == "pickle"
 
 
 def test_state_key_and_dataparallel_prefix(files, tmp_path):
@@ -229,7 +233,7 @@ def test_state_key_and_dataparallel_prefix(files, tmp_path):
 def test_python_loaders(files):
     d = files.dir
     gen = load_generator(d / "G.pt", arch=files.mod.generator, latent_shape=2)
-    ratio = load_discriminator(d / "D.pt2", output="logit")
+    ratio = load_discriminator(d / "D.pt2", output="logit", trust_code=True)
     target = refine.LatentTarget(gen, ratio)
     x = refine.sample(target, "sir", n=20, rng=torch.Generator().manual_seed(0), candidates=3).x
     assert torch.allclose(x, api_result(files.G, files.D, "sir", 20, candidates=3), atol=1e-6)
@@ -238,7 +242,8 @@ def test_python_loaders(files):
 
 def test_detect_format(files):
     d = files.dir
-    kinds = {"G.pt": "state_dict", "G.ts": "torchscript", "G16.pt2": "export", "whole.pt": "pickle", "refine.pt": "refine", "tiny_arch.py": "unknown"}
+    kinds = {"G.pt": "state_dict", "G.safetensors": "safetensors", "G.ts": "torchscript", "G16.pt2": "export", "whole.pt": "pickle",
+             "refine.pt": "refine", "tiny_arch.py": "unknown"}
     assert {name: detect_format(d / name) for name in kinds} == kinds
 
 
@@ -249,17 +254,20 @@ def test_detect_format(files):
       "--disc-output", "logit", "-m", "sir"], "does not take the generator's samples of shape (N, 2)"),
     (["--ckpt", "{d}/G.pt", "--arch", "tiny_arch:generator", "--latent-shape", "2", "--disc", "{d}/D2out.pt", "--disc-arch", "tiny_arch:two_scores",
       "--disc-output", "logit", "-m", "sir"], "expected (2,) or (2, 1)"),
-    (["--ckpt", "{d}/img.ts", "--latent-shape", "4"], "no output range was declared"),
+    (["--ckpt", "{d}/img.ts", "--latent-shape", "4", "--trust-code"], "no output range was declared"),
     (["--ckpt", "{d}/G.pt", "--latent-shape", "2"], "pass --arch package.module:factory"),
     (["--ckpt", "{d}/G.pt", "--arch", "tiny_arch:generator", "--latent-shape", "2", "--disc", "{d}/D.pt", "--disc-arch", "tiny_arch:critic"], "--disc-output"),
     (["--ckpt", "{d}/G.ts", "--latent-shape", "2", "--disc-output", "logit"], "pass its file with --disc"),
     (["--ckpt", "{d}/G.ts", "--latent-shape", "2", "--disc", "{d}/D.ts", "--disc-output", "logit", "--ratio", "{d}/D.pt"], "pass one of them"),
+    (["--ckpt", "{d}/G.ts", "--latent-shape", "2"], "carries code"),
+    (["--ckpt", "{d}/G16.pt2"], "carries code"),
+    (["--ckpt", "{d}/G.safetensors", "--latent-shape", "2"], "pass --arch package.module:factory"),
     (["--ckpt", "{d}/G.pt", "--arch", "tiny_arch:generator", "--arch-kwargs", '{{"h": 4}}', "--latent-shape", "2"], "[8, 2] in the file but [4, 2]"),
     (["--ckpt", "{d}/G.pt", "--arch", "tiny_arch:generator", "--arch-kwargs", "{{h: 4}}", "--latent-shape", "2"], "is not JSON"),
     (["--ckpt", "{d}/G.pt", "--arch", "tiny_arch:generator", "--arch-kwargs", '{{"width": 4}}', "--latent-shape", "2"], "does not take"),
     (["--ckpt", "{d}/G.pt", "--arch", "tiny_arch:nope", "--latent-shape", "2"], "has no attribute 'nope'"),
-    (["--ckpt", "{d}/G.ts"], "pass --latent-shape"),
-    (["--ckpt", "{d}/G.ts", "--latent-shape", "2", "--output-range", "0..1"], "valid ranges"),
+    (["--ckpt", "{d}/G.ts", "--trust-code"], "pass --latent-shape"),
+    (["--ckpt", "{d}/G.ts", "--latent-shape", "2", "--output-range", "0..1", "--trust-code"], "valid ranges"),
     (["--ckpt", "{d}/G.ts", "--arch", "tiny_arch:generator", "--latent-shape", "2"], "holds its own architecture"),
     (["--ckpt", "{d}/refine.pt", "--latent-shape", "2"], "drop --latent-shape"),
     (["--ckpt", "{d}/refine.pt", "--arch", "tiny_arch:generator"], "drop --arch"),
@@ -307,7 +315,7 @@ class _DataGradProbe(_GradProbe):
 def test_non_differentiable_generator_with_a_gradient_method(files, tmp_path, monkeypatch, gen):
     monkeypatch.setitem(SAMPLERS, "gradprobe", _GradProbe)
     d = files.dir
-    common = ["--latent-shape", "2", "--disc", d / "D.ts", "--disc-output", "logit", "-n", 8]
+    common = ["--latent-shape", "2", "--disc", d / "D.ts", "--disc-output", "logit", "-n", 8, "--trust-code"]
     res, out = sample_cli(tmp_path, "--ckpt", d / gen, *common, "-m", "gradprobe")
     assert res.exit_code == 2 and "no gradient flows from the output of generator" in res.output and "gradprobe" in res.output, res.output
     assert not (out / "samples.npz").exists()
@@ -321,7 +329,8 @@ def test_eval_checks_gradients_per_method(files, monkeypatch):
     monkeypatch.setitem(SAMPLERS, "gradprobe", _GradProbe)
     monkeypatch.setitem(SAMPLERS, "datagradprobe", _DataGradProbe)
     d = files.dir
-    common = ["eval", "--ckpt", d / "Gng.pt2", "--disc", d / "D.ts", "--disc-output", "logit", "--data", "grid25", "-n", 20, "--no-progress", "--device", "cpu"]
+    common = ["eval", "--ckpt", d / "Gng.pt2", "--disc", d / "D.ts", "--disc-output", "logit", "--data", "grid25", "-n", 20, "--no-progress", "--device", "cpu",
+              "--trust-code"]
     res = invoke(*common, "--methods", "none,datagradprobe")
     assert res.exit_code == 0, res.output
     res = invoke(*common, "--methods", "none,gradprobe")
@@ -330,8 +339,8 @@ def test_eval_checks_gradients_per_method(files, monkeypatch):
 
 def test_data_space_methods_need_gradients_through_the_ratio_only(files):
     d = files.dir
-    gen = load_generator(d / "Gng.ts", latent_shape=2)
-    ratio = load_discriminator(d / "D.pt2", output="logit")
+    gen = load_generator(d / "Gng.ts", latent_shape=2, trust_code=True)
+    ratio = load_discriminator(d / "D.pt2", output="logit", trust_code=True)
     with pytest.raises(NotDifferentiableError, match="generator"):
         check_gradients(gen, ratio, method="gradprobe")
     check_gradients(gen, ratio, method="datagradprobe", through_generator=False)
@@ -367,15 +376,16 @@ def test_malicious_pickle_is_refused_and_writes_nothing(files, tmp_path, kind, r
     bad, marker = tmp_path / "bad.pt", tmp_path / "pwned"
     _malicious(kind, bad, marker)
     if route == "python":
-        with pytest.raises(CheckpointError, match="allow-pickle"):
+        with pytest.raises(CheckpointError, match="trust-code"):
             load_network(bad)
     else:
         extra = ["--arch", "tiny_arch:generator"] if route == "cli-arch" else []
         res, out = sample_cli(tmp_path, "--ckpt", bad, *extra, "--latent-shape", 2, "-n", 8)
-        assert res.exit_code == 2 and "--allow-pickle" in res.output and "Traceback" not in res.output, res.output
+        assert res.exit_code == 2 and "--trust-code" in res.output and "Traceback" not in res.output, res.output
         assert not (out / "samples.npz").exists()
-        res, _ = sample_cli(tmp_path, "--ckpt", files.dir / "G.ts", "--latent-shape", 2, "--disc", bad, "--disc-output", "logit", "-n", 8)
-        assert res.exit_code == 2 and "--allow-pickle" in res.output
+        res, _ = sample_cli(tmp_path, "--ckpt", files.dir / "G.pt", "--arch", "tiny_arch:generator", "--latent-shape", 2, "--disc", bad,
+                            "--disc-output", "logit", "-n", 8)
+        assert res.exit_code == 2 and "--trust-code" in res.output
     assert not marker.exists()
     # the payload is live: unpickling it the unsafe way does create the file
     with open(bad, "rb") as f:
@@ -383,92 +393,99 @@ def test_malicious_pickle_is_refused_and_writes_nothing(files, tmp_path, kind, r
     assert marker.exists()
 
 
-def test_torchscript_that_writes_files_is_refused(tmp_path):
+def _evil_torchscript(marker, spelling):
+    """A TorchScript module whose ``__setstate__`` writes a file inside ``torch.jit.load``.
+
+    ``spelling`` varies how the call is written in the source: the TorchScript parser accepts
+    all of them, which is why refine does not try to recognise dangerous code by its text."""
+    src = f"""
+import torch, typing
+from torch import nn
+
+class Evil(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.path = {str(marker)!r}
+
+    def forward(self, z):
+        return z * 2
+
+    @torch.jit.export
+    def __getstate__(self):
+        return (self.path, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: typing.Tuple[str, bool]):
+        self.path = state[0]
+        self.training = state[1]
+        {spelling}(torch.zeros(1), self.path)
+"""
+    ns: dict = {}
+    mod_path = marker.parent / f"evil_{abs(hash(spelling))}.py"
+    mod_path.write_text(src)
+    spec = importlib.util.spec_from_file_location(mod_path.stem, mod_path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ns["Evil"] = mod.Evil
+    return torch.jit.script(ns["Evil"]())
+
+
+@pytest.mark.parametrize("spelling", ["torch.save", "torch . save", "torch.\\\n        save"])
+def test_torchscript_is_code_and_is_refused_by_default(tmp_path, spelling):
     marker = tmp_path / "pwned"
-
-    class Evil(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.path = str(marker)
-
-        def forward(self, z):
-            return z * 2
-
-        @torch.jit.export
-        def __getstate__(self):
-            return (self.path, self.training)
-
-        @torch.jit.export
-        def __setstate__(self, state: typing.Tuple[str, bool]):
-            self.path = state[0]
-            self.training = state[1]
-            torch.save(torch.zeros(1), self.path)  # runs inside torch.jit.load
-
     ts = tmp_path / "evil.ts"
-    torch.jit.script(Evil()).save(str(ts))
+    _evil_torchscript(marker, spelling).save(str(ts))
     assert not marker.exists()
-    with pytest.raises(CheckpointError, match="torch.save"):
+    with pytest.raises(CheckpointError, match="carries code"):
         load_network(ts)
     res, out = sample_cli(tmp_path, "--ckpt", ts, "--latent-shape", 2, "-n", 8)
-    assert res.exit_code == 2 and "--allow-pickle" in res.output
-    assert not marker.exists()
-    torch.jit.load(str(ts))  # the payload is live
+    assert res.exit_code == 2 and "--trust-code" in res.output and "state_dict" in res.output, res.output
+    assert not marker.exists() and not (out / "samples.npz").exists()
+    torch.jit.load(str(ts))  # the payload is live: loading it the unsafe way runs it
     assert marker.exists()
 
 
-def _rewrite(data: bytes, edit) -> bytes:
-    zin, out = zipfile.ZipFile(io.BytesIO(data)), io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zout:
-        for info in zin.infolist():
-            zout.writestr(info, edit(info.filename, zin.read(info.filename)))
-    return out.getvalue()
+def test_safetensors_route_matches_the_state_dict_route(files, tmp_path):
+    d = files.dir
+    res, out = sample_cli(tmp_path, "--ckpt", d / "G.safetensors", "--arch", "tiny_arch:generator", "--latent-shape", 2,
+                          "--disc", d / "D.pt", "--disc-arch", "tiny_arch:critic", "--disc-output", "logit", "-m", "sir", "-o", "candidates=4", "-n", 40)
+    assert res.exit_code == 0, res.output
+    assert torch.equal(load_x(out), api_result(files.G, files.D, "sir", 40, candidates=4))
+    ck = json.loads((out / "run.json").read_text())["inputs"]["checkpoint"]
+    assert ck["format"] == "safetensors" and ck["sha256"] == hashlib.sha256((d / "G.safetensors").read_bytes()).hexdigest()
+    res, out = sample_cli(tmp_path, "--ckpt", d / "G.safetensors", "--arch", "tiny_arch:generator", "--arch-kwargs", '{"h": 4}', "--latent-shape", 2, "-n", 8)
+    assert res.exit_code == 2 and "[8, 2] in the file but [4, 2]" in res.output, res.output
 
 
-def _edit_model(fn):
-    def edit(name, b):
-        return json.dumps(fn(json.loads(b))).encode() if name.endswith("models/model.json") else b
-    return edit
+def test_an_architecture_larger_than_memory_is_refused_before_it_is_built(files, tmp_path):
+    d = files.dir
+    res, out = sample_cli(tmp_path, "--ckpt", d / "G.pt", "--arch", "tiny_arch:generator", "--arch-kwargs", '{"h": 10000000000}', "--latent-shape", 2, "-n", 8)
+    assert res.exit_code == 2 and "more than fits in memory" in res.output, res.output
+    assert not (out / "samples.npz").exists()
 
 
-def _set_guards(model, marker):
-    model["guards_code"] = [f"__import__('pathlib').Path({str(marker)!r}).touch() or True"]
-    return model
-
-
-def _set_target(model, marker):
-    for node in model["graph_module"]["graph"]["nodes"]:
-        node["target"] = "torch.serialization.save"
-        break
-    return model
-
-
-@pytest.mark.parametrize("variant", ["sample_inputs", "guards", "expr", "target"])
-def test_export_program_that_would_run_code_is_refused(files, tmp_path, variant):
+@pytest.mark.parametrize("route", ["cli", "python"])
+def test_export_program_is_code_and_is_refused_by_default(files, tmp_path, route):
     marker = tmp_path / "pwned"
     buf = io.BytesIO()
     torch.export.save(torch.export.export(files.G, (torch.randn(4, 2),), dynamic_shapes=({0: torch.export.Dim("b")},)), buf)
-    good = buf.getvalue()
-    if variant == "sample_inputs":
-        pick = io.BytesIO()
-        torch.save(_Touch(marker), pick)
-        bad = _rewrite(good, lambda n, b: pick.getvalue() if n.endswith("sample_inputs/model.pt") else b)
-    elif variant == "guards":
-        bad = _rewrite(good, _edit_model(lambda m: _set_guards(m, marker)))
-    elif variant == "expr":
-        inject = f"(__import__('pathlib').Path({str(marker)!r}).touch() or Symbol)('s"
-        bad = _rewrite(good, lambda n, b: b.decode().replace("Symbol('s", inject, 1).encode() if n.endswith("models/model.json") else b)
-    else:
-        bad = _rewrite(good, _edit_model(lambda m: _set_target(m, marker)))
+    pick = io.BytesIO()
+    torch.save(_Touch(marker), pick)
+    zin, out_buf = zipfile.ZipFile(io.BytesIO(buf.getvalue())), io.BytesIO()
+    with zipfile.ZipFile(out_buf, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info, pick.getvalue() if info.filename.endswith("sample_inputs/model.pt") else zin.read(info.filename))
     path = tmp_path / "evil.pt2"
-    path.write_bytes(bad)
-    with pytest.raises(CheckpointError, match="torch.export program with"):
-        load_network(path)
-    res, out = sample_cli(tmp_path, "--ckpt", path, "-n", 8)
-    assert res.exit_code == 2 and "--allow-pickle" in res.output, res.output
+    path.write_bytes(out_buf.getvalue())
+    if route == "python":
+        with pytest.raises(CheckpointError, match="carries code"):
+            load_network(path)
+    else:
+        res, out = sample_cli(tmp_path, "--ckpt", path, "-n", 8)
+        assert res.exit_code == 2 and "--trust-code" in res.output, res.output
     assert not marker.exists()
-    if variant != "target":  # the payload is live: torch.export.load and a call run it
-        try:
-            torch.export.load(io.BytesIO(bad)).module()(torch.randn(3, 2))
-        except Exception:  # noqa: BLE001 - a broken program may fail after running the payload
-            pass
-        assert marker.exists()
+    try:  # the payload is live: torch.export.load runs it
+        torch.export.load(io.BytesIO(out_buf.getvalue()))
+    except Exception:  # noqa: BLE001 - a broken program may fail after running the payload
+        pass
+    assert marker.exists()

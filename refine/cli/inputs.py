@@ -1,8 +1,8 @@
 """Resolving the CLI's checkpoint and ratio arguments into a generator and a ratio.
 
 ``--ckpt`` is a refine checkpoint or a foreign generator file (a state_dict with
-``--arch``, a TorchScript file, a ``torch.export`` program, or with ``--allow-pickle``
-a pickled module); ``--disc`` a foreign discriminator file the same way. See
+``--arch`` or a safetensors file with ``--arch``; with ``--trust-code`` also a
+TorchScript file, a ``torch.export`` program or a pickled module); ``--disc`` a foreign discriminator file the same way. See
 :mod:`refine.foreign` for the routes and what each one checks.
 """
 from __future__ import annotations
@@ -53,7 +53,7 @@ class Foreign:
     disc_state_key: Optional[str] = None
     disc_output: Optional[str] = None
     disc_temperature: float = 1.0
-    allow_pickle: bool = False
+    trust_code: bool = False
 
     def generator_flags(self) -> list[str]:
         names = ("arch", "arch_kwargs", "state_key", "latent_shape", "prior", "output_range")
@@ -80,19 +80,23 @@ _HELP = {
     "disc_state_key": "entry of --disc that holds the discriminator's state_dict (e.g. netD)",
     "disc_output": f"what --disc returns: {', '.join(DISCRIMINATOR_OUTPUTS)} (required with --disc)",
     "disc_temperature": "log r = score / T for --disc (for a critic: the energy scale)",
-    "allow_pickle": "load whole-module pickles (and TorchScript/export programs that fail refine's safety checks): they can run code; only for files you trust",
+    "trust_code": "load files that carry code (TorchScript, torch.export programs, whole-module pickles): they can run anything; only for files you trust (the safe route: a state_dict or safetensors file with --arch)",
 }
 
 
+#: Older spellings that still work.
+_ALIASES = {"trust_code": ("--allow-pickle",)}
+
+
 def _option(name: str, default):
-    return typer.Option(default, "--" + name.replace("_", "-"), help=_HELP[name])
+    return typer.Option(default, "--" + name.replace("_", "-"), *_ALIASES.get(name, ()), help=_HELP[name])
 
 
 def foreign_options(fn):
     """Add the foreign-network options to a command; they reach it as one ``foreign: Foreign`` argument."""
     sig = inspect.signature(fn)
     own = [p for p in sig.parameters.values() if p.name != "foreign"]
-    hints = {"disc": Optional[Path], "disc_temperature": float, "allow_pickle": bool}
+    hints = {"disc": Optional[Path], "disc_temperature": float, "trust_code": bool}
     extra = [
         inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=_option(f.name, f.default),
                           annotation=hints.get(f.name, Optional[str]))
@@ -119,7 +123,7 @@ def _output_range(text: str | None) -> str | None:
 
 
 def _foreign_generator(ckpt: Path, f: Foreign, device: torch.device) -> tuple[LoadedGAN, dict, str]:
-    loaded = load_network(ckpt, arch=f.arch, arch_kwargs=f.arch_kwargs, state_key=f.state_key, allow_pickle=f.allow_pickle, device=device, role="generator")
+    loaded = load_network(ckpt, arch=f.arch, arch_kwargs=f.arch_kwargs, state_key=f.state_key, trust_code=f.trust_code, device=device, role="generator")
     gen = generator_from_loaded(loaded, latent_shape=f.latent_shape, prior=f.prior or "normal", output_range=_output_range(f.output_range), device=device)
     prov = {**loaded.provenance, "prior": gen.prior.to_config(), "output_range": gen.output_range}
     return LoadedGAN(gen, None, None, {"meta": {}, "foreign": prov}, str(ckpt)), prov, loaded.source
@@ -128,7 +132,7 @@ def _foreign_generator(ckpt: Path, f: Foreign, device: torch.device) -> tuple[Lo
 def _foreign_discriminator(f: Foreign, device: torch.device) -> tuple[DiscriminatorRatio, dict, str]:
     if f.disc_output is None:
         raise ConfigError(f"--disc needs --disc-output: what the discriminator returns ({', '.join(DISCRIMINATOR_OUTPUTS)}); refine does not guess it")
-    loaded = load_network(f.disc, arch=f.disc_arch, arch_kwargs=f.disc_arch_kwargs, state_key=f.disc_state_key, allow_pickle=f.allow_pickle,
+    loaded = load_network(f.disc, arch=f.disc_arch, arch_kwargs=f.disc_arch_kwargs, state_key=f.disc_state_key, trust_code=f.trust_code,
                           device=device, role="discriminator")
     ratio = DiscriminatorRatio(loaded.net, f.disc_output, temperature=f.disc_temperature)
     return ratio, {**loaded.provenance, "output": f.disc_output, "temperature": f.disc_temperature}, loaded.source

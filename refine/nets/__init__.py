@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 from typing import Callable
 
+import torch
 from torch import nn
 
 from ..errors import ConfigError
@@ -41,6 +42,22 @@ def build(name: str, **kwargs) -> nn.Module:
         if unknown:
             raise ConfigError(f"unknown argument(s) {', '.join(unknown)} for architecture {name}; valid: {', '.join(params)}")
     return factory(**kwargs)
+
+
+def planned_state(factory: Callable[..., nn.Module], kwargs: dict) -> dict[str, tuple[tuple[int, ...], int]] | None:
+    """``{name: (shape, bytes)}`` of the state a factory would build, found by building it on
+    the ``meta`` device (no memory is allocated); ``None`` where the factory cannot build there.
+
+    Used before the real build, so that an absurd width in a checkpoint or on the command line
+    is refused with its size instead of exhausting memory."""
+    try:
+        with torch.device("meta"):
+            net = factory(**kwargs)
+        if not isinstance(net, nn.Module):
+            return None
+        return {k: (tuple(v.shape), v.numel() * v.element_size()) for k, v in net.state_dict().items()}
+    except Exception:  # noqa: BLE001 - a factory that cannot run on meta is built for real, as before
+        return None
 
 
 def arch_config(name: str, **kwargs) -> dict:
