@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, ShapeError
+from .validate import MAX_SAMPLES, as_float, as_int, as_rng, as_shape
 
 __all__ = ["Prior", "NormalPrior", "UniformPrior", "LatentGenerator", "make_prior", "OUTPUT_RANGES"]
 
@@ -37,10 +38,7 @@ class Prior:
     shape: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        shape = tuple(int(s) for s in (self.shape if isinstance(self.shape, (tuple, list)) else (self.shape,)))
-        if not shape or any(s <= 0 for s in shape):
-            raise ConfigError(f"latent shape must be non-empty positive sizes, got {self.shape!r}")
-        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "shape", as_shape(self.shape, "latent shape"))
 
     @property
     def dim(self) -> int:
@@ -50,9 +48,8 @@ class Prior:
         raise NotImplementedError
 
     def sample(self, n: int, *, rng: torch.Generator | None = None, device=None, dtype=torch.float32) -> torch.Tensor:
-        if n < 0:
-            raise ConfigError(f"number of samples must be >= 0, got {n}")
-        z = self._noise(int(n), rng)
+        n = as_int(n, "number of samples", minimum=0, maximum=MAX_SAMPLES)
+        z = self._noise(n, as_rng(rng))
         return z.to(device=device or z.device, dtype=dtype)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
@@ -98,6 +95,8 @@ class UniformPrior(Prior):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        object.__setattr__(self, "low", as_float(self.low, "uniform prior low"))
+        object.__setattr__(self, "high", as_float(self.high, "uniform prior high"))
         if not self.high > self.low:
             raise ConfigError(f"uniform prior needs high > low, got [{self.low}, {self.high}]")
 
@@ -126,18 +125,20 @@ def make_prior(config: dict | str, shape: Sequence[int] | int | None = None) -> 
     """Build a prior from ``{"name": "normal", "shape": [100, 1, 1]}`` or a name plus shape."""
     if isinstance(config, str):
         config = {"name": config, "shape": shape}
+    if not isinstance(config, dict):
+        raise ConfigError(f"a prior is a name ('normal', 'uniform') or a dict such as {{'name': 'normal', 'shape': [100]}}, got {type(config).__name__}")
     config = dict(config)
     name = config.pop("name", None)
-    if name not in _PRIORS:
+    if not isinstance(name, str) or name not in _PRIORS:
         raise ConfigError(f"unknown prior {name!r}; valid priors: {', '.join(_PRIORS)}")
     if config.get("shape") is None:
         raise ConfigError("a prior needs a latent shape")
-    shp = config.pop("shape")
-    shp = (shp,) if isinstance(shp, int) else tuple(shp)
-    try:
-        return _PRIORS[name](shp, **config)
-    except TypeError as e:
-        raise ConfigError(f"bad options for prior {name!r}: {e}") from None
+    shp = as_shape(config.pop("shape"), "prior shape")
+    allowed = {"uniform": {"low", "high"}}.get(name, set())
+    unknown = sorted(map(str, set(config) - allowed))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for prior {name!r}; valid: {', '.join(sorted(allowed)) or 'none besides shape'}")
+    return _PRIORS[name](shp, **config)
 
 
 _SHAPE_WORDS = ("shape", "size", "channels", "dimension", "elements")
@@ -208,12 +209,16 @@ class LatentGenerator:
             if latent_shape is None:
                 raise ConfigError("pass latent_shape together with a prior name, e.g. latent_shape=(100, 1, 1)")
             prior = make_prior(prior, latent_shape)
+        elif not isinstance(prior, Prior):
+            raise ConfigError(f"prior must be a Prior or a name ('normal', 'uniform'), got {type(prior).__name__}")
         elif latent_shape is not None:
-            shp = (latent_shape,) if isinstance(latent_shape, int) else tuple(latent_shape)
+            shp = as_shape(latent_shape, "latent_shape")
             if shp != prior.shape:
                 raise ShapeError(f"latent_shape {shp} disagrees with the prior's shape {prior.shape}")
-        if output_range not in OUTPUT_RANGES:
+        if not isinstance(output_range, str) or output_range not in OUTPUT_RANGES:
             raise ConfigError(f"unknown output_range {output_range!r}; valid: {', '.join(OUTPUT_RANGES)}")
+        if differentiable is not None and not isinstance(differentiable, bool):
+            raise ConfigError(f"differentiable must be True, False or None, got {type(differentiable).__name__}")
         self.net = net
         self.prior = prior
         self.output_range = output_range

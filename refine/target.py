@@ -39,9 +39,9 @@ class LatentTarget:
 
     def __init__(self, generator: LatentGenerator, ratio=None, *, prior_term: bool = True) -> None:
         if not isinstance(generator, LatentGenerator):
-            raise TypeError("generator must be a refine.LatentGenerator; wrap your network with refine.wrap(...)")
+            raise ConfigError(f"generator must be a refine.LatentGenerator, got {type(generator).__name__}; wrap your network with refine.wrap(...)")
         if ratio is not None and not hasattr(ratio, "log_ratio"):
-            raise TypeError(f"ratio must have log_ratio(x), got {type(ratio).__name__}")
+            raise ConfigError(f"ratio must have log_ratio(x), got {type(ratio).__name__}")
         self.generator = generator
         self.ratio = ratio
         self.prior_term = prior_term

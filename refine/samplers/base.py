@@ -8,7 +8,9 @@ and turns CLI strings into the declared types.
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -16,6 +18,8 @@ from typing import Any, Callable
 import torch
 
 from ..errors import ConfigError
+from ..target import check_finite
+from ..validate import MAX_SAMPLES, as_int, as_rng
 
 __all__ = ["Sampler", "SampleResult", "register", "get_sampler", "list_samplers", "sampler_options", "SAMPLERS", "option"]
 
@@ -42,19 +46,77 @@ class SampleResult:
     info: dict[str, Any]
 
 
+#: Depth of nested ``sample`` calls (a subclass calling ``super().sample``): checks run at the outermost only.
+_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("refine_sample_depth", default=0)
+
+
+def _checked(impl: Callable) -> Callable:
+    """Wrap a sampler's ``sample``: validate ``n`` and ``rng`` first, check the result last.
+
+    Every registered method gets the same guarantees without repeating them: ``n`` is a
+    positive integer (numpy and torch integers count), ``rng`` a ``torch.Generator`` or
+    None, and no NaN or inf leaves the sampler (a :class:`NonFiniteError` naming the
+    method and how many samples).
+    """
+
+    @functools.wraps(impl)
+    def sample(self, target, n, *args, rng=None, **kwargs):
+        if _DEPTH.get():
+            return impl(self, target, n, *args, rng=rng, **kwargs)
+        n = as_int(n, "number of samples", minimum=1, maximum=MAX_SAMPLES)
+        rng = as_rng(rng)
+        token = _DEPTH.set(1)
+        try:
+            result = impl(self, target, n, *args, rng=rng, **kwargs)
+        finally:
+            _DEPTH.reset(token)
+        check_result(result, self.name or type(self).__name__)
+        return result
+
+    sample._refine_checked = True  # type: ignore[attr-defined]
+    return sample
+
+
+def check_result(result: "SampleResult", method: str) -> None:
+    """A :class:`NonFiniteError` if the samples (or the latents) hold NaN or inf."""
+    check_finite(result.x, f"the samples of method {method}", "the generator produced them (check its weights and inputs), or the method diverged (lower its step size)")
+    if result.z is not None:
+        check_finite(result.z, f"the latents of method {method}", "lower the step size")
+
+
 @dataclass(frozen=True)
 class Sampler:
-    """Base class. Subclasses set ``name``, declare options as fields, and implement ``sample``."""
+    """Base class. Subclasses set ``name``, declare options as fields, and implement ``sample``.
+
+    The cost declarations (:meth:`planned_evals`, :meth:`rows_in_memory`) let a caller
+    estimate the work and memory of a run before it starts; subclasses whose cost is not
+    one generator pass per sample override them.
+    """
 
     name: typing.ClassVar[str] = ""
     needs_gradients: typing.ClassVar[bool] = False
     summary: typing.ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        impl = cls.__dict__.get("sample")
+        if impl is not None and not getattr(impl, "_refine_checked", False):
+            cls.sample = _checked(impl)
 
     def sample(self, target, n: int, *, rng: torch.Generator | None = None, progress: bool = False, real: torch.Tensor | None = None) -> SampleResult:
         raise NotImplementedError
 
     def options(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def planned_evals(self, n: int) -> float:
+        """Generator forward passes a run of ``n`` samples needs at the least (backward passes
+        count as two); for rejection methods the acceptance rate multiplies this."""
+        return float(n)
+
+    def rows_in_memory(self) -> int:
+        """Latents and samples the method holds at once while it works (its memory bound)."""
+        return int(getattr(self, "batch_size", 4096))
 
     def _check_n(self, n: int) -> int:
         if not isinstance(n, int) or isinstance(n, bool) or n <= 0:

@@ -450,6 +450,9 @@ class GradientSampler(Sampler):
             clip=None if self.clip is None else float(self.clip), temperature=float(self.temperature), mala=bool(self.mala), bounds=bounds,
         )
 
+    def planned_evals(self, n: int) -> float:
+        return float(n) * (3 * self.steps + 1)  # each step: one forward and one backward (twice a forward) pass
+
     def _plan(self, target, n: int, rng, real) -> Plan:
         raise NotImplementedError
 

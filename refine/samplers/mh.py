@@ -45,6 +45,9 @@ class MHSampler(Sampler):
             raise ConfigError(f"k (proposals per chain) must be >= 1, got {self.k}")
         positive("batch_size", self.batch_size)
 
+    def planned_evals(self, n: int) -> float:
+        return float(n) * (self.k + 1)
+
     def sample(self, target, n, *, rng=None, progress=False, real=None) -> SampleResult:
         n = self._check_n(n)
         t0 = time.perf_counter()

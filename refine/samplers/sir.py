@@ -33,6 +33,12 @@ class SIRSampler(Sampler):
             raise ConfigError(f"candidates must be >= 1, got {self.candidates}")
         positive("batch_size", self.batch_size)
 
+    def planned_evals(self, n: int) -> float:
+        return float(n) * self.candidates
+
+    def rows_in_memory(self) -> int:
+        return max(self.batch_size, self.candidates)  # a whole candidate group is scored together
+
     def sample(self, target, n, *, rng=None, progress=False, real=None) -> SampleResult:
         n = self._check_n(n)
         t0 = time.perf_counter()
