@@ -240,16 +240,10 @@ def classifier_space(path: str | os.PathLike, *, device: torch.device | str = "c
 
 
 def _build(entry_arch: Any, state: Any, path: str, role: str) -> nn.Module:
-    from .io import _load_state
-    from .nets import build_from_config
+    from .files import available_memory
+    from .nets import load_checked
 
-    try:
-        net = build_from_config(entry_arch)
-    except (ConfigError, TypeError, KeyError) as e:
-        raise CheckpointError(f"{path}: {role}: {e}") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: the {role} entry has no state_dict")
-    _load_state(net, state, path, role)
+    net = load_checked(entry_arch, state, path=path, role=role, memory_limit=available_memory() // 2)
     if not callable(getattr(net, "features", None)):
         raise CheckpointError(f"{path}: the {role} ({type(net).__name__}) has no features(x) method; use a feature network such as resnet34-features")
     return net

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import pickle
 import tempfile
@@ -32,10 +33,11 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, ConfigError
-from .generator import LatentGenerator, make_prior
-from .nets import build_from_config
+from .files import available_memory, check_regular_file
+from .generator import OUTPUT_RANGES, LatentGenerator, make_prior
+from .nets import load_checked
 from .ratio.calibration import calibration_from_config
-from .ratio.discriminator import DiscriminatorRatio
+from .ratio.discriminator import DISCRIMINATOR_OUTPUTS, DiscriminatorRatio
 
 __all__ = [
     "GAN_FORMAT",
@@ -145,14 +147,11 @@ def plain(obj: Any) -> Any:
 
 # --------------------------------------------------------------------------- reading
 def safe_load(path: str | os.PathLike, *, what: str = "checkpoint") -> Any:
-    """``torch.load(path, weights_only=True)`` with one-line errors for every way it can fail."""
+    """``torch.load(path, weights_only=True)`` with one-line errors for every way it can fail.
+
+    Only a regular file that fits in memory is read (not a device, a FIFO or a folder)."""
     p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"{what} {p} does not exist")
-    if p.is_dir():
-        raise CheckpointError(f"{what} {p} is a directory, expected a file written by torch.save")
-    if p.stat().st_size == 0:
-        raise CheckpointError(f"{what} {p} is empty")
+    check_regular_file(p, what)
     with open(p, "rb") as f:
         head = f.read(12)
     if not (head.startswith(b"PK") or head.startswith(b"\x80")):  # torch.save writes a zip archive (or, long ago, a pickle)
@@ -163,11 +162,11 @@ def safe_load(path: str | os.PathLike, *, what: str = "checkpoint") -> Any:
         msg = str(e).splitlines()[0] if str(e) else ""
         if "weights only" in str(e).lower() or "weights_only" in str(e).lower() or "unsupported global" in str(e).lower():
             raise CheckpointError(
-                f"{what} {p} contains pickled Python objects, which refine does not load by default (they can run code); "
+                f"{what} {p} contains pickled Python objects, which refine does not load (they can run code); "
                 "re-save it with refine (plain values and tensors only)"
             ) from None
         raise CheckpointError(f"{what} {p} is not a valid torch file ({msg or type(e).__name__})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, MemoryError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{what} {p} is truncated or corrupt ({first[:160]})") from None
 
@@ -177,13 +176,22 @@ def _expect(cond: bool, path, msg: str) -> None:
         raise CheckpointError(f"{path}: {msg}")
 
 
-def _load_state(net: nn.Module, state: dict, path, role: str) -> None:
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        first = lines[1] if len(lines) > 1 and lines[0].endswith(":") else (lines[0] if lines else type(e).__name__)  # the first mismatch, not the header
-        raise CheckpointError(f"{path}: the {role} weights do not fit its architecture ({first[:200]})") from None
+def _build(entry: dict, path, role: str, device) -> nn.Module:
+    """A stored network (``{"arch": ..., "state": ...}``), checked before it is built (see :func:`refine.nets.load_checked`)."""
+    net = load_checked(entry.get("arch"), entry.get("state"), path=path, role=role, memory_limit=available_memory() // 2)
+    return net.eval().requires_grad_(False).to(device)
+
+
+_KIND = {GAN_FORMAT: "GAN checkpoint", RATIO_FORMAT: "ratio file"}
+
+
+def _check_schema(ckpt: Any, path, fmt: str) -> dict:
+    """The fields every refine file shares: a dict with the format tag, the version, a dict ``meta``."""
+    _expect(isinstance(ckpt, dict) and ckpt.get("format") == fmt, path, f"not a refine {_KIND[fmt]} (expected format {fmt!r}; found {ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__!r})")
+    _expect(type(ckpt.get("version")) is int and ckpt.get("version") == VERSION, path, f"unsupported file version {ckpt.get('version')!r} (this refine reads {VERSION})")
+    _expect(isinstance(ckpt.get("meta", {}), dict), path, f"meta must be a dict, got {type(ckpt.get('meta')).__name__}")
+    _expect(isinstance(ckpt.get("extra", {}), dict), path, f"extra must be a dict, got {type(ckpt.get('extra')).__name__}")
+    return ckpt
 
 
 # --------------------------------------------------------------------------- GAN checkpoints
@@ -234,28 +242,27 @@ def save_gan(
 
 
 def gan_from_dict(ckpt: dict, *, device: str | torch.device = "cpu", path=None) -> LoadedGAN:
+    """Check a GAN checkpoint's whole schema (types, ranges, sizes against memory), then build it."""
     path = path or "checkpoint"
-    _expect(isinstance(ckpt, dict) and ckpt.get("format") == GAN_FORMAT, path, f"not a refine GAN checkpoint (expected format {GAN_FORMAT!r}; found {ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__!r})")
-    _expect(ckpt.get("version") == VERSION, path, f"unsupported checkpoint version {ckpt.get('version')!r} (this refine reads {VERSION})")
+    _check_schema(ckpt, path, GAN_FORMAT)
     g = ckpt.get("generator")
     _expect(isinstance(g, dict) and {"arch", "state", "prior"} <= set(g), path, "generator entry needs arch, state and prior")
+    output_range = g.get("output_range", "none")
+    _expect(isinstance(output_range, str) and output_range in OUTPUT_RANGES, path, f"generator output_range must be one of {', '.join(OUTPUT_RANGES)}, got {output_range!r}")
+    d = ckpt.get("discriminator")
+    _expect(d is None or (isinstance(d, dict) and {"arch", "state"} <= set(d)), path, "discriminator entry must be None or hold arch and state")
+    if d is not None:
+        out = d.get("output", "logit")
+        _expect(isinstance(out, str) and out in DISCRIMINATOR_OUTPUTS, path, f"discriminator output must be one of {', '.join(DISCRIMINATOR_OUTPUTS)}, got {out!r}")
     try:
-        gnet = build_from_config(g["arch"])
         prior = make_prior(g["prior"])
     except ConfigError as e:
-        raise CheckpointError(f"{path}: {e}") from None
-    _load_state(gnet, g["state"], path, "generator")
-    gnet.eval().requires_grad_(False).to(device)
-    generator = LatentGenerator(gnet, prior, output_range=g.get("output_range", "none"))
-    d = ckpt.get("discriminator")
+        raise CheckpointError(f"{path}: generator prior: {e}") from None
+    gnet = _build(g, path, "generator", device)
+    generator = LatentGenerator(gnet, prior, output_range=output_range)
     dnet = ratio = None
     if d is not None:
-        try:
-            dnet = build_from_config(d["arch"])
-        except (ConfigError, KeyError) as e:
-            raise CheckpointError(f"{path}: discriminator: {e}") from None
-        _load_state(dnet, d["state"], path, "discriminator")
-        dnet.eval().requires_grad_(False).to(device)
+        dnet = _build(d, path, "discriminator", device)
         ratio = DiscriminatorRatio(dnet, d.get("output", "logit"))
     return LoadedGAN(generator, ratio, dnet, ckpt, str(path))
 
@@ -294,22 +301,26 @@ def save_discriminator_ratio(path, ratio: DiscriminatorRatio, arch: dict, *, met
 
 @register_ratio_loader("discriminator")
 def _load_discriminator_ratio(obj: dict, device, path: str) -> DiscriminatorRatio:
+    out = obj.get("output", "logit")
+    _expect(isinstance(out, str) and out in DISCRIMINATOR_OUTPUTS, path, f"output must be one of {', '.join(DISCRIMINATOR_OUTPUTS)}, got {out!r}")
+    temperature = obj.get("temperature", 1.0)
+    _expect(type(temperature) in (int, float) and math.isfinite(temperature) and temperature > 0, path, f"temperature must be a positive number, got {temperature!r}")
+    cal_cfg = obj.get("calibration")
+    _expect(cal_cfg is None or isinstance(cal_cfg, dict), path, f"calibration must be None or a dict, got {type(cal_cfg).__name__}")
     try:
-        net = build_from_config(obj["arch"])
-        cal = calibration_from_config(obj.get("calibration"))
-    except (ConfigError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{path}: {e}") from None
-    _load_state(net, obj["state"], path, "discriminator")
-    net.eval().requires_grad_(False).to(device)
-    return DiscriminatorRatio(net, obj.get("output", "logit"), temperature=obj.get("temperature", 1.0), calibration=cal)
+        cal = calibration_from_config(cal_cfg)
+    except (ConfigError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: calibration: {e}") from None
+    net = _build(obj, path, "discriminator", device)
+    return DiscriminatorRatio(net, out, temperature=float(temperature), calibration=cal)
 
 
 def load_ratio(path: str | os.PathLike, *, device: str | torch.device = "cpu"):
     """Load a ratio saved by ``refine fit-ratio`` (any registered kind)."""
     obj = safe_load(path, what="ratio file")
-    _expect(isinstance(obj, dict) and obj.get("format") == RATIO_FORMAT, path, f"not a refine ratio file (expected format {RATIO_FORMAT!r})")
+    _check_schema(obj, path, RATIO_FORMAT)
     kind = obj.get("kind")
-    if kind not in _RATIO_LOADERS:
+    if not isinstance(kind, str) or kind not in _RATIO_LOADERS:
         raise CheckpointError(f"{path}: unknown ratio kind {kind!r}; known kinds: {', '.join(sorted(_RATIO_LOADERS))}")
     return _RATIO_LOADERS[kind](obj, device, str(path))
 

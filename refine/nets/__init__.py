@@ -65,12 +65,86 @@ def arch_config(name: str, **kwargs) -> dict:
 
 
 def build_from_config(cfg: dict) -> nn.Module:
-    if not isinstance(cfg, dict) or "name" not in cfg:
-        raise ConfigError(f"architecture config must be {{'name': ..., 'kwargs': {{...}}}}, got {cfg!r}")
-    return build(cfg["name"], **dict(cfg.get("kwargs") or {}))
+    name, kwargs = _checked_config(cfg)
+    return build(name, **kwargs)
+
+
+#: The largest integer an architecture's keyword arguments may hold in a stored config
+#: (widths, depths, sizes): above any network in use, small enough that planning the
+#: network cannot run away.
+MAX_ARCH_INT = 2**20
+
+
+def _plain(value, key: str, depth: int = 0):
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        if abs(value) > MAX_ARCH_INT:
+            raise ConfigError(f"architecture argument {key}={value} is out of range (at most {MAX_ARCH_INT} in absolute value)")
+        return value
+    if isinstance(value, float):
+        return value
+    if isinstance(value, (list, tuple)) and depth < 2 and len(value) <= 64:
+        return [_plain(v, key, depth + 1) for v in value]
+    raise ConfigError(f"architecture argument {key} must be a number, string, bool or a short list of them, got {type(value).__name__}")
+
+
+def _checked_config(cfg) -> tuple[str, dict]:
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("name"), str):
+        raise ConfigError(f"architecture config must be {{'name': ..., 'kwargs': {{...}}}}, got {type(cfg).__name__}")
+    kwargs = cfg.get("kwargs") or {}
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise ConfigError(f"architecture {cfg['name']!r}: kwargs must be a dict of named arguments, got {type(kwargs).__name__}")
+    if cfg["name"] not in ARCHS:
+        raise ConfigError(f"unknown architecture {cfg['name']!r}; valid: {', '.join(list_archs())}")
+    return cfg["name"], {k: _plain(v, k) for k, v in kwargs.items()}
+
+
+def load_checked(cfg, state, *, path, role: str, memory_limit: int | None = None) -> nn.Module:
+    """Build a stored architecture and load its stored weights, refusing a bad entry before
+    anything is allocated: a config of the wrong types, a network larger than ``memory_limit``
+    bytes, or weights whose names or shapes do not fit it. Errors are one-line
+    :class:`~refine.errors.CheckpointError` naming ``path`` and ``role``."""
+    from ..errors import CheckpointError
+
+    try:
+        name, kwargs = _checked_config(cfg)
+        factory = ARCHS[name]
+        params = inspect.signature(factory).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            unknown = sorted(set(kwargs) - set(params))
+            if unknown:
+                raise ConfigError(f"unknown argument(s) {', '.join(unknown)} for architecture {name}; valid: {', '.join(params)}")
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {role}: {e}") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"{path}: the {role} state must be a dict of tensors, got {type(state).__name__}")
+    planned = planned_state(factory, kwargs)
+    if planned is not None:
+        need = sum(b for _, b in planned.values())
+        if memory_limit is not None and need > memory_limit:
+            raise CheckpointError(f"{path}: the {role} ({name} with {kwargs}) would hold {need / 2**30:.3g} GiB of weights, more than fits in memory here")
+        missing, unexpected = sorted(set(planned) - set(state)), sorted(set(state) - set(planned))
+        if missing or unexpected:
+            why = "; ".join(p for p in (f"missing {', '.join(missing[:3])}" if missing else "", f"unexpected {', '.join(unexpected[:3])}" if unexpected else "") if p)
+            raise CheckpointError(f"{path}: the {role} weights do not fit its architecture ({why})")
+        for k, (shape, _) in planned.items():
+            if tuple(state[k].shape) != shape:
+                raise CheckpointError(f"{path}: the {role} weights do not fit its architecture ({k} is {list(state[k].shape)} in the file but {list(shape)} in the architecture)")
+    try:
+        net = factory(**kwargs)
+    except (ConfigError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: {role}: building {name} failed ({(str(e).splitlines() or [type(e).__name__])[0][:160]})") from None
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        first = lines[1] if len(lines) > 1 and lines[0].endswith(":") else (lines[0] if lines else type(e).__name__)
+        raise CheckpointError(f"{path}: the {role} weights do not fit its architecture ({first[:200]})") from None
+    return net
 
 
 from . import mlp  # noqa: E402,F401  (registration)
 from . import dcgan, resnet  # noqa: E402,F401  (registration: image networks)
 
-__all__ = ["ARCHS", "register_arch", "list_archs", "build", "arch_config", "build_from_config"]
+__all__ = ["ARCHS", "register_arch", "list_archs", "build", "arch_config", "build_from_config", "load_checked", "planned_state", "MAX_ARCH_INT"]

@@ -41,7 +41,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import CheckpointError, ConfigError, DataError, ShapeError
-from ..nets import arch_config, build_from_config, register_arch
+from ..files import available_memory
+from ..nets import arch_config, build_from_config, load_checked, register_arch
 from .base import check_log_ratio
 
 __all__ = [
@@ -484,16 +485,7 @@ def save_feature_ratio(path, ratio: FeatureRatio, *, feature_arch: dict, head_ar
 def _build_and_load(entry, path: str, role: str) -> nn.Module:
     if not isinstance(entry, dict) or "arch" not in entry or "state" not in entry:
         raise CheckpointError(f"{path}: the {role} entry needs arch and state")
-    try:
-        net = build_from_config(entry["arch"])
-    except (ConfigError, TypeError) as e:
-        raise CheckpointError(f"{path}: {role}: {e}") from None
-    try:
-        net.load_state_dict(entry["state"])
-    except RuntimeError as e:
-        first = str(e).split("\n\t")[0].splitlines()[0]
-        raise CheckpointError(f"{path}: the {role} weights do not fit its architecture ({first[:200]})") from None
-    return net
+    return load_checked(entry["arch"], entry["state"], path=path, role=role, memory_limit=available_memory() // 2)
 
 
 def load_feature_net(path, *, device="cpu") -> tuple[nn.Module, dict]:
