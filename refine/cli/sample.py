@@ -60,9 +60,16 @@ def sample(
     shard_size: Optional[int] = typer.Option(None, "--shard-size", help="samples per shard with --distributed (default n / processes); a fixed size gives the same result for any number of processes"),
     resume: bool = typer.Option(False, "--resume", help="with --distributed: keep shards already in --out/shards that this exact run wrote"),
     feature_stats: Optional[str] = typer.Option(None, "--feature-stats", help="images: also write feature_stats.npz (mu, sigma: pytorch-fid format) of the samples in this feature space, 'inception' (weights from $REFINE_INCEPTION_WEIGHTS or the torch hub cache) or a classifier file; reduced across processes"),
+    config: Optional[Path] = typer.Option(None, "--config", help="replay a setting chosen by `refine tune` (its config.json): method, options, files and seed"),
     foreign: Foreign = None,
 ) -> None:
     """Draw N refined samples with METHOD and write them, a run record and a picture to --out."""
+    replay = None
+    if config is not None:  # fills the arguments from the file; ones also given must agree with it
+        from ..tune.config import replay_config
+
+        replay = replay_config(config, method=method, option=option, ckpt=ckpt, ratio=ratio, seed=seed, foreign=foreign)
+        method, option, ckpt, ratio, seed, foreign = replay.method, replay.option, replay.ckpt, replay.ratio, replay.seed, replay.foreign
     sampler = get_sampler(method, **parse_options(option))
     if n <= 0:
         raise ConfigError(f"-n must be a positive number of samples, got {n}")
@@ -104,6 +111,7 @@ def sample(
         "options": sampler.options(),
         "n": n,
         "seed": seed,
+        "config": None if replay is None else replay.record,
         "device": str(dev),
         "inputs": inputs.provenance,
         "dataset": inputs.dataset,

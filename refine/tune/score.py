@@ -58,3 +58,39 @@ class ModeScorer:
 
     #: columns of the tables, in order
     columns = ("hq_fraction", "modes", "kl_uniform")
+
+
+class ImageScorer:
+    """Images: ``objective = -FID`` in a chosen feature space, with recall and coverage beside it.
+
+    The validation reference is a random part of the dataset's *training* split (``n_val``
+    images); the test reference is its test split, which the search never sees. Choose a
+    feature space that is not the ratio's own (e.g. a classifier trained on the dataset,
+    or Inception), or the tune rewards fooling the ratio's features.
+    """
+
+    name = "fid"
+    columns = ("fid", "recall", "coverage")
+
+    def __init__(self, space, data: str, *, image_shape, output_range: str, n_val: int = 10000, n_test: int | None = None, k: int = 3,
+                 progress: bool = False) -> None:
+        from ..evaluate_images import real_reference
+
+        self.space, self.data, self.output_range, self.k = space, data, output_range, int(k)
+        self.refs = {"validation": real_reference(space, data, image_shape=image_shape, split="train", n_real=n_val, n_prdc=min(n_val, 10000),
+                                                  progress=progress, grid=0),
+                     "test": real_reference(space, data, image_shape=image_shape, split="test", n_real=n_test,
+                                            n_prdc=min(n_test or 10000, 10000), progress=progress, grid=0)}
+
+    def __call__(self, x: torch.Tensor, split: str) -> dict:
+        from ..evaluate_images import score_images, to_uint8
+
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        s = score_images(self.space, to_uint8(x, self.output_range), self.refs[split], k=self.k)
+        return {"objective": -float(s["fid"]), **{c: float(s[c]) for c in self.columns if c in s}}
+
+    def describe(self) -> dict:
+        return {"scorer": self.name, "features": self.space.network, "data": self.data, "k": self.k,
+                "validation": {"split": "train", "n": self.refs["validation"].n}, "test": {"split": "test", "n": self.refs["test"].n},
+                "objective": "-fid"}
