@@ -104,6 +104,13 @@ def _draw_settings(space: MethodSpace, count: int, *, rng: torch.Generator, budg
     return out
 
 
+def _rungs_for(rungs: list[Rung], count: int) -> list[Rung]:
+    """The rungs ``count`` settings go through: from the last one that still holds them all (a space with
+    fewer distinct settings than ``trials`` skips the rungs that would only rescore them all)."""
+    first = max([i for i, r in enumerate(rungs) if r.size >= count], default=0)
+    return rungs[first:]
+
+
 class _Runner:
     """Runs one trial of a setting: on the shared pool for proposal methods, live otherwise."""
 
@@ -203,7 +210,8 @@ def tune(target: LatentTarget, scorer, *, budget: float, methods: Sequence[str] 
 
     drawn = {m: _draw_settings(all_spaces[m], trials, rng=torch.Generator().manual_seed(derive_seed(seed, m, "settings")), budget=budget, n=int(n))
              for m in names}
-    work = sum(sum(min(r.size, len(drawn[m])) * r.n for r in (rungs if len(drawn[m]) > 1 else rungs[-1:])) for m in names)
+    plans = {m: _rungs_for(rungs, len(drawn[m])) for m in names}
+    work = sum(sum(min(r.size, len(drawn[m])) * r.n for r in plans[m]) for m in names)
     finished: list[dict] = []
     best: dict[str, dict] = {}
     bar = tqdm(total=work + len(names) * int(n), desc="tune", unit="sample", disable=not progress, dynamic_ncols=True)
@@ -213,7 +221,7 @@ def tune(target: LatentTarget, scorer, *, budget: float, methods: Sequence[str] 
             if not settings:
                 continue
             alive = [{"index": i, "setting": s} for i, s in enumerate(settings)]
-            my_rungs: list[Rung] = rungs if len(settings) > 1 else rungs[-1:]
+            my_rungs = plans[m]
             results: list[dict] = []
             for rung in my_rungs:
                 results = []
