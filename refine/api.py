@@ -23,6 +23,7 @@ from .ratio.discriminator import DISCRIMINATOR_OUTPUTS, DiscriminatorRatio
 from .samplers import get_sampler
 from .samplers.base import SampleResult
 from .target import LatentTarget
+from .validate import as_shape
 
 __all__ = ["wrap", "sample"]
 
@@ -31,7 +32,7 @@ def wrap(
     generator: Callable[[torch.Tensor], torch.Tensor] | LatentGenerator,
     *,
     latent_shape: Sequence[int] | int | None = None,
-    prior: Prior | str = "normal",
+    prior: Prior | str | dict = "normal",
     output_range: str | None = None,
     discriminator: Callable[[torch.Tensor], torch.Tensor] | None = None,
     output: str | None = None,
@@ -49,7 +50,8 @@ def wrap(
         :class:`LatentGenerator` (then ``latent_shape``/``prior``/``output_range`` come with it).
     latent_shape, prior:
         The latents it was trained on: ``latent_shape=(100, 1, 1)`` with ``prior="normal"``
-        (or ``"uniform"`` on [-1, 1]), or a :class:`Prior` object.
+        (or ``"uniform"`` on [-1, 1]), a :class:`Prior` object, or a dict as checkpoints
+        store it (``{"name": "normal", "shape": [100, 1, 1]}``).
     output_range:
         ``"[-1,1]"`` (tanh), ``"[0,1]"`` (sigmoid) or ``"none"`` (unbounded). Declared,
         never guessed: required when the samples are images ``(N, C, H, W)``; other
@@ -79,10 +81,12 @@ def wrap(
 
     if isinstance(generator, LatentTarget):
         raise ConfigError("wrap() got a LatentTarget, which is already wrapped; pass it to refine.sample directly")
-    if output_range is not None and output_range not in OUTPUT_RANGES:
+    if not isinstance(check, bool):
+        raise ConfigError(f"check must be True or False, got {type(check).__name__}")
+    if output_range is not None and (not isinstance(output_range, str) or output_range not in OUTPUT_RANGES):
         raise ConfigError(f"unknown output_range {output_range!r}; valid: {', '.join(OUTPUT_RANGES)}")
     if isinstance(generator, LatentGenerator):
-        if latent_shape is not None and tuple([latent_shape] if isinstance(latent_shape, int) else latent_shape) != generator.latent_shape:
+        if latent_shape is not None and as_shape(latent_shape, "latent_shape") != generator.latent_shape:
             raise ConfigError(f"latent_shape {latent_shape} disagrees with the LatentGenerator's {generator.latent_shape}")
         gen = generator
         declared = output_range or gen.output_range
@@ -91,6 +95,8 @@ def wrap(
     else:
         if isinstance(prior, Prior) and latent_shape is None:
             latent_shape = prior.shape
+        if isinstance(prior, dict) and latent_shape is None and prior.get("shape") is not None:
+            latent_shape = prior["shape"]
         if latent_shape is None:
             raise ConfigError("wrap() needs the generator's latent_shape, e.g. latent_shape=128 or latent_shape=(100, 1, 1) (or a Prior object)")
         gen = LatentGenerator(generator, prior, latent_shape=latent_shape, output_range=output_range or "none", differentiable=differentiable)
@@ -123,6 +129,8 @@ def sample(target, method: str = "none", n: int = 1000, *, rng: torch.Generator 
     """
     from .foreign import check_gradients, gradients_through_generator
 
+    if not isinstance(method, str):
+        raise ConfigError(f"method must be a name such as 'drs' (see refine.list_samplers()), got {type(method).__name__} {method!r}")
     sampler = get_sampler(method, **options)
     if isinstance(target, LatentGenerator):
         if method != "none":

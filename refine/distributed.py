@@ -383,6 +383,7 @@ def sample_sharded(
     resume: bool = False,
     fingerprint: Any = None,
     progress: bool = False,
+    dest: str | os.PathLike | None = None,
 ) -> SampleResult | None:
     """Run ``sampler`` on this process's shards of ``n`` samples; merge on rank 0.
 
@@ -395,6 +396,8 @@ def sample_sharded(
     (``init="real"``) it holds one row per requested sample and shard ``i`` gets its rows;
     otherwise (e.g. data a sampler trains on) every shard gets all of it. ``resume=True`` keeps shards already on disk whose record matches this run
     (method, options, n, seed, shard size and ``fingerprint``, e.g. checkpoint hashes).
+    ``dest``: where rank 0 writes the merged files (default ``out``; ``refine sample`` passes
+    the staging folder of its :class:`refine.outputs.RunFolder`).
     """
     t0 = time.perf_counter()
     ctx = ctx or DistContext(device=target.device)
@@ -440,13 +443,14 @@ def sample_sharded(
         "resumed_on_rank0": resumed,
     }
     arrays = {"x": x} if z is None else {"x": x, "z": z}
-    with atomic_write(Path(out) / "samples.npz") as f:
+    dest = Path(out if dest is None else dest)
+    with atomic_write(dest / "samples.npz") as f:
         np.savez(f, **arrays)
     if acc is not None:
         from .metrics.fid import save_statistics
 
         mu, sigma = acc.compute()
-        save_statistics(Path(out) / "feature_stats.npz", mu, sigma, meta={"n": acc.count, "world_size": ctx.world_size})
+        save_statistics(dest / "feature_stats.npz", mu, sigma, meta={"n": acc.count, "world_size": ctx.world_size})
         info["feature_stats"] = {"file": "feature_stats.npz", "n": acc.count, "dim": acc.dim}
     return SampleResult(torch.from_numpy(x), None if z is None else torch.from_numpy(z), info)
 

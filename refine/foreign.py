@@ -34,7 +34,6 @@ not flow through when a gradient method is asked for.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -55,7 +54,7 @@ from torch import nn
 
 from .files import available_memory, format_bytes, read_regular_file
 from .errors import CheckpointError, ConfigError, NotDifferentiableError, RefineError, ShapeError
-from .generator import OUTPUT_RANGES, LatentGenerator, Prior, make_prior
+from .generator import OUTPUT_RANGES, LatentGenerator, Prior, make_prior, unchanged_buffers
 from .nets import planned_state
 
 __all__ = [
@@ -611,22 +610,6 @@ def parse_prior(spec: str | dict | Prior, shape: tuple[int, ...]) -> Prior:
 
 
 # --------------------------------------------------------------------------- probing: mismatches in one line
-@contextlib.contextmanager
-def _unchanged(*nets):
-    """Run probes without leaving a trace in the user's modules (BatchNorm running statistics, counters)."""
-    saved = []
-    for net in nets:
-        if isinstance(net, nn.Module):
-            saved.append([(b, b.detach().clone()) for b in net.buffers()])
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for group in saved:
-                for b, v in group:
-                    b.copy_(v)
-
-
 def _first_layer(net) -> str | None:
     """``"Linear(in_features=2)"`` for the first Linear/Conv layer of a module, where it can be found."""
     if not isinstance(net, nn.Module):
@@ -663,7 +646,7 @@ def check_generator(generator: LatentGenerator, *, output_range: str | None = No
     who = source or f"the generator ({type(generator.net).__name__})"
     _warn_training(generator.net, "generator")
     z = generator.prior.sample(2, rng=torch.Generator().manual_seed(0), device=generator.device)
-    with torch.no_grad(), _unchanged(generator.net):
+    with torch.no_grad(), unchanged_buffers(generator.net):
         try:
             x = generator(z)
         except (RuntimeError, AssertionError, IndexError, ValueError, TypeError, ShapeError) as e:
@@ -698,7 +681,7 @@ def check_pair(generator: LatentGenerator, ratio, *, x: torch.Tensor | None = No
     net = getattr(ratio, "net", None)
     who = source or (f"the discriminator ({type(net).__name__})" if net is not None else f"the ratio ({type(ratio).__name__})")
     _warn_training(net, "discriminator")
-    with torch.no_grad(), _unchanged(net):
+    with torch.no_grad(), unchanged_buffers(net):
         try:
             out = ratio.log_ratio(x)
         except RefineError:
@@ -749,12 +732,12 @@ def check_gradients(generator: LatentGenerator, ratio, *, method: str = "this me
         raise NotDifferentiableError(f"{gen_who} is declared non-differentiable; {tail}")
     z = generator.prior.sample(2, rng=torch.Generator().manual_seed(0), device=generator.device)
     if not through_generator:
-        with torch.no_grad(), _unchanged(generator.net):
+        with torch.no_grad(), unchanged_buffers(generator.net):
             x = generator(z)
         z = None
     else:
         z.requires_grad_(True)
-    with torch.enable_grad(), _unchanged(generator.net, getattr(ratio, "net", None)):
+    with torch.enable_grad(), unchanged_buffers(generator.net, getattr(ratio, "net", None)):
         try:
             x = generator(z) if z is not None else x
         except RuntimeError as e:

@@ -6,6 +6,7 @@ its latents come from. Nothing here moves the user's module or changes its mode.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -16,7 +17,7 @@ from torch import nn
 from .errors import ConfigError, ShapeError
 from .validate import MAX_SAMPLES, as_float, as_int, as_rng, as_shape
 
-__all__ = ["Prior", "NormalPrior", "UniformPrior", "LatentGenerator", "make_prior", "OUTPUT_RANGES"]
+__all__ = ["Prior", "NormalPrior", "UniformPrior", "LatentGenerator", "make_prior", "unchanged_buffers", "OUTPUT_RANGES"]
 
 #: Declared output conventions of a generator; refine never guesses them.
 OUTPUT_RANGES = ("[-1,1]", "[0,1]", "none")
@@ -165,6 +166,22 @@ def network_error(e: RuntimeError, role: str, inputs: torch.Tensor, hint: str) -
     return None
 
 
+@contextlib.contextmanager
+def unchanged_buffers(*nets):
+    """Run probes without leaving a trace in the user's modules (BatchNorm running statistics, counters)."""
+    saved = []
+    for net in nets:
+        if isinstance(net, nn.Module):
+            saved.append([(b, b.detach().clone()) for b in net.buffers()])
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for group in saved:
+                for b, v in group:
+                    b.copy_(v)
+
+
 def _module_device(net) -> torch.device:
     if isinstance(net, nn.Module):
         for t in net.parameters():
@@ -205,12 +222,18 @@ class LatentGenerator:
     ) -> None:
         if not callable(net):
             raise ConfigError(f"generator must be callable z -> x, got {type(net).__name__}")
-        if isinstance(prior, str):
+        if isinstance(prior, dict):  # {"name": "normal", "shape": [100]}, as checkpoints store it
+            if latent_shape is not None:
+                if prior.get("shape") is not None and as_shape(prior["shape"], "prior shape") != as_shape(latent_shape, "latent_shape"):
+                    raise ShapeError(f"latent_shape {as_shape(latent_shape, 'latent_shape')} disagrees with the prior's shape {as_shape(prior['shape'], 'prior shape')}")
+                prior = {**prior, "shape": latent_shape}
+            prior = make_prior(prior)
+        elif isinstance(prior, str):
             if latent_shape is None:
                 raise ConfigError("pass latent_shape together with a prior name, e.g. latent_shape=(100, 1, 1)")
-            prior = make_prior(prior, latent_shape)
+            prior = make_prior(prior, as_shape(latent_shape, "latent_shape"))
         elif not isinstance(prior, Prior):
-            raise ConfigError(f"prior must be a Prior or a name ('normal', 'uniform'), got {type(prior).__name__}")
+            raise ConfigError(f"prior must be a Prior, a name ('normal', 'uniform') or a dict such as {{'name': 'normal', 'shape': [100]}}, got {type(prior).__name__}")
         elif latent_shape is not None:
             shp = as_shape(latent_shape, "latent_shape")
             if shp != prior.shape:
@@ -224,6 +247,7 @@ class LatentGenerator:
         self.output_range = output_range
         self.differentiable = differentiable
         self._device = torch.device(device) if device is not None else None
+        self._sample_shape: tuple[int, ...] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -247,6 +271,17 @@ class LatentGenerator:
         if x.shape[0] != z.shape[0]:
             raise ShapeError(f"generator mapped {z.shape[0]} latents to {x.shape[0]} samples")
         return x
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one sample, e.g. ``(2,)`` or ``(1, 28, 28)``: found once, by running the
+        network on two latents (its buffers left as they were), so that a run's memory can be
+        estimated before it starts."""
+        if self._sample_shape is None:
+            z = torch.zeros((2, *self.latent_shape), device=self.device)
+            with torch.no_grad(), unchanged_buffers(self.net):
+                self._sample_shape = tuple(self(z).shape[1:])
+        return self._sample_shape
 
     def sample_latent(self, n: int, *, rng: torch.Generator | None = None) -> torch.Tensor:
         return self.prior.sample(n, rng=rng, device=self.device)

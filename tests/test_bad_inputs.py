@@ -278,7 +278,15 @@ CLI_CASES = [
     Cli("distributed-shard-size-zero", S2 + " --distributed --shard-size 0", r"shard size"),
     Cli("mh-init-real-without-data", S + " --ckpt {gan_nometa} -m mh -o init=real -n 10", r"held-out real samples.*init=generated"),
     # --- seed, device, output location
-    Cli("seed-negative", S2 + " --seed -1", r"--seed must be >= 0"),
+    Cli("seed-negative", S2 + " --seed -1", r"--seed must be a non-negative integer"),
+    Cli("seed-beyond-64-bits", S2 + " --seed 100000000000000000000", r"--seed must be <="),
+    Cli("seed-2-to-the-64-minus-1", S2 + " --seed 18446744073709551615", r"--seed must be <="),
+    Cli("n-beyond-any-run", S2.replace(" -n 50", "") + " -n 1000000000000000000", r"-n must be <="),
+    Cli("n-beyond-the-disk", S2.replace(" -n 50", "") + " -n 1000000000000", r"on disk"),
+    Cli("sir-candidates-absurd", S2 + " -m sir -o candidates=1000000000000", r"generator passes per sample"),
+    Cli("mh-k-absurd", S2 + " -m mh -o k=1000000000000", r"generator passes per sample"),
+    Cli("n-not-a-number", S2.replace(" -n 50", "") + " -n many", r"Invalid value for '-n'"),
+    Cli("unknown-flag", S2 + " --no-such-flag", r"No such option"),
     Cli("device-cuda-without-gpu", S2 + " --device cuda", r"no CUDA GPU", when="no-cuda"),
     Cli("device-not-a-device", S2 + " --device gpu0", r"not a device|not supported"),
     Cli("out-is-a-file", S2.replace("--out {out}", "--out {a_file}"), r"exists and is not a folder"),
@@ -384,16 +392,18 @@ def test_the_payload_is_live(files, tmp_path):
 
 def test_a_full_disk_while_writing_samples_is_one_line(files, tmp_path, monkeypatch):
     """An OS error in the middle of writing (disk full) leaves no partial file and no traceback."""
-    real_savez = np.savez
+    from refine.outputs import NpzWriter
 
-    def full(f, *a, **k):
-        f.write(b"PK\x03\x04 partial")
+    real_write = NpzWriter.write
+
+    def full(self, **chunk):
+        real_write(self, **chunk)  # the bytes reach the staged file, then the disk is full
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(np, "savez", full)
+    monkeypatch.setattr(NpzWriter, "write", full)
     out = tmp_path / "out"
     res = CliRunner().invoke(app, shlex.split(_fill(S2, {**files, "out": out})))
-    monkeypatch.setattr(np, "savez", real_savez)
+    monkeypatch.setattr(NpzWriter, "write", real_write)
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
     assert len(lines) == 1 and "No space left on device" in lines[0]

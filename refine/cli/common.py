@@ -12,8 +12,9 @@ import torch
 import typer
 
 from ..errors import ConfigError, RefineError
+from ..validate import MAX_SEED, as_int
 
-__all__ = ["cli_errors", "resolve_device", "make_rng", "versions", "echo_err", "write_outputs_dir"]
+__all__ = ["cli_errors", "resolve_device", "make_rng", "versions", "echo_err", "prepare_out_dir"]
 
 
 def echo_err(msg: str) -> None:
@@ -88,9 +89,8 @@ def make_rng(seed: int) -> torch.Generator:
 
     Noise is drawn on the CPU and moved, so a seed gives the same latents on every device.
     """
-    if seed < 0:
-        raise ConfigError(f"--seed must be >= 0, got {seed}")
-    return torch.Generator(device="cpu").manual_seed(int(seed))
+    seed = as_int(seed, "--seed", minimum=0, maximum=MAX_SEED)
+    return torch.Generator(device="cpu").manual_seed(seed)
 
 
 def versions() -> dict:

@@ -1,8 +1,10 @@
 """``refine sample``: refined samples from a checkpoint, with a record of how they were made."""
 from __future__ import annotations
 
+import contextlib
+import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 import torch
@@ -11,24 +13,22 @@ import typer
 from ..data.images import is_image_spec, real_images_like
 from ..data.toy2d import MIXTURES, get_mixture
 from ..distributed import init as dist_init, launched_distributed, sample_sharded
+from ..budget import check as check_budget, chunk_rows
 from ..errors import ConfigError
-from ..io import atomic_write, write_json
+from ..outputs import NpzWriter, RunFolder, check_disk_space
 from ..plot import save_image_grid, save_scatter_panels
 from ..samplers import get_sampler, parse_options
+from ..samplers.base import SampleResult
+from ..stream import chunk_seed, merged_info, sample_chunks
 from ..target import LatentTarget
+from ..validate import MAX_SAMPLES, as_int
 from .app import app
 from .common import cli_errors, command_line, make_rng, prepare_out_dir, resolve_device, timestamp, versions
 from .inputs import Foreign, foreign_options, load_inputs
 
 
-def save_samples(out: Path, x: torch.Tensor, z: torch.Tensor | None) -> Path:
-    path = out / "samples.npz"
-    arrays = {"x": x.detach().float().cpu().numpy()}
-    if z is not None:
-        arrays["z"] = z.detach().float().cpu().numpy()
-    with atomic_write(path) as f:
-        np.savez(f, **arrays)
-    return path
+#: Points in the 2-D picture (of the first chunk): enough to see every mode, quick to draw.
+PICTURE_POINTS = 20_000
 
 
 def save_picture(path: Path, x: torch.Tensor, *, title: str, output_range: str, dataset: str | None, real: torch.Tensor | None = None) -> None:
@@ -36,11 +36,18 @@ def save_picture(path: Path, x: torch.Tensor, *, title: str, output_range: str, 
         panels = {}
         if real is not None:
             panels["real"] = real.cpu().numpy()
-        panels[title] = x.cpu().numpy()
+        panels[title] = x[:PICTURE_POINTS].cpu().numpy()
         means = get_mixture(dataset).means if dataset in MIXTURES else None
         save_scatter_panels(path, panels, means=means)
     elif x.dim() == 4:
         save_image_grid(path, x[:64], output_range=output_range)
+
+
+def _arrays(result) -> dict[str, np.ndarray]:
+    arrays = {"x": result.x.detach().float().cpu().numpy()}
+    if result.z is not None:
+        arrays["z"] = result.z.detach().float().cpu().numpy()
+    return arrays
 
 
 @app.command()
@@ -63,7 +70,13 @@ def sample(
     config: Optional[Path] = typer.Option(None, "--config", help="replay a setting chosen by `refine tune` (its config.json): method, options, files and seed"),
     foreign: Foreign = None,
 ) -> None:
-    """Draw N refined samples with METHOD and write them, a run record and a picture to --out."""
+    """Draw N refined samples with METHOD and write them, a run record and a picture to --out.
+
+    Every check (options, seed, inputs, work, memory and disk) runs before the first byte
+    is written; the files are staged and put in place together, run.json last, so a failed
+    run leaves --out as it was, and a folder another run is writing is refused. A large N
+    is drawn in chunks and streamed to disk, so memory does not grow with N.
+    """
     replay = None
     if config is not None:  # fills the arguments from the file; ones also given must agree with it
         from ..tune.config import replay_config
@@ -71,8 +84,8 @@ def sample(
         replay = replay_config(config, method=method, option=option, ckpt=ckpt, ratio=ratio, seed=seed, foreign=foreign)
         method, option, ckpt, ratio, seed, foreign = replay.method, replay.option, replay.ckpt, replay.ratio, replay.seed, replay.foreign
     sampler = get_sampler(method, **parse_options(option))
-    if n <= 0:
-        raise ConfigError(f"-n must be a positive number of samples, got {n}")
+    n = as_int(n, "-n", minimum=1, maximum=MAX_SAMPLES)
+    make_rng(seed)  # the seed's range, checked before anything is loaded
     dev = resolve_device(device)
     ctx = None
     if distributed or launched_distributed() or feature_stats is not None:
@@ -80,52 +93,80 @@ def sample(
         dev = ctx.device
     elif resume:
         raise ConfigError("--resume keeps the shards of an interrupted --distributed run; add --distributed (one process is fine)")
-    out = prepare_out_dir(out) if ctx is None or ctx.is_main else Path(out)  # one writability probe, not one per rank
-    inputs = load_inputs(ckpt, ratio, dev, need_ratio=method != "none", samplers=[sampler], foreign=foreign)
-    rng = make_rng(seed)
-    target = LatentTarget(inputs.gan.generator, inputs.ratio)  # gradients checked in load_inputs
-    real = None
-    # held-out real samples: MH chains with init=real start at them, DCD's critic fine-tuning trains on them
-    if getattr(sampler, "init", None) == "real" or int(getattr(sampler, "finetune", 0) or 0) > 0:
-        n_real = max(n, int(getattr(sampler, "finetune_batch", 0) or 0))
-        if inputs.dataset in MIXTURES:
-            real = get_mixture(inputs.dataset).sample(n_real, rng=make_rng(seed + 1_000_003)).to(dev)
-        elif is_image_spec(inputs.dataset):  # held-out (test split) images of the checkpoint's dataset
-            shape = inputs.gan.generator.sample(1, rng=make_rng(seed))[1].shape[1:]
-            real = real_images_like(inputs.dataset, shape, n_real, rng=make_rng(seed + 1_000_003), device=dev)
-    if ctx is None:
-        result = sampler.sample(target, n, rng=rng, progress=progress, real=real)
-        save_samples(out, result.x, result.z)
-    else:  # shards under out/shards, merged into out/samples.npz on rank 0
+    main = ctx is None or ctx.is_main
+    out = prepare_out_dir(out) if main else Path(out)  # one writability probe, not one per rank
+    with RunFolder(out) if main else contextlib.nullcontext() as run:  # one writer per folder
         try:
-            features = _feature_fn(feature_stats, inputs.gan.generator, dev) if feature_stats is not None else None
-            result = sample_sharded(sampler, target, n, seed=seed, out=out, ctx=ctx, shard_size=shard_size, real=real,
-                                    resume=resume, fingerprint=inputs.provenance, progress=progress and ctx.is_main, features=features)
+            inputs = load_inputs(ckpt, ratio, dev, need_ratio=method != "none", samplers=[sampler], foreign=foreign)
+            target = LatentTarget(inputs.gan.generator, inputs.ratio)  # gradients checked in load_inputs
+            chunk = chunk_rows(target, n) if ctx is None else n
+            est = check_budget(sampler, target, chunk)
+            if main:
+                check_disk_space(out, n * est.row_bytes + (64 << 20), f"{n} samples")
+            real = _real_source(sampler, inputs, target, seed, dev)
+            if ctx is None:
+                result = _stream(sampler, target, n, seed=seed, chunk=chunk, real=real, progress=progress, path=run.path("samples.npz"))
+            else:  # shards under out/shards, merged on rank 0
+                features = _feature_fn(feature_stats, inputs.gan.generator, dev) if feature_stats is not None else None
+                result = sample_sharded(sampler, target, n, seed=seed, out=out, ctx=ctx, shard_size=shard_size, real=real(0, n) if real else None,
+                                        resume=resume, fingerprint=inputs.provenance, progress=progress and main, features=features,
+                                        dest=run.staging if main else None)
         finally:
-            ctx.close()
+            if ctx is not None:
+                ctx.close()
         if result is None:
             return
-    record = {
-        "command": command_line(),
-        "method": method,
-        "options": sampler.options(),
-        "n": n,
-        "seed": seed,
-        "config": None if replay is None else replay.record,
-        "device": str(dev),
-        "inputs": inputs.provenance,
-        "dataset": inputs.dataset,
-        "info": result.info,
-        "versions": versions(),
-        "time": timestamp(),
-    }
-    picture = out / "samples.png"
-    show = get_mixture(inputs.dataset).sample(min(n, 5000), rng=make_rng(seed + 7)) if inputs.dataset in MIXTURES else None
-    save_picture(picture, result.x, title=method, output_range=inputs.gan.generator.output_range, dataset=inputs.dataset, real=show)
-    write_json(record, out / "run.json")
+        record = {
+            "command": command_line(),
+            "method": method,
+            "options": sampler.options(),
+            "n": n,
+            "seed": seed,
+            "config": None if replay is None else replay.record,
+            "device": str(dev),
+            "inputs": inputs.provenance,
+            "dataset": inputs.dataset,
+            "info": result.info,
+            "versions": versions(),
+            "time": timestamp(),
+        }
+        show = get_mixture(inputs.dataset).sample(min(n, 5000), rng=make_rng(seed + 7)) if inputs.dataset in MIXTURES else None
+        save_picture(run.path("samples.png"), result.x, title=method, output_range=inputs.gan.generator.output_range, dataset=inputs.dataset, real=show)
+        files = run.commit(record)
     info = result.info
     rate = f", acceptance {info['acceptance_rate']:.3f}" if "acceptance_rate" in info else ""
-    typer.echo(f"{method}: {n} samples in {info.get('wall_time_s', 0):.2f}s{rate}, {info.get('g_evals_per_sample', 0):.1f} G evals/sample -> {out}/samples.npz, run.json, samples.png")
+    typer.echo(f"{method}: {n} samples in {info.get('wall_time_s', 0):.2f}s{rate}, {info.get('g_evals_per_sample', 0):.1f} G evals/sample -> {out}/{', '.join(files)}, run.json")
+
+
+def _real_source(sampler, inputs, target, seed: int, dev) -> Callable[[int, int], torch.Tensor | None] | None:
+    """Held-out real samples per chunk where the method needs them: MH chains with init=real
+    start at them (one per sample), DCD's critic fine-tuning trains on them."""
+    if not (getattr(sampler, "init", None) == "real" or int(getattr(sampler, "finetune", 0) or 0) > 0):
+        return None
+    least = int(getattr(sampler, "finetune_batch", 0) or 0)
+
+    def real(index: int, size: int) -> torch.Tensor | None:
+        rows, rng = max(size, least), make_rng(chunk_seed(seed + 1_000_003, index))
+        if inputs.dataset in MIXTURES:
+            return get_mixture(inputs.dataset).sample(rows, rng=rng).to(dev)
+        if is_image_spec(inputs.dataset):  # held-out (test split) images of the checkpoint's dataset
+            return real_images_like(inputs.dataset, target.generator.sample_shape, rows, rng=rng, device=dev)
+        return None
+
+    return real
+
+
+def _stream(sampler, target, n: int, *, seed: int, chunk: int, real, progress: bool, path: Path) -> SampleResult:
+    """Draw ``n`` samples chunk by chunk into ``path``; return the first chunk (for the picture) with the merged record."""
+    t0 = time.perf_counter()
+    first, infos = None, []
+    with NpzWriter(path, n) as writer:
+        for res in sample_chunks(sampler, target, n, seed=seed, chunk=chunk, real=real, progress=progress):
+            writer.write(**_arrays(res))
+            infos.append(res.info)
+            if first is None:
+                first = res
+    return SampleResult(first.x, first.z, merged_info(infos, chunk=chunk, wall_time_s=time.perf_counter() - t0))
 
 
 def _feature_fn(space_name: str, generator, dev):

@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from ..errors import ConfigError
+from ..validate import as_float
 from .base import check_log_ratio
 
 __all__ = ["DiscriminatorRatio", "DISCRIMINATOR_OUTPUTS"]
@@ -43,11 +44,10 @@ class DiscriminatorRatio:
     ) -> None:
         if output not in DISCRIMINATOR_OUTPUTS:
             raise ConfigError(f"unknown discriminator output {output!r}; valid: {', '.join(DISCRIMINATOR_OUTPUTS)}")
-        if not float(temperature) > 0:
-            raise ConfigError(f"temperature must be > 0, got {temperature}")
+        temperature = as_float(temperature, "temperature", minimum=0.0, open_min=True)
         self.net = net
         self.output = output
-        self.temperature = float(temperature)
+        self.temperature = temperature
         self.calibration = calibration
         base = True if differentiable is None else bool(differentiable)
         self.differentiable = base and (calibration is None or calibration.differentiable)

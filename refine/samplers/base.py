@@ -17,8 +17,9 @@ from typing import Any, Callable
 
 import torch
 
+from .. import budget
 from ..errors import ConfigError
-from ..target import check_finite
+from ..target import LatentTarget, check_finite
 from ..validate import MAX_SAMPLES, as_int, as_rng
 
 __all__ = ["Sampler", "SampleResult", "register", "get_sampler", "list_samplers", "sampler_options", "SAMPLERS", "option"]
@@ -65,6 +66,8 @@ def _checked(impl: Callable) -> Callable:
             return impl(self, target, n, *args, rng=rng, **kwargs)
         n = as_int(n, "number of samples", minimum=1, maximum=MAX_SAMPLES)
         rng = as_rng(rng)
+        if isinstance(target, LatentTarget):
+            budget.check(self, target, n)  # work and memory, before any of it is spent
         token = _DEPTH.set(1)
         try:
             result = impl(self, target, n, *args, rng=rng, **kwargs)
