@@ -132,7 +132,6 @@ def evaluate(args) -> None:
     from refine.evaluate import compare_methods
     from refine.evaluate_images import load_classifier, load_feature_space, real_reference, save_image_panels, score_images, to_uint8
     from refine.io import atomic_write, file_sha256, load_gan, load_ratio, write_json
-    from refine.metrics.fid import FID
     from refine.target import LatentTarget
 
     torch.set_num_threads(args.threads)
@@ -158,9 +157,9 @@ def evaluate(args) -> None:
         for k, s in spaces.items():
             r = score_images(s, x8, refs[k], k=3)
             if k == "clf":
-                out.update({"fid": r[FID], "precision": r["precision"], "recall": r["recall"]})
+                out.update({"fid": r[s.keys.fd], "precision": r["precision"], "recall": r["recall"]})
             else:
-                out["fid_dre_space"] = r[FID]
+                out["fid_dre_space"] = r[s.keys.fd]  # refine's key is "fd" outside the Inception space
         out["_x8"] = x8[:64]
         return out
 

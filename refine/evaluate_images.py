@@ -1,4 +1,4 @@
-"""Score image samples in a named feature space: FID, IS, precision/recall, density/coverage.
+"""Score image samples in a named feature space: FID/FD, KID/KD, IS, precision/recall, density/coverage.
 
 Every number comes from one :class:`FeatureSpace`, and every report names it:
 
@@ -13,6 +13,13 @@ Every number comes from one :class:`FeatureSpace`, and every report names it:
   fit-ratio --kind feature-sp``), whose frozen ResNet feature network is such a classifier. Its
   features replace Inception's for FID and precision/recall; the Inception Score is computed
   from its class logits and named after it.
+- ``timm:NAME`` with a local weights file (``--features-weights``): any timm network's pooled
+  features (DINOv2, CLIP image towers, ...), see :mod:`refine.metrics.timm_net`; no IS.
+
+Result keys name the space (:mod:`refine.metrics.keys`): ``fid`` and ``kid_*`` only in the
+Inception space, ``fd`` and ``kd_*`` in any other; every row also carries ``features`` (the
+network and its weights' hash). Which metrics run is chosen with ``metrics`` (default
+:data:`refine.metrics.keys.DEFAULT_METRICS`; KID is opt-in).
 
 The pipeline is the same for real and generated images: both become 8-bit images ``uint8 (N, C,
 H, W)`` first (generated ones are rounded as if saved to PNG, so that a folder of PNG files and
@@ -20,7 +27,10 @@ the tensor it was written from score the same), then the network's own preproces
 each batch on the network's device. Real-data statistics (``mu``, ``sigma``) are cached by
 :class:`refine.metrics.fid.StatisticsCache`, keyed by dataset (name and absolute root), split,
 preprocessing (image size, channels, number of images) and network (name and weights hash);
-the real features used for precision/recall are cached next to them.
+the real features used for precision/recall and KID are cached next to them. Reference
+statistics can also come from a file (:func:`reference_from_stats`: pytorch-fid's ``mu``/``sigma``
+``.npz``, or the ``feature_stats.npz`` of ``refine sample --feature-stats``), recorded with its
+sha256.
 
 :func:`evaluate_methods` produces one row per sampler (raw generator included) with its
 scores and cost through :func:`refine.evaluate.compare_methods`; :func:`score_images` scores
@@ -45,6 +55,8 @@ from .errors import BudgetExceededError, CheckpointError, ConfigError, DataError
 from .metrics.features import extract_features, iter_features
 from .metrics.fid import FID, StatisticsCache, StatsAccumulator, feature_statistics, frechet_distance
 from .metrics.inception_score import IS_MEAN, IS_STD, inception_score
+from .metrics.keys import DEFAULT_METRICS, METRICS, MetricKeys, metric_keys
+from .metrics.kid import KID_SUBSET_SIZE, KID_SUBSETS, kid
 from .metrics.prdc import COVERAGE, DENSITY, PRECISION, RECALL, prdc
 
 __all__ = [
@@ -55,7 +67,9 @@ __all__ = [
     "RealReference",
     "inception_space",
     "classifier_space",
+    "timm_space",
     "load_feature_space",
+    "reference_from_stats",
     "to_uint8",
     "real_reference",
     "score_images",
@@ -72,9 +86,10 @@ FEATURES_FORMAT = "refine.features"
 _VERSION = 1
 #: sha256 prefix of the published FID Inception weights (the hash part of their file name).
 _FID_WEIGHTS_SHA256_PREFIX = "6726825d"
-#: The columns of an image evaluation table (IS columns are dropped where the space has no logits).
+#: The columns of an image evaluation table in the Inception space (see :func:`image_columns` for the others).
 IMAGE_COLUMNS = ["method", FID, IS_MEAN, IS_STD, PRECISION, RECALL, DENSITY, COVERAGE, "acceptance_rate", "g_evals_per_sample",
                  "d_evals_per_sample", "wall_time_s"]
+_COST_COLUMNS = ["acceptance_rate", "g_evals_per_sample", "d_evals_per_sample", "wall_time_s"]
 #: Value ranges a samples file may declare; ``auto`` infers one from the values (see :func:`load_image_samples`).
 SAMPLE_RANGES = ("auto", "[-1,1]", "[0,1]", "[0,255]")
 #: Seed of the random subset of real images used for precision/recall (fixed, so the cache is shared across --seed).
@@ -118,6 +133,16 @@ class FeatureSpace:
     @property
     def device(self) -> torch.device:
         return _module_device(self.module)
+
+    @property
+    def inception(self) -> bool:
+        """Whether this is the Inception space, the only one whose distances are called FID and KID."""
+        return self.short == "inception"
+
+    @property
+    def keys(self) -> MetricKeys:
+        """The result keys of this space (``fid``/``kid_*`` for Inception, ``fd``/``kd_*`` otherwise)."""
+        return metric_keys(self.inception)
 
     def describe(self) -> dict:
         return {"short": self.short, "network": self.network, "cache_key": self.key, "logits": self.logits, **self.source}
@@ -282,13 +307,41 @@ def _classifier_from_ratio(obj: dict, path: str) -> tuple[nn.Module, dict]:
     return net, info
 
 
+def timm_space(name: str, weights: str | os.PathLike, *, device: torch.device | str = "cpu") -> FeatureSpace:
+    """The pooled features of timm model ``name`` with the weights in the local file ``weights`` (never downloaded)."""
+    from .metrics.timm_net import build_timm_features
+
+    net, transform, info = build_timm_features(name, weights, device=device)
+    sha = info["sha256"]
+    return FeatureSpace(
+        short=f"timm-{name}",
+        network=f"timm {name}, {info['feature_dim']}-d pooled features (weights {Path(weights).name}, sha256 {sha[:12]})",
+        key=f"timm-{name}-{sha[:16]}",
+        module=net,
+        transform=transform,
+        logits=None,
+        source={"path": str(weights), **info},
+    )
+
+
 def load_feature_space(features: str | os.PathLike, *, inception_weights: str | os.PathLike | None = None,
-                       device: torch.device | str = "cpu") -> FeatureSpace:
-    """``"inception"`` -> :func:`inception_space`; any other value is a file for :func:`classifier_space`."""
-    if str(features).strip().lower() == "inception":
-        return inception_space(inception_weights, device=device)
-    if inception_weights is not None:
+                       features_weights: str | os.PathLike | None = None, device: torch.device | str = "cpu") -> FeatureSpace:
+    """``"inception"`` -> :func:`inception_space`; ``"timm:NAME"`` -> :func:`timm_space` with ``features_weights``;
+    any other value is a file for :func:`classifier_space`."""
+    from .metrics.timm_net import is_timm_spec, timm_name
+
+    text = str(features).strip()
+    if inception_weights is not None and text.lower() != "inception":
         raise ConfigError(f"--inception-weights is for --features inception; --features {features} names another network")
+    if is_timm_spec(text):
+        if features_weights is None:
+            raise ConfigError(f"--features {text} needs --features-weights PATH (a safetensors or state_dict file of that model); "
+                              "refine never downloads weights")
+        return timm_space(timm_name(text), features_weights, device=device)
+    if features_weights is not None:
+        raise ConfigError(f"--features-weights is for --features timm:NAME; --features {features} brings its own weights")
+    if text.lower() == "inception":
+        return inception_space(inception_weights, device=device)
     return classifier_space(features, device=device)
 
 
@@ -325,24 +378,34 @@ def to_uint8(x: torch.Tensor, output_range: str) -> torch.Tensor:
 # --------------------------------------------------------------------------- the real reference
 @dataclass
 class RealReference:
-    """Real-image statistics (FID) and features (precision/recall) in one feature space."""
+    """Real-image statistics (Fréchet distance) and features (precision/recall, KID) in one feature space.
 
-    dataset: str
-    split: str
-    n: int
+    ``stats_file`` is set when ``mu``/``sigma`` come from a statistics file (path, sha256, what
+    it records) rather than from ``dataset``; ``features`` is None when there are no real images
+    (a statistics file alone), which allows the Fréchet distance and IS only.
+    """
+
+    dataset: str | None
+    split: str | None
+    n: int | None
     mu: np.ndarray
     sigma: np.ndarray
-    features: torch.Tensor
+    features: torch.Tensor | None
     image_shape: tuple[int, int, int]
     network: str
     preprocessing: dict
     cache: dict
     grid: torch.Tensor | None = None
+    stats_file: dict | None = None
 
     def describe(self) -> dict:
-        return {"dataset": self.dataset, "split": self.split, "n_fid": self.n, "n_prdc": int(self.features.shape[0]),
-                "trace_sigma": float(np.trace(self.sigma)), "image_shape": list(self.image_shape), "network": self.network,
-                "preprocessing": self.preprocessing, "cache": self.cache}
+        out = {"dataset": self.dataset, "split": self.split, "n_fid": self.n,
+               "n_prdc": None if self.features is None else int(self.features.shape[0]),
+               "trace_sigma": float(np.trace(self.sigma)), "image_shape": list(self.image_shape), "network": self.network,
+               "preprocessing": self.preprocessing, "cache": self.cache}
+        if self.stats_file is not None:
+            out["statistics_file"] = self.stats_file
+        return out
 
 
 def _prdc_path(cache: StatisticsCache, key: str) -> Path:
@@ -453,10 +516,73 @@ def _stats_meta(path: Path) -> dict:
         return {}
 
 
+def reference_from_stats(path: str | os.PathLike, space: FeatureSpace, *, image_shape: Sequence[int],
+                         base: RealReference | None = None) -> RealReference:
+    """A reference whose ``mu``/``sigma`` come from the statistics file ``path``.
+
+    Accepts pytorch-fid's ``.npz`` (``mu``, ``sigma``; from ``--save-stats`` or made elsewhere)
+    and refine's (``feature_stats.npz`` of ``refine sample --feature-stats``, the statistics
+    cache). The file's dimension must be the space's feature dimension; a file that records its
+    network (refine's cache does) must record this one. ``base`` (a :func:`real_reference` of
+    real images) supplies the real features for precision/recall and KID; without it only the
+    Fréchet distance and IS can be computed. The record names the file and its sha256.
+    """
+    from .metrics.fid import load_statistics, load_statistics_meta
+
+    p = Path(path)
+    mu, sigma = load_statistics(p)
+    meta = load_statistics_meta(p)
+    recorded = meta.get("network")
+    if recorded is not None and recorded != space.network:
+        raise ConfigError(f"--ref-stats {p} records the network {recorded!r}, not {space.network!r}; pass statistics made in this feature space")
+    n = meta.get("n") if isinstance(meta.get("n"), int) else None
+    info = {"path": str(p.resolve()), "sha256": _sha256(p), "dim": int(mu.shape[0]), "n": n,
+            "network_recorded": recorded, "format": "refine" if meta else "pytorch-fid (mu, sigma)"}
+    c, h, w = (int(v) for v in image_shape)
+    if base is not None:
+        return RealReference(dataset=base.dataset, split=base.split, n=n, mu=mu, sigma=sigma, features=base.features, image_shape=base.image_shape,
+                             network=space.network, preprocessing=base.preprocessing, cache=base.cache, grid=base.grid, stats_file=info)
+    return RealReference(dataset=None, split=None, n=n, mu=mu, sigma=sigma, features=None, image_shape=(c, h, w), network=space.network,
+                         preprocessing={}, cache={"enabled": False}, stats_file=info)
+
+
 # --------------------------------------------------------------------------- scoring
+def row_features(space: FeatureSpace) -> dict:
+    """What every result row says about its feature space: the network (with its weights) and the weights' sha256."""
+    return {"features": space.network, "features_sha256": space.source.get("sha256")}
+
+
+def check_metrics(metrics: Sequence[str], space: FeatureSpace, reference: RealReference | None = None) -> tuple[str, ...]:
+    """``metrics`` checked against what the space and the reference can give; returns them as a tuple."""
+    metrics = tuple(metrics)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise ConfigError(f"metrics must be a non-empty subset of {', '.join(METRICS)}; got {', '.join(metrics) or 'none'}")
+    if "is" in metrics and space.logits is None:
+        raise ConfigError(f"the Inception Score needs class logits, which {space.network} does not have; drop 'is' from --metrics")
+    needs_real = [m for m in metrics if m in ("kid", "prdc")]
+    if reference is not None and reference.features is None and needs_real:
+        raise ConfigError(f"{', '.join(needs_real)} compare with real images, and a statistics file holds none; pass --data NAME:ROOT too "
+                          "or choose --metrics fid,is")
+    return metrics
+
+
 def score_images(space: FeatureSpace, images: torch.Tensor, reference: RealReference, *, k: int = 3, is_splits: int = 10,
-                 is_rng: torch.Generator | None = None, batch_size: int = 50, progress: bool = False, desc: str = "sample features") -> dict:
-    """FID, IS (where the space has logits) and precision/recall/density/coverage of 8-bit ``images`` against ``reference``."""
+                 is_rng: torch.Generator | None = None, batch_size: int = 50, progress: bool = False, desc: str = "sample features",
+                 metrics: Sequence[str] | None = None, kid_subsets: int = KID_SUBSETS, kid_subset_size: int = KID_SUBSET_SIZE,
+                 kid_rng: torch.Generator | None = None) -> dict:
+    """The chosen ``metrics`` of 8-bit ``images`` against ``reference``, under the space's keys (:attr:`FeatureSpace.keys`).
+
+    ``metrics`` (default :data:`~refine.metrics.keys.DEFAULT_METRICS`, IS dropped where the
+    space has no logits): ``fid`` Fréchet distance, ``kid`` kernel distance (mean, std over
+    ``kid_subsets`` subsets of ``kid_subset_size`` real and sample features, drawn with
+    ``kid_rng``; the size used is under ``kid_subset_size``), ``is`` Inception Score,
+    ``prdc`` precision/recall/density/coverage with ``k`` neighbours.
+    """
+    if metrics is None:
+        metrics = tuple(m for m in DEFAULT_METRICS if m != "is" or space.logits is not None)
+    metrics = check_metrics(metrics, space, reference)
+    keys = space.keys
     _check_uint8(images, "images")
     if tuple(images.shape[1:]) != tuple(reference.image_shape):
         raise ShapeError(f"the images are {tuple(images.shape[1:])} but the real reference was prepared at {tuple(reference.image_shape)}")
@@ -464,29 +590,42 @@ def score_images(space: FeatureSpace, images: torch.Tensor, reference: RealRefer
         raise ShapeError(f"FID needs at least 2 images, got {len(images)}")
     if reference.network != space.network:
         raise ConfigError(f"the real reference was computed with {reference.network}, not with {space.network}")
+    if "is" in metrics and len(images) < is_splits:
+        raise ConfigError(f"the Inception Score with {is_splits} splits needs at least {is_splits} samples, got {len(images)}; "
+                          "lower the number of splits or draw more samples")
+    if "prdc" in metrics:
+        if len(images) <= k:
+            raise ConfigError(f"precision/recall with k={k} nearest neighbours need more than {k} samples, got {len(images)}")
+        if len(reference.features) <= k:
+            raise ConfigError(f"precision/recall with k={k} nearest neighbours need more than {k} real images, got {len(reference.features)}")
     feats, logits = space.extract(images, batch_size=batch_size, progress=progress, desc=desc)
-    out: dict = {"n": int(len(images)), FID: frechet_distance(reference.mu, reference.sigma, *feature_statistics(feats))}
-    if logits is not None:
-        if len(images) < is_splits:
-            raise ConfigError(f"the Inception Score with {is_splits} splits needs at least {is_splits} samples, got {len(images)}; "
-                              "lower the number of splits or draw more samples")
+    out: dict = {"n": int(len(images))}
+    if "fid" in metrics:
+        if feats.shape[1] != reference.mu.shape[0]:
+            raise ShapeError(f"the reference statistics are {reference.mu.shape[0]}-dimensional but {space.network} gives "
+                             f"{feats.shape[1]}-d features; use statistics made in this feature space")
+        out[keys.fd] = frechet_distance(reference.mu, reference.sigma, *feature_statistics(feats))
+    if "kid" in metrics:
+        out[keys.kd_mean], out[keys.kd_std], out["kid_subset_size"] = kid(reference.features, feats, subsets=kid_subsets,
+                                                                          subset_size=kid_subset_size, rng=kid_rng)
+        out["kid_subsets"] = int(kid_subsets)
+    if "is" in metrics:
         out[IS_MEAN], out[IS_STD] = inception_score(logits, splits=is_splits, rng=is_rng)
-    if len(images) <= k:
-        raise ConfigError(f"precision/recall with k={k} nearest neighbours need more than {k} samples, got {len(images)}")
-    if len(reference.features) <= k:
-        raise ConfigError(f"precision/recall with k={k} nearest neighbours need more than {k} real images, got {len(reference.features)}")
-    out.update(prdc(reference.features.to(space.device), feats, k=k))  # distances on the network's device (a GPU when there is one)
+    if "prdc" in metrics:
+        out.update(prdc(reference.features.to(space.device), feats, k=k))  # distances on the network's device (a GPU when there is one)
     return out
 
 
 def evaluate_methods(target, methods: list[tuple[str, dict]], n: int, *, seed: int, space: FeatureSpace, reference: RealReference,
                      output_range: str, k: int = 3, is_splits: int = 10, batch_size: int = 50, progress: bool = False,
-                     real: torch.Tensor | None = None) -> list[dict]:
+                     real: torch.Tensor | None = None, metrics: Sequence[str] | None = None, kid_subsets: int = KID_SUBSETS,
+                     kid_subset_size: int = KID_SUBSET_SIZE) -> list[dict]:
     """One row per method (``"none"`` is the raw generator): image scores plus cost (see :func:`refine.evaluate.compare_methods`).
 
     Each method's samples are rounded to 8 bits and scored in ``space`` against ``reference``;
-    the Inception Score's splits are shuffled with ``seed``. Rows hold the samples (8-bit) under
-    ``_x`` for pictures, and name the network under ``features``. A method that exceeds its
+    the Inception Score's splits and KID's subsets are drawn with ``seed``. Rows hold the samples
+    (8-bit) under ``_x`` for pictures, and name the network under ``features`` (its weights'
+    hash under ``features_sha256``). ``metrics``: see :func:`score_images`. A method that exceeds its
     proposal budget gets a row with its ``error`` instead of scores; other errors stop the run.
     """
     from .evaluate import compare_methods
@@ -494,8 +633,12 @@ def evaluate_methods(target, methods: list[tuple[str, dict]], n: int, *, seed: i
     def score(x: torch.Tensor) -> dict:
         x8 = to_uint8(x, output_range)
         s = score_images(space, x8, reference, k=k, is_splits=is_splits, is_rng=torch.Generator().manual_seed(seed), batch_size=batch_size,
-                         progress=progress)
-        return {**s, "features": space.network, "_x8": x8[:64]}
+                         progress=progress, metrics=metrics, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
+                         kid_rng=torch.Generator().manual_seed(seed))
+        return {**s, **row_features(space), "_x8": x8[:64]}
+
+    if metrics is not None:
+        check_metrics(metrics, space, reference)
 
     from .samplers import get_sampler
 
@@ -589,23 +732,44 @@ def load_image_samples(path: str | os.PathLike, *, value_range: str = "auto", pr
 
 
 # --------------------------------------------------------------------------- reports
-def image_columns(space: FeatureSpace, *, cost: bool = True) -> list[str]:
-    cols = [c for c in IMAGE_COLUMNS if space.logits is not None or c not in (IS_MEAN, IS_STD)]
-    return cols if cost else cols[: cols.index(COVERAGE) + 1]
+def image_columns(space: FeatureSpace, *, cost: bool = True, metrics: Sequence[str] | None = None) -> list[str]:
+    """Table columns for ``metrics`` (default: the defaults the space allows) under the space's keys."""
+    keys = space.keys
+    if metrics is None:
+        metrics = tuple(m for m in DEFAULT_METRICS if m != "is" or space.logits is not None)
+    groups = {"fid": [keys.fd], "kid": [keys.kd_mean, keys.kd_std], "is": [keys.is_mean, keys.is_std], "prdc": list(keys.prdc)}
+    cols = ["method"] + [c for m in METRICS if m in metrics for c in groups[m]]
+    return cols + (_COST_COLUMNS if cost else [])
 
 
 def markdown_report(rows: list[dict], space: FeatureSpace, reference: RealReference, *, cost: bool = True, k: int = 3,
-                    is_splits: int = 10) -> str:
+                    is_splits: int = 10, metrics: Sequence[str] | None = None) -> str:
     """A caption naming the network and the real reference, then the table."""
     from .evaluate import markdown_table
 
-    is_txt = f"; IS from {space.logits}, {is_splits} splits" if space.logits is not None else "; no IS (the network has no class logits)"
-    caption = (f"Features: {space.network}.\n"
-               f"FID against {reference.n if reference.n is not None else 'the cached'} images of {reference.dataset} [{reference.split}] "
-               f"at {reference.image_shape[1]}x{reference.image_shape[2]}x{reference.image_shape[0]}{is_txt}; "
-               f"precision/recall/density/coverage with k = {k} against {len(reference.features)} of those images. "
-               "Samples rounded to 8 bits.\n\n")
-    cols = image_columns(space, cost=cost) + (["error"] if any("error" in r for r in rows) else [])
+    if metrics is None:
+        metrics = tuple(m for m in DEFAULT_METRICS if m != "is" or space.logits is not None)
+    keys = space.keys
+    size = f"{reference.image_shape[1]}x{reference.image_shape[2]}x{reference.image_shape[0]}"
+    parts = []
+    if "fid" in metrics:
+        sf = reference.stats_file
+        if sf is not None:
+            parts.append(f"{keys.fd} against the statistics file {sf['path']} (sha256 {sf['sha256'][:12]}, "
+                         f"{sf['n'] if sf['n'] is not None else 'unrecorded number of'} images)")
+        else:
+            parts.append(f"{keys.fd} against {reference.n if reference.n is not None else 'the cached'} images of {reference.dataset} "
+                         f"[{reference.split}] at {size}")
+    if "is" in metrics:
+        parts.append(f"IS from {space.logits}, {is_splits} splits")
+    n_real = None if reference.features is None else len(reference.features)
+    if "kid" in metrics:
+        parts.append(f"{keys.kd_mean}/{keys.kd_std} (cubic polynomial kernel, unbiased MMD², mean/std over subsets) against {n_real} "
+                     f"images of {reference.dataset} [{reference.split}]")
+    if "prdc" in metrics:
+        parts.append(f"precision/recall/density/coverage with k = {k} against {n_real} images of {reference.dataset} [{reference.split}]")
+    caption = f"Features: {space.network}.\n" + "; ".join(parts) + ". Samples rounded to 8 bits.\n\n"
+    cols = image_columns(space, cost=cost, metrics=metrics) + (["error"] if any("error" in r for r in rows) else [])
     return caption + markdown_table(rows, cols)
 
 

@@ -165,12 +165,12 @@ def test_real_images_against_themselves_score_zero_fid_and_full_precision_recall
     ref = real_reference(space, f"mnist:{mnist}", image_shape=(1, 28, 28), split="test", n_prdc=40, cache=None)
     real = load_images(f"mnist:{mnist}", split="test").images
     s = score_images(space, real.flip(0), ref, k=3, is_splits=2)  # order does not matter
-    assert s["fid"] < 1e-6 * float(np.trace(ref.sigma))
+    assert s["fd"] < 1e-6 * float(np.trace(ref.sigma))
     assert s["precision"] == s["recall"] == s["coverage"] == 1.0
     assert 1.0 <= s["is_mean"] <= 10.0
     # the training split differs from the test split: FID clearly above zero
     other = load_images(f"mnist:{mnist}", split="train").images
-    assert score_images(space, other, ref, k=3, is_splits=2)["fid"] > 1e-3 * float(np.trace(ref.sigma))
+    assert score_images(space, other, ref, k=3, is_splits=2)["fd"] > 1e-3 * float(np.trace(ref.sigma))
 
 
 def test_real_statistics_are_cached_by_dataset_split_preprocessing_and_network(mnist, classifier, tmp_path):
@@ -214,7 +214,7 @@ def test_eval_generator_in_a_classifier_feature_space(gan, mnist, classifier, tm
     assert list(rows) == ["none", "sir", "drs"]
     for r in rows.values():
         assert r["features"] == record["features"]["network"]
-        assert r["fid"] >= 0 and 1.0 <= r["is_mean"] <= 10.0 and 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1
+        assert "fid" not in r and r["fd"] >= 0 and 1.0 <= r["is_mean"] <= 10.0 and 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1
         assert r["n"] == 24 and r["g_evals_per_sample"] >= 1
     assert rows["sir"]["g_evals_per_sample"] == pytest.approx(4.0)
     ref = record["reference"]
@@ -225,7 +225,7 @@ def test_eval_generator_in_a_classifier_feature_space(gan, mnist, classifier, tm
     assert code == 0, text
     again = json.loads((tmp_path / "again" / "eval.json").read_text())
     assert again["reference"]["cache"]["statistics_hit"] and again["reference"]["cache"]["prdc_features_hit"]
-    assert again["rows"][0]["fid"] == pytest.approx(rows["none"]["fid"], rel=1e-9)
+    assert again["rows"][0]["fd"] == pytest.approx(rows["none"]["fd"], rel=1e-9)
     code, text = _cli(*common, "--methods", "none", "--json")
     assert code == 0 and json.loads(text)[0]["precision"] == rows["none"]["precision"], text
 
@@ -268,7 +268,7 @@ def test_a_method_over_its_budget_is_a_row_not_the_end_of_the_table(mnist, class
     rows = evaluate_methods(LatentTarget(gen, Sharp()), [("none", {}), ("rs", {"budget": 2.0, "burn_in": 64}), ("sir", {"candidates": 2})], 16,
                             seed=0, space=space, reference=ref, output_range="[-1,1]", is_splits=2)
     assert [r["method"] for r in rows] == ["none", "rs", "sir"]
-    assert "fid" not in rows[1] and "raise -o budget" in rows[1]["error"] and rows[0]["fid"] >= 0 and rows[2]["fid"] >= 0
+    assert "fd" not in rows[1] and "raise -o budget" in rows[1]["error"] and rows[0]["fd"] >= 0 and rows[2]["fd"] >= 0
     assert "| error |" in markdown_report(rows, space, ref).splitlines()[3]
 
 
@@ -287,9 +287,9 @@ def test_eval_samples_route_npz_and_folder(gan, mnist, classifier, tmp_path):
                       "--data", f"mnist:{mnist}", "--features", classifier, "--is-splits", 2, "--device", "cpu", "--no-progress", "--out", out)
     assert code == 0, text
     rows = json.loads((out / "eval.json").read_text())["rows"]
-    assert rows[0]["fid"] == pytest.approx(rows[1]["fid"], rel=1e-12, abs=1e-9)
+    assert rows[0]["fd"] == pytest.approx(rows[1]["fd"], rel=1e-12, abs=1e-9)
     assert rows[0]["precision"] == rows[1]["precision"] and rows[0]["is_mean"] == pytest.approx(rows[1]["is_mean"], rel=1e-12)
-    assert rows[2]["fid"] < 1e-6 * max(rows[0]["fid"], 1e-3) and rows[2]["precision"] == rows[2]["recall"] == 1.0
+    assert rows[2]["fd"] < 1e-6 * max(rows[0]["fd"], 1e-3) and rows[2]["precision"] == rows[2]["recall"] == 1.0
     assert (out / "eval.png").is_file()
 
 
@@ -316,7 +316,7 @@ def test_eval_with_inception_offline(inception_weights, tmp_path):
     assert record["reference"]["n_fid"] == 4 and record["reference"]["cache"] == {"enabled": False}
     row = record["rows"][0]
     assert record["reference"]["trace_sigma"] > 1e-2  # features far from zero (He initialisation): the FID below is zero, not tiny by scale
-    assert row["fid"] < 1e-6 * record["reference"]["trace_sigma"] and row["precision"] == row["recall"] == row["coverage"] == 1.0
+    assert "fd" not in row and row["fid"] < 1e-6 * record["reference"]["trace_sigma"] and row["precision"] == row["recall"] == row["coverage"] == 1.0
     assert 1.0 <= row["is_mean"] <= 2.0 + 1e-9  # two splits of two images: at most 2 classes per split
 
 

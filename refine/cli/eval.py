@@ -1,8 +1,9 @@
 """``refine eval``: score raw and refined samples side by side.
 
 2-D datasets: high-quality fraction, modes hit, mode-histogram KL. Image datasets (``--data
-NAME:ROOT``, or a checkpoint trained on one): FID, IS, precision/recall, density/coverage in a
-named feature space (:mod:`refine.evaluate_images`).
+NAME:ROOT``, or a checkpoint trained on one): the ``--metrics`` chosen from FID, KID, IS,
+precision/recall/density/coverage, in a named feature space (:mod:`refine.evaluate_images`),
+against the dataset's images or a reference statistics file (``--ref-stats``).
 """
 from __future__ import annotations
 
@@ -57,7 +58,12 @@ def eval_(
     data: Optional[str] = typer.Option(None, "--data", help="dataset the samples are scored against: a 2-D name or an image dataset NAME:ROOT (default: the checkpoint's)"),
     n: int = typer.Option(10000, "-n", "--n"),
     threshold: float = typer.Option(4.0, "--threshold", help="2-D: high quality means within this many std of the nearest mean"),
-    features: str = typer.Option("inception", "--features", help="images: feature space, 'inception' (pytorch-fid weights) or a classifier file (python -m refine.evaluate_images train-classifier, or a feature-sp ratio file)"),
+    features: str = typer.Option("inception", "--features", help="images: feature space, 'inception' (pytorch-fid weights), a classifier file (python -m refine.evaluate_images train-classifier, or a feature-sp ratio file), or timm:NAME with --features-weights"),
+    features_weights: Optional[Path] = typer.Option(None, "--features-weights", help="images: weights of --features timm:NAME (safetensors or state_dict file; never downloaded)"),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="images: comma-separated, from fid,kid,is,prdc (default fid,is,prdc; prdc is quadratic in n, kid costs subsets x subset-size^2)"),
+    ref_stats: Optional[Path] = typer.Option(None, "--ref-stats", help="images: reference statistics .npz (mu, sigma: pytorch-fid's format, or refine's feature_stats.npz) for the Fréchet distance instead of --data's"),
+    kid_subsets: int = typer.Option(100, "--kid-subsets", help="images: KID subsets (mean and std over them)"),
+    kid_subset_size: int = typer.Option(1000, "--kid-subset-size", help="images: KID subset size (capped at the number of samples and real images)"),
     inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="images: pt_inception-2015-12-05-6726825d.pth (default: $REFINE_INCEPTION_WEIGHTS, then the torch hub cache; never downloaded)"),
     batch_size: int = typer.Option(50, "--batch-size", help="images: batch size of feature extraction"),
     split: str = typer.Option("test", "--split", help="images: split of --data the samples are compared with (train or test)"),
@@ -83,14 +89,16 @@ def eval_(
         raise ConfigError(f"-n must be positive, got {n}")
     if not threshold > 0:
         raise ConfigError(f"--threshold is a number of standard deviations and must be > 0, got {threshold}")
-    img = _ImageOptions(features, inception_weights, batch_size, split, n_real, k, is_splits, samples_range, cache, cache_dir)
+    img = _ImageOptions(features, inception_weights, batch_size, split, n_real, k, is_splits, samples_range, cache, cache_dir,
+                        features_weights=features_weights, metrics=metrics, ref_stats=ref_stats, kid_subsets=kid_subsets,
+                        kid_subset_size=kid_subset_size)
     img.threshold_given = threshold != 4.0
     if out is not None:
         prepare_out_dir(out)
     rows: list[dict] = []
     inputs = None
     if samples:
-        if is_image_spec(data):
+        if is_image_spec(data) or (data is None and ref_stats is not None):
             return _eval_image_samples(samples, data, n, seed, device, out, json_out, progress, img)
         if data not in MIXTURES:
             raise ConfigError(f"--samples needs --data: a 2-D dataset ({', '.join(MIXTURES)}) or the image dataset NAME:ROOT "
@@ -107,8 +115,8 @@ def eval_(
         per = split_method_options(names, parse_options(option))
         dev = resolve_device(device)
         inputs = load_inputs(ckpt, ratio, dev, need_ratio=any(m != "none" for m in names), samplers=[get_sampler(m, **o) for m, o in per], foreign=foreign)
-        data = data or inputs.dataset
-        if is_image_spec(data):
+        data = data or (None if ref_stats is not None else inputs.dataset)
+        if is_image_spec(data) or (data is None and ref_stats is not None):
             return _eval_image_generator(inputs, per, data, n, seed, dev, out, json_out, progress, img)
         if data not in MIXTURES:
             if data is None and _makes_images(inputs, seed):
@@ -150,11 +158,15 @@ class _ImageOptions:
     """The image-only options, checked once."""
 
     DEFAULTS = {"features": "inception", "inception_weights": None, "batch_size": 50, "split": "test", "n_real": None, "k": 3, "is_splits": 10,
-                "samples_range": "auto", "cache": True, "cache_dir": None}
+                "samples_range": "auto", "cache": True, "cache_dir": None, "features_weights": None, "metrics": None, "ref_stats": None,
+                "kid_subsets": 100, "kid_subset_size": 1000}
 
-    def __init__(self, features, inception_weights, batch_size, split, n_real, k, is_splits, samples_range, cache, cache_dir) -> None:
+    def __init__(self, features, inception_weights, batch_size, split, n_real, k, is_splits, samples_range, cache, cache_dir, *,
+                 features_weights=None, metrics=None, ref_stats=None, kid_subsets=100, kid_subset_size=1000) -> None:
         self.features, self.inception_weights, self.batch_size, self.split = features, inception_weights, batch_size, split
         self.n_real, self.k, self.is_splits, self.samples_range, self.cache, self.cache_dir = n_real, k, is_splits, samples_range, cache, cache_dir
+        self.features_weights, self.metrics, self.ref_stats = features_weights, metrics, ref_stats
+        self.kid_subsets, self.kid_subset_size = kid_subsets, kid_subset_size
 
     def check_unused(self, data: str) -> None:
         given = [name for name, default in self.DEFAULTS.items() if getattr(self, name) != default]
@@ -181,12 +193,42 @@ class _ImageOptions:
             raise ConfigError(f"--is-splits must be >= 1, got {self.is_splits}")
         if self.samples_range not in SAMPLE_RANGES:
             raise ConfigError(f"--samples-range {self.samples_range!r}: valid: {', '.join(SAMPLE_RANGES)}")
+        if self.kid_subsets < 1 or self.kid_subset_size < 2:
+            raise ConfigError(f"need --kid-subsets >= 1 and --kid-subset-size >= 2; got {self.kid_subsets} and {self.kid_subset_size}")
+        chosen = self.chosen_metrics()
+        if self.ref_stats is not None:
+            from ..metrics.fid import load_statistics
+
+            load_statistics(self.ref_stats)  # a missing or malformed file is an error before any network runs
+            if "fid" not in chosen:
+                raise ConfigError("--ref-stats is the reference of the Fréchet distance; add fid to --metrics")
+
+    def chosen_metrics(self) -> tuple[str, ...] | None:
+        """The --metrics named (None: the defaults the feature space allows)."""
+        from ..metrics.keys import parse_metrics
+
+        return None if self.metrics is None else parse_metrics(self.metrics)
+
+    def metrics_for(self, space, data: str | None) -> tuple[str, ...]:
+        """The metrics to compute in ``space``, checked against it and against whether there are real images."""
+        from ..evaluate_images import check_metrics
+        from ..metrics.keys import DEFAULT_METRICS
+
+        chosen = self.chosen_metrics()
+        if chosen is None:
+            chosen = tuple(m for m in DEFAULT_METRICS if (m != "is" or space.logits is not None) and (data is not None or m not in ("kid", "prdc")))
+        check_metrics(chosen, space)
+        needs_real = [m for m in chosen if m in ("kid", "prdc")]
+        if data is None and needs_real:
+            raise ConfigError(f"{', '.join(needs_real)} compare with real images: pass --data NAME:ROOT (with --ref-stats, the Fréchet distance "
+                              "still uses the file), or choose --metrics fid,is")
+        return chosen
 
     def space(self, dev):
         from ..evaluate_images import load_feature_space
 
         try:
-            return load_feature_space(self.features, inception_weights=self.inception_weights, device=dev)
+            return load_feature_space(self.features, inception_weights=self.inception_weights, features_weights=self.features_weights, device=dev)
         except MissingWeightsError as e:
             raise MissingWeightsError(f"{e}; on the command line: --inception-weights PATH, or score in a feature space trained on the "
                                       "dataset with --features FILE") from None
@@ -197,15 +239,30 @@ class _ImageOptions:
         return StatisticsCache(self.cache_dir) if self.cache else None
 
     def record(self) -> dict:
-        return {"k": self.k, "is_splits": self.is_splits, "batch_size": self.batch_size, "split": self.split, "n_real": self.n_real,
-                "cache": self.cache, "pixels": "samples rounded to 8 bits, as a PNG stores them"}
+        return {"k": self.k, "is_splits": self.is_splits, "kid_subsets": self.kid_subsets, "kid_subset_size": self.kid_subset_size,
+                "batch_size": self.batch_size, "split": self.split, "n_real": self.n_real, "cache": self.cache,
+                "pixels": "samples rounded to 8 bits, as a PNG stores them"}
+
+    def reference(self, space, data: str | None, image_shape, n_prdc: int, metrics: tuple[str, ...], progress: bool):
+        """The real reference: --data's images (statistics and features), the --ref-stats file's statistics, or both."""
+        from ..evaluate_images import real_reference, reference_from_stats
+
+        base = None
+        if data is not None:
+            base = real_reference(space, data, image_shape=image_shape, split=self.split, n_real=self.n_real, n_prdc=n_prdc,
+                                  cache=self.statistics_cache(), batch_size=self.batch_size, progress=progress)
+        if self.ref_stats is None:
+            return base
+        return reference_from_stats(self.ref_stats, space, image_shape=image_shape, base=base)
 
 
-def _image_outputs(rows: list[dict], space, reference, out: Optional[Path], json_out: bool, img: _ImageOptions, record: dict, *, cost: bool) -> None:
+def _image_outputs(rows: list[dict], space, reference, out: Optional[Path], json_out: bool, img: _ImageOptions, record: dict, *, cost: bool,
+                   metrics: tuple[str, ...]) -> None:
     from ..evaluate_images import markdown_report, save_image_panels
-    from ..metrics import FID, IS_MEAN, PRECISION, RECALL
+    from ..metrics import IS_MEAN, PRECISION, RECALL
 
-    report = markdown_report(rows, space, reference, cost=cost, k=img.k, is_splits=img.is_splits)
+    keys = space.keys
+    report = markdown_report(rows, space, reference, cost=cost, k=img.k, is_splits=img.is_splits, metrics=metrics)
     clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     if json_out:
         import json
@@ -225,20 +282,26 @@ def _image_outputs(rows: list[dict], space, reference, out: Optional[Path], json
             continue
         title = r["method"] if len(r["method"]) <= 40 else "..." + r["method"][-37:]
         panels[title] = r["_x"]
-        sub = f"FID {r[FID]:.4g}"
+        parts = []
+        if keys.fd in r:
+            parts.append(f"{keys.fd.upper()} {r[keys.fd]:.4g}")
+        if keys.kd_mean in r:
+            parts.append(f"{keys.kd_mean.split('_')[0].upper()} {r[keys.kd_mean]:.3g}")
         if IS_MEAN in r:
-            sub += f", IS {r[IS_MEAN]:.3g}"
-        subs[title] = sub + f", P {r[PRECISION]:.2f}, R {r[RECALL]:.2f}"
+            parts.append(f"IS {r[IS_MEAN]:.3g}")
+        if PRECISION in r:
+            parts.append(f"P {r[PRECISION]:.2f}, R {r[RECALL]:.2f}")
+        subs[title] = ", ".join(parts)
     save_image_panels(out / "eval.png", panels, subtitles=subs)
     with atomic_write(out / "eval.md", "w") as f:
         f.write(report)
-    write_json({**record, "features": space.describe(), "reference": reference.describe(), **img.record(), "rows": clean, "versions": versions(),
-                "time": timestamp()}, out / "eval.json")
+    write_json({**record, "metrics": list(metrics), "keys": keys._asdict(), "features": space.describe(), "reference": reference.describe(),
+                **img.record(), "rows": clean, "versions": versions(), "time": timestamp()}, out / "eval.json")
 
 
-def _eval_image_generator(inputs, per, data: str, n: int, seed: int, dev, out, json_out: bool, progress: bool, img: _ImageOptions) -> None:
+def _eval_image_generator(inputs, per, data: str | None, n: int, seed: int, dev, out, json_out: bool, progress: bool, img: _ImageOptions) -> None:
     from ..data.images import real_images_like
-    from ..evaluate_images import evaluate_methods, real_reference
+    from ..evaluate_images import evaluate_methods
 
     img.validate()
     if img.samples_range != "auto":
@@ -251,28 +314,32 @@ def _eval_image_generator(inputs, per, data: str, n: int, seed: int, dev, out, j
     if gen.output_range not in ("[-1,1]", "[0,1]"):
         raise ConfigError(f"the generator's output range is {gen.output_range!r}; images need a declared range: pass --output-range [-1,1] or [0,1]")
     space = img.space(dev)
+    metrics = img.metrics_for(space, data)
     ratio_sha = (inputs.provenance.get("ratio") or {}).get("sha256")
     if ratio_sha is not None and space.source.get("sha256") == ratio_sha:
         space.network += "; the ratio's own feature network, which favours refinement with that ratio"
-    reference = real_reference(space, data, image_shape=tuple(x1.shape[1:]), split=img.split, n_real=img.n_real, n_prdc=n,
-                               cache=img.statistics_cache(), batch_size=img.batch_size, progress=progress)
     samplers = [get_sampler(m, **o) for m, o in per]
+    needs_real = any(getattr(s, "init", None) == "real" or int(getattr(s, "finetune", 0) or 0) > 0 for s in samplers)
+    if needs_real and data is None:
+        raise ConfigError("a method starts from (or fine-tunes on) real images; pass --data NAME:ROOT for them")
+    reference = img.reference(space, data, tuple(x1.shape[1:]), n, metrics, progress)
     real = None
-    if any(getattr(s, "init", None) == "real" or int(getattr(s, "finetune", 0) or 0) > 0 for s in samplers):
+    if needs_real:
         # images the methods start from (or fine-tune on) come from the other split than the reference, so none is scored against itself
         other = "train" if img.split == "test" else "test"
         n_start = max([n] + [int(getattr(s, "finetune_batch", 0) or 0) for s in samplers])
         real = real_images_like(data, tuple(x1.shape[1:]), n_start, split=other, rng=make_rng(seed + 1_000_003), device=dev)
     target = LatentTarget(gen, inputs.ratio)
     rows = evaluate_methods(target, per, n, seed=seed, space=space, reference=reference, output_range=gen.output_range, k=img.k,
-                            is_splits=img.is_splits, batch_size=img.batch_size, progress=progress, real=real)
+                            is_splits=img.is_splits, batch_size=img.batch_size, progress=progress, real=real, metrics=metrics,
+                            kid_subsets=img.kid_subsets, kid_subset_size=img.kid_subset_size)
     record = {"command": command_line(), "data": data, "n": n, "seed": seed, "device": str(dev), "inputs": inputs.provenance}
-    _image_outputs(rows, space, reference, out, json_out, img, record, cost=True)
+    _image_outputs(rows, space, reference, out, json_out, img, record, cost=True, metrics=metrics)
 
 
-def _eval_image_samples(samples: List[Path], data: str, n: int, seed: int, device: str, out, json_out: bool, progress: bool,
+def _eval_image_samples(samples: List[Path], data: str | None, n: int, seed: int, device: str, out, json_out: bool, progress: bool,
                         img: _ImageOptions) -> None:
-    from ..evaluate_images import load_image_samples, real_reference, score_images
+    from ..evaluate_images import load_image_samples, row_features, score_images
 
     img.validate()
     dev = resolve_device(device)
@@ -284,13 +351,14 @@ def _eval_image_samples(samples: List[Path], data: str, n: int, seed: int, devic
                             "compare sets of one image shape")
         sets.append((p, x, info))
     space = img.space(dev)
+    metrics = img.metrics_for(space, data)
     shape = tuple(sets[0][1].shape[1:])
-    reference = real_reference(space, data, image_shape=shape, split=img.split, n_real=img.n_real, n_prdc=max(len(x) for _, x, _ in sets),
-                               cache=img.statistics_cache(), batch_size=img.batch_size, progress=progress)
+    reference = img.reference(space, data, shape, max(len(x) for _, x, _ in sets), metrics, progress)
     rows = []
     for p, x, info in sets:
         s = score_images(space, x, reference, k=img.k, is_splits=img.is_splits, is_rng=torch.Generator().manual_seed(seed), batch_size=img.batch_size,
-                         progress=progress)
-        rows.append({"method": str(p), **s, "features": space.network, "value_range": info["value_range"], "_x": x[:64]})
+                         progress=progress, metrics=metrics, kid_subsets=img.kid_subsets, kid_subset_size=img.kid_subset_size,
+                         kid_rng=torch.Generator().manual_seed(seed))
+        rows.append({"method": str(p), **s, **row_features(space), "value_range": info["value_range"], "_x": x[:64]})
     record = {"command": command_line(), "data": data, "seed": seed, "device": str(dev), "samples": [info for _, _, info in sets]}
-    _image_outputs(rows, space, reference, out, json_out, img, record, cost=False)
+    _image_outputs(rows, space, reference, out, json_out, img, record, cost=False, metrics=metrics)

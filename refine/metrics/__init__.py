@@ -1,5 +1,5 @@
-"""Evaluation metrics: 2-D mode metrics, FID and Inception Score (pytorch-fid's Inception),
-precision/recall, density/coverage, feature statistics."""
+"""Evaluation metrics: 2-D mode metrics, FID and KID, Inception Score (pytorch-fid's Inception),
+precision/recall, density/coverage, feature statistics, and the result keys (:mod:`.keys`)."""
 from .features import extract_features, iter_features
 from .fid import (
     FID,
@@ -12,6 +12,8 @@ from .fid import (
     save_statistics,
 )
 from .inception_score import IS_MEAN, IS_STD, inception_score
+from .keys import DEFAULT_METRICS, FD, KD_MEAN, KD_STD, KID_MEAN, KID_STD, METRICS, metric_keys, parse_metrics
+from .kid import kid, mmd2_unbiased, polynomial_kernel
 from .prdc import COVERAGE, DENSITY, PRECISION, RECALL, density_coverage, knn_radii, prdc, precision_recall
 from .toy2d import HQ_FRACTION, KL_UNIFORM, MODES, mode_metrics
 
@@ -33,6 +35,8 @@ __all__ = [
     "FID", "frechet_distance", "fid_from_features", "feature_statistics", "StatsAccumulator",
     "save_statistics", "load_statistics", "StatisticsCache",
     "IS_MEAN", "IS_STD", "inception_score",
+    "FD", "KID_MEAN", "KID_STD", "KD_MEAN", "KD_STD", "METRICS", "DEFAULT_METRICS", "metric_keys", "parse_metrics",
+    "kid", "mmd2_unbiased", "polynomial_kernel",
     "PRECISION", "RECALL", "DENSITY", "COVERAGE", "prdc", "precision_recall", "density_coverage", "knn_radii",
     "extract_features", "iter_features",
     *_LAZY_INCEPTION,

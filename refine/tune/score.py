@@ -77,6 +77,7 @@ class ImageScorer:
         from ..evaluate_images import real_reference
 
         self.space, self.data, self.output_range, self.k = space, data, output_range, int(k)
+        self.columns = (space.keys.fd, "recall", "coverage")  # fid in the Inception space, fd in any other (refine.metrics.keys)
         self.refs = {"validation": real_reference(space, data, image_shape=image_shape, split="train", n_real=n_val, n_prdc=min(n_val, 10000),
                                                   progress=progress, grid=0),
                      "test": real_reference(space, data, image_shape=image_shape, split="test", n_real=n_test,
@@ -88,9 +89,9 @@ class ImageScorer:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         s = score_images(self.space, to_uint8(x, self.output_range), self.refs[split], k=self.k)
-        return {"objective": -float(s["fid"]), **{c: float(s[c]) for c in self.columns if c in s}}
+        return {"objective": -float(s[self.space.keys.fd]), **{c: float(s[c]) for c in self.columns if c in s}}
 
     def describe(self) -> dict:
         return {"scorer": self.name, "features": self.space.network, "data": self.data, "k": self.k,
                 "validation": {"split": "train", "n": self.refs["validation"].n}, "test": {"split": "test", "n": self.refs["test"].n},
-                "objective": "-fid"}
+                "objective": f"-{self.space.keys.fd}"}
