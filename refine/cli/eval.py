@@ -17,6 +17,7 @@ import typer
 from ..data.images import IMAGE_DATASETS, SPLITS, is_image_spec
 from ..data.toy2d import MIXTURES, get_mixture
 from ..errors import ConfigError, DataError, MissingWeightsError
+from ..files import read_npz
 from ..evaluate import compare_methods, markdown_table, split_method_options
 from ..io import atomic_write, write_json
 from ..metrics.toy2d import mode_metrics
@@ -31,19 +32,11 @@ COLUMNS_2D = ["method", "hq_fraction", "modes", "kl_uniform", "acceptance_rate",
 
 
 def _load_samples(path: Path) -> torch.Tensor:
-    if not path.is_file():
-        raise DataError(f"samples file {path} does not exist")
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-    if not head.startswith(b"PK"):  # an .npz is a zip archive; np.load would try anything else as a pickle
-        raise DataError(f"{path} is not an .npz file (it begins with {head!r}); expected samples.npz from `refine sample`")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if "x" not in f:
-                raise DataError(f"{path} has no array 'x' (found: {', '.join(f.files) or 'none'}); expected a file from `refine sample`")
-            return torch.from_numpy(np.asarray(f["x"], dtype=np.float32))
-    except (ValueError, OSError) as e:
-        raise DataError(f"{path} is not a readable .npz file ({str(e).splitlines()[0][:120]})") from None
+    """``x`` of a samples file: a regular file, an .npz whose headers match its bytes, finite numbers only."""
+    x = read_npz(path, "samples file", keys=("x",))["x"]
+    if x.ndim < 2 or len(x) == 0:
+        raise DataError(f"samples file {path}: array 'x' has shape {x.shape}, expected (N, ...) with N >= 1 samples")
+    return torch.from_numpy(np.asarray(x, dtype=np.float32))
 
 
 @app.command("eval")
@@ -195,6 +188,13 @@ class _ImageOptions:
             raise ConfigError(f"--samples-range {self.samples_range!r}: valid: {', '.join(SAMPLE_RANGES)}")
         if self.kid_subsets < 1 or self.kid_subset_size < 2:
             raise ConfigError(f"need --kid-subsets >= 1 and --kid-subset-size >= 2; got {self.kid_subsets} and {self.kid_subset_size}")
+        from ..metrics.timm_net import is_timm_spec
+
+        if is_timm_spec(self.features) and self.features_weights is None:
+            raise ConfigError(f"--features {self.features} needs --features-weights PATH (a safetensors or state_dict file of that model); "
+                              "refine never downloads weights")
+        if self.features_weights is not None and not is_timm_spec(self.features):
+            raise ConfigError(f"--features-weights is for --features timm:NAME; --features {self.features} brings its own weights")
         chosen = self.chosen_metrics()
         if self.ref_stats is not None:
             from ..metrics.fid import load_statistics

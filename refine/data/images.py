@@ -300,15 +300,27 @@ def _load_cifar10(spec: DataSpec, split: str) -> tuple[torch.Tensor, torch.Tenso
 
 # --------------------------------------------------------------------------- image files (folders, zip)
 def _decode(data_or_path, what: str) -> np.ndarray:
+    """One image file as an ``(H, W)`` or ``(H, W, 3)`` uint8 array; anything larger than PIL's
+    decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) is refused before it is decoded."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
         src = io.BytesIO(data_or_path) if isinstance(data_or_path, (bytes, bytearray)) else data_or_path
-        with Image.open(src) as im:
-            im = im.convert("RGB") if im.mode not in ("L", "RGB") else im
-            im.load()
-            return np.asarray(im)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(src) as im:
+                limit = Image.MAX_IMAGE_PIXELS
+                if limit is not None and im.size[0] * im.size[1] > limit:
+                    raise DataError(f"{what} is {im.size[0]}x{im.size[1]} pixels, more than refine decodes ({limit} pixels: "
+                                    "a decompression bomb or not a dataset image)")
+                im = im.convert("RGB") if im.mode not in ("L", "RGB") else im
+                im.load()
+                return np.asarray(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(f"{what} is refused as a decompression bomb ({str(e).splitlines()[0][:100]})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise DataError(f"{what} is not a readable image ({str(e).splitlines()[0][:100] if str(e) else type(e).__name__})") from None
 
 

@@ -62,6 +62,14 @@ class DCDSampler(GradientSampler):
         positive("finetune_lr", self.finetune_lr)
         positive("finetune_batch", self.finetune_batch)
 
+    def planned_evals(self, n: int) -> float:
+        # each fine-tuning iteration runs negative chains and a critic step on a batch
+        tune = float(self.finetune) * float(self.finetune_batch) * (3 * int(self.finetune_steps) + 4)
+        return super().planned_evals(n) + tune
+
+    def rows_in_memory(self) -> int:
+        return max(super().rows_in_memory(), 2 * int(self.finetune_batch) if self.finetune else 0)
+
     def _finetuned(self, target, real, rng):
         from ..ratio.discriminator import DiscriminatorRatio
         from ..target import LatentTarget

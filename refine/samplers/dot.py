@@ -88,6 +88,12 @@ class DOTSampler(GradientSampler):
         positive("pairs", self.pairs)
         positive("k_eff", self.k_eff)
 
+    def planned_evals(self, n: int) -> float:
+        return super().planned_evals(n) + (0.0 if self.k_eff is not None else 2.0 * self.pairs)
+
+    def rows_in_memory(self) -> int:
+        return max(super().rows_in_memory(), 2 * int(self.pairs))
+
     def sample(self, target, n, *, rng=None, progress=False, real=None):
         result = super().sample(target, n, rng=rng, progress=progress, real=real)
         # the potential is minus the objective

@@ -43,6 +43,8 @@ class _RejectionBase(Sampler):
         positive("burn_in", self.burn_in)
         positive("budget", self.budget)
 
+    def planned_evals(self, n: int) -> float:
+        return float(n) + float(self.burn_in)  # at the least: the burn-in, then one proposal per sample
     def _log_accept(self, delta: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Log acceptance probability from ``delta = log r - log M`` (<= 0)."""
         raise NotImplementedError
