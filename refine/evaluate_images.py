@@ -690,6 +690,7 @@ def load_image_samples(path: str | os.PathLike, *, value_range: str = "auto", pr
       ``[0,255]``, negative values ``[-1,1]``, otherwise ``[0,1]``.
     """
     from .data.images import load_images
+    from .files import read_npz
 
     p = Path(path)
     if value_range not in SAMPLE_RANGES:
@@ -697,24 +698,15 @@ def load_image_samples(path: str | os.PathLike, *, value_range: str = "auto", pr
     if p.is_dir():
         data = load_images(f"folder:{p}", split="train", progress=progress)
         return data.images, {"path": str(p), "kind": "folder", "n": len(data), "value_range": "[0,255]"}
-    if not p.is_file():
-        raise DataError(f"samples {p} does not exist; expected an .npz file or a folder of images")
-    with open(p, "rb") as fh:
-        head = fh.read(8)
-    if not head.startswith(b"PK"):
-        raise DataError(f"{p} is not an .npz file (it begins with {head!r}) nor a folder of images")
-    try:
-        with np.load(p, allow_pickle=False) as f:
-            names = list(f.files)
-            if "x" in names:
-                name = "x"
-            elif len(names) == 1:
-                name = names[0]
-            else:
-                raise DataError(f"{p} has no array 'x' and several others ({', '.join(names) or 'none'}); store the images as x")
-            a = np.asarray(f[name])
-    except (ValueError, OSError) as e:
-        raise DataError(f"{p} is not a readable .npz file ({str(e).splitlines()[0][:120]})") from None
+    arrays = read_npz(p, "samples", finite=False)  # regular file, headers checked against bytes, no objects
+    names = list(arrays)
+    if "x" in names:
+        name = "x"
+    elif len(names) == 1:
+        name = names[0]
+    else:
+        raise DataError(f"{p} has no array 'x' and several others ({', '.join(names)}); store the images as x")
+    a = arrays[name]
     a = _as_nchw(a, p)
     if a.dtype == np.uint8:
         rng_used = "[0,255]"
