@@ -386,3 +386,128 @@ def test_feature_files_are_checked(tmp_path, classifier):
     assert classifier_space(tmp_path / "c.pt").key == classifier_space(classifier).key  # keyed by content, not by path
     with pytest.raises(DataError):
         load_image_samples(tmp_path / "nothing-here")
+
+
+# --------------------------------------------------------------------------- metrics, reference files, other feature spaces
+@pytest.fixture(scope="module")
+def timm_weights(tmp_path_factory) -> Path:
+    """Random weights of timm's smallest ResNet (test_resnet), saved as safetensors: the network is built here, never downloaded."""
+    import timm
+    from safetensors.torch import save_file
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = timm.create_model("test_resnet", pretrained=False)  # with its classifier head, which refine drops
+    path = tmp_path_factory.mktemp("timm") / "test_resnet.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_metric_keys_name_the_feature_space():
+    from refine.metrics.keys import DEFAULT_METRICS, FD, FID, KD_MEAN, KID_MEAN, metric_keys, parse_metrics
+
+    assert (FID, FD, KID_MEAN, KD_MEAN) == ("fid", "fd", "kid_mean", "kd_mean")
+    assert metric_keys(True).fd == "fid" and metric_keys(False).fd == "fd" and metric_keys(False).kd_std == "kd_std"
+    assert parse_metrics(None) == DEFAULT_METRICS == ("fid", "is", "prdc")
+    assert parse_metrics("prdc, KID,fd") == ("fid", "kid", "prdc")
+    with pytest.raises(ConfigError, match="unknown metric"):
+        parse_metrics("fid,lpips")
+
+
+def test_eval_in_a_timm_space_with_local_weights_records_network_and_hash(mnist, timm_weights, tmp_path):
+    """--features timm:test_resnet --features-weights: keys fd/kd_* (not fid), the network and the weights' sha256 in every row."""
+    from refine.data.images import load_images
+
+    _write_pngs(tmp_path / "real", load_images(f"mnist:{mnist}", split="test").images[:20])
+    out = tmp_path / "ev"
+    code, text = _cli("eval", "--samples", tmp_path / "real", "--data", f"mnist:{mnist}", "--features", "timm:test_resnet",
+                      "--features-weights", timm_weights, "--metrics", "fid,kid,prdc", "--kid-subsets", 5, "--kid-subset-size", 10,
+                      "--batch-size", 20, "--device", "cpu", "--no-progress", "--out", out)
+    assert code == 0, text
+    record = json.loads((out / "eval.json").read_text())
+    sha = _sha256(timm_weights)
+    assert record["features"]["timm_model"] == "test_resnet" and record["features"]["sha256"] == sha
+    assert record["metrics"] == ["fid", "kid", "prdc"] and record["keys"]["fd"] == "fd"
+    (row,) = record["rows"]
+    assert "timm test_resnet" in row["features"] and sha[:12] in row["features"] and row["features_sha256"] == sha
+    assert "fid" not in row and "kid_mean" not in row and "is_mean" not in row
+    assert row["fd"] >= 0 and np.isfinite(row["kd_mean"]) and row["kid_subset_size"] == 10 and row["kid_subsets"] == 5
+    assert 0 <= row["precision"] <= 1 and "| fd | kd_mean | kd_std | precision |" in (out / "eval.md").read_text()
+
+
+def test_timm_space_refuses_missing_or_mismatched_weights(timm_weights, tmp_path):
+    from safetensors.torch import save_file
+
+    code, text = _cli("eval", "--samples", tmp_path, "--data", "mnist:/nowhere", "--features", "timm:test_resnet")
+    assert code == 2 and "--features-weights" in text and "never downloads" in text, text
+    save_file({"fc.weight": torch.zeros(3, 3)}, str(tmp_path / "other.safetensors"))
+    from refine.evaluate_images import load_feature_space
+
+    with pytest.raises(CheckpointError, match="do not fit timm model test_resnet"):
+        load_feature_space("timm:test_resnet", features_weights=tmp_path / "other.safetensors")
+    with pytest.raises(ConfigError, match="timm has no model"):
+        load_feature_space("timm:no_such_net_xyz", features_weights=timm_weights)
+    with pytest.raises(ConfigError, match="--features-weights is for"):
+        load_feature_space("inception", features_weights=timm_weights)
+
+
+def test_ref_stats_file_in_pytorch_fid_format_gives_the_same_distance_as_the_dataset(mnist, classifier, tmp_path):
+    """Statistics written elsewhere (np.savez_compressed(mu=, sigma=), as pytorch-fid --save-stats does) score exactly as
+    the dataset they were computed from; the record names the file and its sha256. Without --data, KID needs real images."""
+    from refine.data.images import load_images
+
+    space = classifier_space(classifier)
+    ref = real_reference(space, f"mnist:{mnist}", image_shape=(1, 28, 28), split="test", n_prdc=40, cache=None)
+    stats = tmp_path / "elsewhere.npz"
+    np.savez_compressed(stats, mu=ref.mu, sigma=ref.sigma)
+    _write_pngs(tmp_path / "train", load_images(f"mnist:{mnist}", split="train").images[:30])
+    common = ["eval", "--samples", tmp_path / "train", "--features", classifier, "--device", "cpu", "--no-progress", "--no-cache"]
+    code, text = _cli(*common, "--data", f"mnist:{mnist}", "--metrics", "fid", "--out", tmp_path / "a")
+    assert code == 0, text
+    code, text = _cli(*common, "--ref-stats", stats, "--metrics", "fid", "--out", tmp_path / "b")
+    assert code == 0, text
+    a, b = (json.loads((tmp_path / d / "eval.json").read_text()) for d in ("a", "b"))
+    assert a["rows"][0]["fd"] > 0 and b["rows"][0]["fd"] == pytest.approx(a["rows"][0]["fd"], rel=1e-9)
+    sf = b["reference"]["statistics_file"]
+    assert sf["sha256"] == _sha256(stats) and sf["path"] == str(stats.resolve()) and sf["format"] == "pytorch-fid (mu, sigma)"
+    assert "elsewhere.npz" in text and _sha256(stats)[:12] in text
+    code, text = _cli(*common, "--ref-stats", stats, "--metrics", "fid,kid")
+    assert code == 2 and "--data" in text and len(text.strip().splitlines()) == 1, text
+    np.savez_compressed(tmp_path / "wide.npz", mu=np.zeros(3), sigma=np.eye(3))  # not this space's dimension
+    code, text = _cli(*common, "--ref-stats", tmp_path / "wide.npz", "--metrics", "fid")
+    assert code == 2 and "3-dimensional" in text, text
+
+
+def test_ref_stats_from_refine_sample_feature_stats(gan, mnist, classifier, tmp_path):
+    """refine sample --feature-stats writes feature_stats.npz; refine eval --ref-stats reads it (here: samples against their own statistics)."""
+    s = tmp_path / "s"
+    code, text = _cli("sample", "--ckpt", gan, "--method", "none", "-n", 16, "--device", "cpu", "--out", s, "--no-progress",
+                      "--feature-stats", classifier)
+    assert code == 0, text
+    code, text = _cli("eval", "--samples", s / "samples.npz", "--ref-stats", s / "feature_stats.npz", "--features", classifier,
+                      "--metrics", "fid,is", "--is-splits", 2, "--device", "cpu", "--no-progress", "--json")
+    assert code == 0, text
+    (row,) = json.loads(text)
+    assert row["fd"] < 1e-6 and row["is_mean"] >= 1.0  # the same samples, the same features: distance 0 up to rounding
+
+
+def test_metrics_choose_what_is_computed(mnist, classifier, tmp_path):
+    from refine.data.images import load_images
+
+    space = classifier_space(classifier)
+    ref = real_reference(space, f"mnist:{mnist}", image_shape=(1, 28, 28), split="test", n_prdc=40, cache=None)
+    x = load_images(f"mnist:{mnist}", split="train").images[:30]
+    only = score_images(space, x, ref, metrics=("kid",), kid_subsets=3, kid_subset_size=20, kid_rng=torch.Generator().manual_seed(0))
+    assert set(only) == {"n", "kd_mean", "kd_std", "kid_subset_size", "kid_subsets"}
+    again = score_images(space, x, ref, metrics=("kid",), kid_subsets=3, kid_subset_size=20, kid_rng=torch.Generator().manual_seed(0))
+    assert again == only
+    default = score_images(space, x, ref, is_splits=2)
+    assert {"fd", "is_mean", "precision", "coverage"} <= set(default) and "kd_mean" not in default
+    code, text = _cli("eval", "--samples", tmp_path, "--data", f"mnist:{mnist}", "--features", classifier, "--metrics", "fid,ssim")
+    assert code == 2 and "unknown metric" in text, text

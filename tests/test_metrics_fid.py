@@ -79,15 +79,59 @@ def test_closed_form_for_commuting_covariances():
     assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-9)
 
 
-def test_agrees_with_pytorch_fid_on_well_conditioned_statistics():
+def _pytorch_fid_formula(mu1, s1, mu2, s2) -> float:
+    """pytorch-fid's calculate_frechet_distance without its ``sqrtm(..., disp=False)`` call, which newer SciPy
+    releases reject: the same formula, ``|mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr sqrtm(S1 S2)``, real part taken as there."""
+    from scipy import linalg
+
+    covmean = linalg.sqrtm(s1.dot(s2))
+    if isinstance(covmean, tuple):  # a SciPy that still returns (sqrtm, error estimate)
+        covmean = covmean[0]
+    diff = mu1 - mu2
+    return float(diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2 * np.trace(np.real(covmean)))
+
+
+def test_agrees_with_pytorch_fid_and_torch_fidelity_on_well_conditioned_statistics():
+    from torch_fidelity.metric_fid import fid_statistics_to_metric
+
     mu1, s1 = feature_statistics(_features(500, 32, seed=3))
     mu2, s2 = feature_statistics(_features(500, 32, seed=4, shift=0.8))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # scipy's sqrtm(disp=...) inside pytorch-fid
-        theirs = float(calculate_frechet_distance(mu1, s1, mu2, s2))
     ours = frechet_distance(mu1, s1, mu2, s2)
-    assert theirs > 1.0  # a non-trivial distance
-    assert ours == pytest.approx(theirs, rel=1e-9)
+    formula = _pytorch_fid_formula(mu1, s1, mu2, s2)
+    fidelity = fid_statistics_to_metric({"mu": mu1, "sigma": s1}, {"mu": mu2, "sigma": s2}, verbose=False)["frechet_inception_distance"]
+    assert formula > 1.0  # a non-trivial distance
+    assert ours == pytest.approx(formula, rel=1e-9) and ours == pytest.approx(fidelity, rel=1e-9)
+
+
+def test_agrees_with_pytorch_fids_own_function_where_scipy_accepts_it():
+    mu1, s1 = feature_statistics(_features(500, 32, seed=3))
+    mu2, s2 = feature_statistics(_features(500, 32, seed=4, shift=0.8))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # scipy's sqrtm(disp=...) inside pytorch-fid
+            theirs = float(calculate_frechet_distance(mu1, s1, mu2, s2))
+    except TypeError as e:  # SciPy >= 1.18 removed sqrtm's disp argument; the formula test above covers this case
+        pytest.skip(f"this SciPy rejects pytorch-fid's sqrtm(..., disp=False): {e}")
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(theirs, rel=1e-9)
+
+
+def test_same_features_same_number_as_pytorch_fid_and_torch_fidelity_statistics():
+    """From identical feature arrays: refine's statistics equal pytorch-fid's (np.mean, np.cov(rowvar=False), as in
+    calculate_activation_statistics) and torch-fidelity's fid_features_to_statistics, and the distances agree."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    a, b = _features(600, 24, seed=21), _features(400, 24, seed=22, shift=0.7)
+    for feats in (a, b):
+        mu, sigma = feature_statistics(torch.from_numpy(feats))
+        tf = fid_features_to_statistics(torch.from_numpy(feats))
+        np.testing.assert_allclose(mu, np.mean(feats, axis=0), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(sigma, np.cov(feats, rowvar=False), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(sigma, tf["sigma"], rtol=1e-10, atol=1e-12)
+    ours = fid_from_features(a, b)
+    pf = _pytorch_fid_formula(np.mean(a, 0), np.cov(a, rowvar=False), np.mean(b, 0), np.cov(b, rowvar=False))
+    tf = fid_statistics_to_metric(fid_features_to_statistics(torch.from_numpy(a)), fid_features_to_statistics(torch.from_numpy(b)),
+                                  verbose=False)["frechet_inception_distance"]
+    assert ours > 1.0 and ours == pytest.approx(pf, rel=1e-9) and ours == pytest.approx(tf, rel=1e-9)
 
 
 def test_symmetric_and_accepts_tensors():
