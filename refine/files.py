@@ -90,7 +90,8 @@ def read_regular_file(path: str | os.PathLike, what: str, *, error: type[RefineE
     return data
 
 
-def _npy_header(fp) -> tuple[tuple[int, ...], np.dtype, bool]:
+def _npy_header(fp) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` of the ``.npy`` member at ``fp``."""
     version = np.lib.format.read_magic(fp)
     if version == (1, 0):
         return np.lib.format.read_array_header_1_0(fp)
@@ -123,7 +124,7 @@ def read_npz(path: str | os.PathLike, what: str = "sample file", *, keys: tuple[
             info = members[name]
             try:
                 with zf.open(info) as fp:
-                    shape, dtype, fortran = _npy_header(fp)
+                    shape, fortran, dtype = _npy_header(fp)
                     if dtype.hasobject or dtype.kind not in "biufc":
                         raise DataError(f"{what} {path}: array {name!r} has dtype {dtype}, expected numbers")
                     count = int(np.prod(shape, dtype=object)) if shape else 1

@@ -330,8 +330,8 @@ CLI_CASES = [
     # --- evaluation
     Cli("eval-samples-missing", EV + " --samples {missing} --data grid25", r"does not exist"),
     Cli("eval-samples-without-x", EV + " --samples {samples_nox} --data grid25", r"no array 'x'"),
-    Cli("eval-samples-pickled-objects", EV + " --samples {samples_obj} --data grid25", r"not a readable|pickle"),
-    Cli("eval-samples-not-npz", EV + " --samples {samples_text} --data grid25", r"not an .npz file"),
+    Cli("eval-samples-pickled-objects", EV + " --samples {samples_obj} --data grid25", r"not a readable|pickle|dtype object"),
+    Cli("eval-samples-not-npz", EV + " --samples {samples_text} --data grid25", r"not an .npz"),
     Cli("eval-samples-without-data", EV + " --samples {samples_nox}", r"--data"),
     Cli("eval-methods-empty", EV + " --ckpt {gan} --methods ,", r"--methods is empty"),
     Cli("eval-method-unknown", EV + " --ckpt {gan} --methods none,bogus", r"unknown method"),
