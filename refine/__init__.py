@@ -14,7 +14,7 @@ from .ratio import DensityRatio, DiscriminatorRatio, FunctionRatio, calibrate  #
 from .samplers import SampleResult, get_sampler, list_samplers, sampler_options  # noqa: E402
 from .target import LatentTarget  # noqa: E402
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402  (the one source of the version)
 
 __all__ = [
     "wrap",

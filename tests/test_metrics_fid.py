@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -268,8 +269,22 @@ def test_cache_dir_from_env(tmp_path, monkeypatch):
     assert default_cache_dir() == tmp_path / "c"
     assert StatisticsCache().root == tmp_path / "c"
     monkeypatch.delenv(CACHE_ENV)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_cache_dir() == tmp_path / "home" / ".cache" / "refine"
+
+
+def test_cache_dir_follows_xdg_cache_home_as_torch_hub_does(tmp_path, monkeypatch):
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    monkeypatch.delenv("TORCH_HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "refine"
+    assert Path(torch.hub.get_dir()) == tmp_path / "xdg" / "torch" / "hub"  # the convention followed
+    monkeypatch.setenv("XDG_CACHE_HOME", "")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "refine"
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "explicit"))
+    assert default_cache_dir() == tmp_path / "explicit"  # $REFINE_CACHE first, as $TORCH_HOME is for torch.hub
 
 
 def test_cache_keys_separate_every_field(tmp_path):

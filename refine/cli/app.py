@@ -43,3 +43,18 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .._version import __version__
+
+        typer.echo(f"refine {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="print refine's version and exit"),
+) -> None:
+    """Refine GAN samples with density ratios: rejection (rs, drs), MH-GAN, SIR and gradient methods."""

@@ -65,7 +65,7 @@ def eval_(
     is_splits: int = typer.Option(10, "--is-splits", help="images: splits of the Inception Score"),
     samples_range: str = typer.Option("auto", "--samples-range", help="images: value range of float samples files: auto, [-1,1], [0,1] or [0,255]"),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="images: reuse and store real-image statistics"),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="images: statistics cache folder (default: $REFINE_CACHE, else ~/.cache/refine)"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="images: statistics cache folder (default: $REFINE_CACHE, else $XDG_CACHE_HOME/refine, else ~/.cache/refine)"),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device"),
     out: Optional[Path] = typer.Option(None, "--out", help="folder for eval.md, eval.json and eval.png"),

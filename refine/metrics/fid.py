@@ -23,7 +23,8 @@
 - :func:`save_statistics` / :func:`load_statistics` read and write ``.npz`` files with keys
   ``mu`` and ``sigma``, the format of pytorch-fid's ``--save-stats``; writes are atomic.
 - :class:`StatisticsCache` keeps real-data statistics keyed by dataset, split, preprocessing
-  and network, under a directory given by the caller, ``$REFINE_CACHE`` or ``~/.cache/refine``.
+  and network, under a directory given by the caller, ``$REFINE_CACHE``, ``$XDG_CACHE_HOME/refine``
+  or ``~/.cache/refine`` (the order torch.hub follows for ``$TORCH_HOME``).
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ FID = "fid"
 """Result key of the Fréchet Inception Distance."""
 
 CACHE_ENV = "REFINE_CACHE"
-"""Environment variable naming the cache directory (default ``~/.cache/refine``)."""
+"""Environment variable naming the cache directory (default ``$XDG_CACHE_HOME/refine``, else ``~/.cache/refine``)."""
 
 # Relative size of a negative eigenvalue (or of an asymmetry) that is still taken for rounding
 # error. Covariances stored in float32 carry relative errors near 1e-7; anything far beyond
@@ -325,9 +326,16 @@ def load_statistics_meta(path: str | os.PathLike) -> dict[str, Any]:
 # --------------------------------------------------------------------------- cache
 
 def default_cache_dir() -> Path:
-    """``$REFINE_CACHE`` if set, else ``~/.cache/refine``."""
+    """``$REFINE_CACHE`` if set, else ``$XDG_CACHE_HOME/refine``, else ``~/.cache/refine``.
+
+    The same rule as torch.hub's (``$TORCH_HOME``, else ``$XDG_CACHE_HOME/torch``, else
+    ``~/.cache/torch``); an empty variable counts as unset.
+    """
     env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "refine"
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "refine"
 
 
 def _slug(text: str) -> str:
