@@ -511,3 +511,41 @@ def test_metrics_choose_what_is_computed(mnist, classifier, tmp_path):
     assert {"fd", "is_mean", "precision", "coverage"} <= set(default) and "kd_mean" not in default
     code, text = _cli("eval", "--samples", tmp_path, "--data", f"mnist:{mnist}", "--features", classifier, "--metrics", "fid,ssim")
     assert code == 2 and "unknown metric" in text, text
+
+
+def test_png_samples_score_the_same_through_refine_and_through_pytorch_fid_and_torch_fidelity_statistics(mnist, classifier, tmp_path):
+    """One folder of PNG files (what pytorch-fid and torch-fidelity read): refine eval's fd equals the distance that
+    pytorch-fid's statistics (np.mean, np.cov(rowvar=False)) and torch-fidelity's (fid_features_to_statistics,
+    fid_statistics_to_metric) give on the same features of the same decoded images."""
+    from PIL import Image
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    from refine.data.images import load_images
+
+    _write_pngs(tmp_path / "png", load_images(f"mnist:{mnist}", split="train").images[:30])
+    code, text = _cli("eval", "--samples", tmp_path / "png", "--data", f"mnist:{mnist}", "--features", classifier, "--metrics", "fid",
+                      "--no-cache", "--device", "cpu", "--no-progress", "--json")
+    assert code == 0, text
+    ours = json.loads(text)[0]["fd"]
+    space = classifier_space(classifier)
+    decoded = torch.from_numpy(np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / "png").glob("*.png"))]))[:, None]
+    real = load_images(f"mnist:{mnist}", split="test").images
+    f_fake, _ = space.extract(decoded)
+    f_real, _ = space.extract(real)
+    a, b = f_real.double().numpy(), f_fake.double().numpy()
+    mu1, s1, mu2, s2 = np.mean(a, axis=0), np.cov(a, rowvar=False), np.mean(b, axis=0), np.cov(b, rowvar=False)
+    diff = mu1 - mu2
+    from scipy import linalg
+
+    import warnings
+
+    with warnings.catch_warnings():  # the 8-d features of a ReLU network are rank-deficient here; sqrtm then warns
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(s1.dot(s2))
+    covmean = covmean[0] if isinstance(covmean, tuple) else covmean
+    # a matrix square root of a singular product is accurate to about sqrt(eps) * |S| (1e-8 relative), hence rel=1e-6 below
+    pytorch_fid_formula = float(diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2 * np.trace(np.real(covmean)))
+    fidelity = fid_statistics_to_metric(fid_features_to_statistics(f_real.double()), fid_features_to_statistics(f_fake.double()),
+                                        verbose=False)["frechet_inception_distance"]
+    assert ours > 0
+    assert ours == pytest.approx(pytorch_fid_formula, rel=1e-6) and ours == pytest.approx(fidelity, rel=1e-6)
