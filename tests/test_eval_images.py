@@ -549,3 +549,26 @@ def test_png_samples_score_the_same_through_refine_and_through_pytorch_fid_and_t
                                         verbose=False)["frechet_inception_distance"]
     assert ours > 0
     assert ours == pytest.approx(pytorch_fid_formula, rel=1e-6) and ours == pytest.approx(fidelity, rel=1e-6)
+
+
+def test_inception_space_keys_are_fid_and_kid():
+    """The same computation is keyed fid/kid_* only when the space is Inception's (a stand-in network here, same code path)."""
+    from refine.evaluate_images import FeatureSpace, RealReference
+    from refine.metrics.fid import feature_statistics
+
+    class Pool(torch.nn.Module):
+        def forward(self, x):
+            return x.float().flatten(1)[:, :6] / 255.0  # six pixels as 6-d features
+
+    g = torch.Generator().manual_seed(0)
+    real, fake = (torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8, generator=g) for _ in range(2))
+    keyed = {}
+    for short in ("inception", "classifier"):
+        space = FeatureSpace(short=short, network="stand-in", key="k", module=Pool().eval(), transform=lambda x: x, logits=None)
+        feats, _ = space.extract(real)
+        ref = RealReference(dataset="d", split="test", n=40, mu=feature_statistics(feats)[0], sigma=feature_statistics(feats)[1], features=feats,
+                            image_shape=(3, 8, 8), network="stand-in", preprocessing={}, cache={})
+        keyed[short] = score_images(space, fake, ref, metrics=("fid", "kid"), kid_subsets=2, kid_subset_size=20)
+    assert {"fid", "kid_mean", "kid_std"} <= set(keyed["inception"]) and "fd" not in keyed["inception"]
+    assert {"fd", "kd_mean", "kd_std"} <= set(keyed["classifier"]) and "fid" not in keyed["classifier"]
+    assert keyed["inception"]["fid"] == keyed["classifier"]["fd"] and keyed["inception"]["kid_mean"] == keyed["classifier"]["kd_mean"]
