@@ -110,8 +110,8 @@ def read_npz(path: str | os.PathLike, what: str = "sample file", *, keys: tuple[
     check_regular_file(path, what, error=DataError)
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise DataError(f"{what} {path} is not an .npz archive ({e}); write it with numpy.savez") from None
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as e:
+        raise DataError(f"{what} {path} is not an .npz archive ({(str(e).splitlines() or [type(e).__name__])[0][:120]}); write it with numpy.savez") from None
     out: dict[str, np.ndarray] = {}
     with zf:
         members = {info.filename[:-4]: info for info in zf.infolist() if info.filename.endswith(".npy")}
@@ -142,7 +142,7 @@ def read_npz(path: str | os.PathLike, what: str = "sample file", *, keys: tuple[
                     arr = arr.reshape(shape, order="F" if fortran else "C").copy()
             except RefineError:
                 raise
-            except (ValueError, OSError, zipfile.BadZipFile, EOFError, RuntimeError) as e:
+            except (ValueError, OSError, zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError, SyntaxError, KeyError) as e:
                 raise DataError(f"{what} {path}: array {name!r} cannot be read ({(str(e).splitlines() or [type(e).__name__])[0][:160]})") from None
             if finite:
                 check_finite_array(arr, f"{what} {path}: array {name!r}")

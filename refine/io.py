@@ -166,7 +166,7 @@ def safe_load(path: str | os.PathLike, *, what: str = "checkpoint") -> Any:
                 "re-save it with refine (plain values and tensors only)"
             ) from None
         raise CheckpointError(f"{what} {p} is not a valid torch file ({msg or type(e).__name__})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, MemoryError) as e:
+    except Exception as e:  # noqa: BLE001 - torch's unpickler fails on corrupt bytes with any exception (KeyError, struct.error, ...)
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{what} {p} is truncated or corrupt ({first[:160]})") from None
 
@@ -191,6 +191,9 @@ def _check_schema(ckpt: Any, path, fmt: str) -> dict:
     _expect(type(ckpt.get("version")) is int and ckpt.get("version") == VERSION, path, f"unsupported file version {ckpt.get('version')!r} (this refine reads {VERSION})")
     _expect(isinstance(ckpt.get("meta", {}), dict), path, f"meta must be a dict, got {type(ckpt.get('meta')).__name__}")
     _expect(isinstance(ckpt.get("extra", {}), dict), path, f"extra must be a dict, got {type(ckpt.get('extra')).__name__}")
+    for key in ("dataset", "data"):  # the names refine acts on (a dataset to compare with, real samples to draw)
+        value = ckpt.get("meta", {}).get(key)
+        _expect(value is None or isinstance(value, str), path, f"meta.{key} must be a dataset name, got {type(value).__name__}")
     return ckpt
 
 

@@ -34,6 +34,8 @@ COLUMNS_2D = ["method", "hq_fraction", "modes", "kl_uniform", "acceptance_rate",
 def _load_samples(path: Path) -> torch.Tensor:
     """``x`` of a samples file: a regular file, an .npz whose headers match its bytes, finite numbers only."""
     x = read_npz(path, "samples file", keys=("x",))["x"]
+    if x.dtype.kind not in "fiu":
+        raise DataError(f"samples file {path}: array 'x' has dtype {x.dtype}, expected real numbers (float or integer samples)")
     if x.ndim < 2 or len(x) == 0:
         raise DataError(f"samples file {path}: array 'x' has shape {x.shape}, expected (N, ...) with N >= 1 samples")
     return torch.from_numpy(np.asarray(x, dtype=np.float32))

@@ -411,7 +411,7 @@ def _load_cifar10_jpg(spec: DataSpec, split: str, progress: bool, resize_to: int
     if path.is_file():
         try:
             zf = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as e:
+        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as e:
             raise DataError(f"cifar10-jpg path {path} is a file but not a readable zip archive ({str(e)[:100]}); expected the CIFAR-10 JPEG zip or its extracted folder") from None
         with zf:
             members, classes = _zip_split_members(zf, split)

@@ -7,6 +7,7 @@ is rebuilt from plain values (no pickled modules). Modules register themselves w
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Callable
 
 import torch
@@ -51,7 +52,8 @@ def planned_state(factory: Callable[..., nn.Module], kwargs: dict) -> dict[str, 
     Used before the real build, so that an absurd width in a checkpoint or on the command line
     is refused with its size instead of exhausting memory."""
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "initializing zero-element tensors": judged by the caller
             net = factory(**kwargs)
         if not isinstance(net, nn.Module):
             return None
@@ -124,6 +126,9 @@ def load_checked(cfg, state, *, path, role: str, memory_limit: int | None = None
         need = sum(b for _, b in planned.values())
         if memory_limit is not None and need > memory_limit:
             raise CheckpointError(f"{path}: the {role} ({name} with {kwargs}) would hold {need / 2**30:.3g} GiB of weights, more than fits in memory here")
+        empty = [k for k, (shape, _) in planned.items() if 0 in shape]
+        if empty:
+            raise CheckpointError(f"{path}: the {role} ({name} with {kwargs}) has an empty layer ({empty[0]} of shape {list(planned[empty[0]][0])}); every size must be >= 1")
         missing, unexpected = sorted(set(planned) - set(state)), sorted(set(state) - set(planned))
         if missing or unexpected:
             why = "; ".join(p for p in (f"missing {', '.join(missing[:3])}" if missing else "", f"unexpected {', '.join(unexpected[:3])}" if unexpected else "") if p)
