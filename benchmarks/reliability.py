@@ -15,6 +15,17 @@ Writes benchmarks/results/reliability.{json,md}.
    median time of one atomic write (temporary file, fsync, rename).
 4. The proposal budget: exact rejection sampling against a ratio whose bound M is never reached
    in practice (log r = 1000 x_0): proposals made and seconds until the budget error.
+5. Peak memory against n: ``refine sample`` in a fresh process per run, its peak resident set
+   size (``ru_maxrss``) for 10^4 to 10^8 2-D samples of the shipped GAN (raw, and SIR with 4
+   candidates up to 10^7) and 10^3 to 10^6 28x28 images of a generator that costs almost nothing
+   (``benchmarks/tiny_image_generator.py``), so that the figure is refine's own memory. Flat in n
+   above one chunk (``refine.budget.CHUNK_BYTES`` of results) is the aim.
+6. Hostile input: ``tests/test_hostile.py`` with its slow cases, every generated case's outcome
+   counted (refused with one line, or a complete run).
+
+    python benchmarks/reliability.py --sections memory,hostile   # rerun some sections only
+
+Sections not rerun keep their earlier results (each with its own date) in the JSON.
 """
 from __future__ import annotations
 
@@ -153,40 +164,166 @@ def budget() -> dict:
     return {"n": n, "budget_per_sample": get_sampler("rs").budget, "gave_up": True, "seconds": round(time.perf_counter() - t, 2), "message": msg}
 
 
+MEMORY_RUNS = [("2-D, none", "toy", "none", [10**4, 10**5, 10**6, 10**7, 10**8]),
+               ("2-D, sir (4 candidates)", "toy", "sir", [10**4, 10**5, 10**6, 10**7]),
+               ("28x28 images, none", "images", "none", [10**3, 10**4, 10**5, 10**6])]
+
+
+def _child(argv: list[str]) -> None:
+    """Run ``refine ARGV`` in this process and print its exit code and peak RSS as JSON."""
+    import resource
+
+    from refine.cli import main as cli_main
+
+    sys.argv = ["refine", *argv]
+    t = time.perf_counter()
+    try:
+        cli_main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    print("RESULT " + json.dumps({"exit": code, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                                  "seconds": round(time.perf_counter() - t, 2)}), flush=True)
+
+
+def memory(folder: Path) -> list[dict]:
+    import subprocess
+
+    from tiny_image_generator import TinyImageGenerator
+
+    torch.manual_seed(0)
+    sd = folder / "tiny_g.pt"
+    torch.save(TinyImageGenerator().state_dict(), sd)
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent), "MPLBACKEND": "Agg"}
+    rows = []
+    for label, kind, method, ns in MEMORY_RUNS:
+        for n in ns:
+            out = folder / f"out-{kind}-{method}-{n}"
+            argv = ["sample", "--no-progress", "--device", "cpu", "-m", method, "-n", str(n), "--out", str(out)]
+            argv += ["-o", "candidates=4"] if method == "sir" else []
+            if kind == "images":
+                argv += ["--ckpt", str(sd), "--arch", "tiny_image_generator:TinyImageGenerator", "--latent-shape", "16", "--output-range", "[-1,1]"]
+            proc = subprocess.run([sys.executable, __file__, "--child", *argv], capture_output=True, text=True, env=env)
+            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            res = json.loads(line[-1][7:]) if line else {"exit": proc.returncode, "peak_rss": None, "seconds": None}
+            size = sum(f.stat().st_size for f in out.glob("*") if f.is_file()) if out.is_dir() else 0
+            rows.append({"runs": label, "method": method, "n": n, **res, "output_bytes": size,
+                         "error": (proc.stderr.strip().splitlines() or [""])[-1][:200] if res["exit"] else ""})
+            print(rows[-1], flush=True)
+            for f in out.glob("*"):
+                f.unlink() if f.is_file() else None
+    return rows
+
+
+def hostile() -> dict:
+    import subprocess
+    from collections import Counter
+
+    with tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False) as log:
+        path = Path(log.name)
+    env = {**__import__("os").environ, "REFINE_HOSTILE_LOG": str(path), "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow or not slow", "tests/test_hostile.py"],
+                          capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
+    seconds = round(time.perf_counter() - t, 1)
+    cases = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    path.unlink()
+    by = Counter((c["test"].split("::")[-1], c["exit"]) for c in cases)
+    tests = sorted({t for t, _ in by})
+    return {"pytest_exit": proc.returncode, "summary": (proc.stdout.strip().splitlines() or [""])[-1], "seconds": seconds,
+            "cases": len(cases), "refused": sum(1 for c in cases if c["exit"] == 2), "completed": sum(1 for c in cases if c["exit"] == 0),
+            "other_exit": sum(1 for c in cases if c["exit"] not in (0, 2)),
+            "per_test": [{"test": t, "refused": by[(t, 2)], "completed": by[(t, 0)]} for t in tests]}
+
+
+SECTIONS = ("determinism", "resume", "checkpoint", "budget", "memory", "hostile")
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        return _child(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=2048, help="samples per sampler run")
     ap.add_argument("--n-train", type=int, default=4096, help="training points for the resume check")
+    ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, from {', '.join(SECTIONS)}")
     args = ap.parse_args()
+    wanted = [x.strip() for x in args.sections.split(",") if x.strip()]
+    unknown = sorted(set(wanted) - set(SECTIONS))
+    if unknown:
+        ap.error(f"unknown section(s) {', '.join(unknown)}")
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
+    path = RESULTS / "reliability.json"
+    result = json.loads(path.read_text()) if path.is_file() else {}
+    result.setdefault("dates", {})
+    with tempfile.TemporaryDirectory(dir=RESULTS.parent.parent) as tmp:  # on the repository's disk: the large runs write GBs
         folder = Path(tmp)
-        result = {"date": today(), "machine": machine(), "command": "python benchmarks/reliability.py " + " ".join(sys.argv[1:]),
-                  "determinism": determinism(args.n), "resume": resume(args.n_train, folder), "checkpoint": checkpoint_cost(folder),
-                  "budget": budget()}
+        runs = {"determinism": lambda: determinism(args.n), "resume": lambda: resume(args.n_train, folder),
+                "checkpoint": lambda: checkpoint_cost(folder), "budget": budget, "memory": lambda: memory(folder), "hostile": hostile}
+        for name in wanted:
+            result[name] = runs[name]()
+            result["dates"][name] = today()
+            if name == "memory":
+                from refine.budget import CHUNK_BYTES
+
+                result["chunk_bytes"] = CHUNK_BYTES
+    result.update(date=today(), machine=machine(), command="python benchmarks/reliability.py " + " ".join(sys.argv[1:]),
+                  n=args.n if "determinism" in wanted else result.get("n", args.n),
+                  n_train=args.n_train if "resume" in wanted else result.get("n_train", args.n_train))
     RESULTS.mkdir(exist_ok=True)
-    write_json(result, RESULTS / "reliability.json")
-    yes = lambda b: "yes" if b else "no"  # noqa: E731
-    md = [f"# Reliability checks\n\nGenerated by `{result['command'].strip()}` on {result['date']}.\n\nMachine: {result['machine']}.\n",
-          f"## Determinism (shipped 25-Gaussian GAN and fitted ratio, n = {args.n}, CPU)\n",
-          "| method | options | same seed twice | batch sizes 256 / 1024 / n | 1 vs 2 threads | another seed differs |", "|---|---|---|---|---|---|"]
-    for r in result["determinism"]:
-        md.append(f"| {r['method']} | {json.dumps(r['options']) if r['options'] else 'defaults'} | {yes(r['same_seed'])} | {yes(r['batch_sizes'])} | "
-                  f"{yes(r['threads_1_vs_2'])} | {yes(r['other_seed_differs'])} |")
-    md += [f"\n## Resume (2-D protocol networks, {args.n_train} training points, 4 epochs vs 2 + checkpoint + 2)\n",
-           "| method | bit-identical to the uninterrupted run |", "|---|---|"]
-    md += [f"| {r['method']} | {yes(r['bit_identical'])} |" for r in result["resume"]]
-    c = result["checkpoint"]
-    md += ["\n## Checkpoint cost (2-D GAN, MLPs 2-100-100-100)\n",
-           f"Weights only: {c['weights_only_bytes']} bytes; with the training state: {c['resumable_bytes']} bytes; "
-           f"one atomic write (temp file, fsync, rename): median {c['write_median_ms']} ms over {c['writes']} writes.\n"]
-    b = result["budget"]
-    if b.get("gave_up"):
-        md += ["## Proposal budget\n", f"rs with log r = 1000 x_0, n = {b['n']}, default budget {b['budget_per_sample']:g} proposals per sample: "
-               f"stopped after {b['seconds']} s with: `{b['message']}`\n"]
+    write_json(result, path)
+    md = render(result)
     with atomic_write(RESULTS / "reliability.md", "w") as f:
-        f.write("\n".join(md) + "\n")
-    print("\n".join(md))
+        f.write(md)
+    print(md)
+
+
+def _gb(b) -> str:
+    return "–" if b is None else f"{b / 2**30:.2f}"
+
+
+def render(result: dict) -> str:
+    """The markdown page, from the JSON alone."""
+    yes = lambda b: "yes" if b else "no"  # noqa: E731
+    dates = result.get("dates", {})
+    when = lambda k: f" ({dates[k]})" if k in dates else ""  # noqa: E731
+    md = [f"# Reliability checks\n\nGenerated by `python benchmarks/reliability.py` (last: `{result['command'].strip()}`) on {result['date']}; "
+          "each section gives the date it was measured.\n\nMachine: " + result["machine"] + ".\n"]
+    if "determinism" in result:
+        md += [f"## Determinism (shipped 25-Gaussian GAN and fitted ratio, n = {result.get('n')}, CPU){when('determinism')}\n",
+          "| method | options | same seed twice | batch sizes 256 / 1024 / n | 1 vs 2 threads | another seed differs |", "|---|---|---|---|---|---|"]
+        for r in result["determinism"]:
+            md.append(f"| {r['method']} | {json.dumps(r['options']) if r['options'] else 'defaults'} | {yes(r['same_seed'])} | {yes(r['batch_sizes'])} | "
+                      f"{yes(r['threads_1_vs_2'])} | {yes(r['other_seed_differs'])} |")
+    if "resume" in result:
+        md += [f"\n## Resume (2-D protocol networks, {result.get('n_train')} training points, 4 epochs vs 2 + checkpoint + 2){when('resume')}\n",
+               "| method | bit-identical to the uninterrupted run |", "|---|---|"]
+        md += [f"| {r['method']} | {yes(r['bit_identical'])} |" for r in result["resume"]]
+    if "checkpoint" in result:
+        c = result["checkpoint"]
+        md += [f"\n## Checkpoint cost (2-D GAN, MLPs 2-100-100-100){when('checkpoint')}\n",
+               f"Weights only: {c['weights_only_bytes']} bytes; with the training state: {c['resumable_bytes']} bytes; "
+               f"one atomic write (temp file, fsync, rename): median {c['write_median_ms']} ms over {c['writes']} writes.\n"]
+    b = result.get("budget", {})
+    if b.get("gave_up"):
+        md += [f"## Proposal budget{when('budget')}\n", f"rs with log r = 1000 x_0, n = {b['n']}, default budget {b['budget_per_sample']:g} proposals per sample: "
+               f"stopped after {b['seconds']} s with: `{b['message']}`\n"]
+    if "memory" in result:
+        md += [f"## Peak memory against n (`refine sample`, one process per run, one thread){when('memory')}\n",
+               "Peak resident set size of the whole process (Python, torch and refine); results stream to disk in chunks of "
+               f"at most {result.get('chunk_bytes', 0) / 2**20:.0f} MB of samples and latents ({result.get('chunk_bytes', 0) // 16:,} 2-D samples, "
+               f"{result.get('chunk_bytes', 0) // (4 * (784 + 16)):,} 28x28 images of this generator), so the peak should stop growing once n passes one chunk.\n",
+               "| runs | n | exit | peak RSS (GB) | output on disk (GB) | seconds |", "|---|---|---|---|---|---|"]
+        for r in result["memory"]:
+            md.append(f"| {r['runs']} | {r['n']:.0e} | {r['exit']}{(' (' + r['error'] + ')') if r.get('error') else ''} | {_gb(r['peak_rss'])} | "
+                      f"{_gb(r['output_bytes'])} | {r['seconds']} |")
+    if "hostile" in result:
+        h = result["hostile"]
+        md += [f"\n## Hostile input (`tests/test_hostile.py`, default and slow cases){when('hostile')}\n",
+               f"{h['cases']} generated cases in {h['seconds']} s: {h['refused']} refused with one `error:` line and nothing written, "
+               f"{h['completed']} ran to a complete output set, {h['other_exit']} ended otherwise; pytest: {h['summary']}.\n",
+               "| test | refused | completed |", "|---|---|---|"]
+        md += [f"| {r['test']} | {r['refused']} | {r['completed']} |" for r in h["per_test"]]
+    return "\n".join(md) + "\n"
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ __all__ = ["Estimate", "estimate", "check", "chunk_rows", "MAX_PASSES_PER_SAMPLE
 #: literature (DDLS with 1,000 Langevin steps, SIR with 1,000 candidates) spend a few thousand.
 MAX_PASSES_PER_SAMPLE = 10**6
 #: Bytes of results ``refine sample`` holds per chunk before it writes them to disk.
-CHUNK_BYTES = 256 << 20
+CHUNK_BYTES = 64 << 20
 _FLOAT = 4  # samples and latents are kept as float32
 
 

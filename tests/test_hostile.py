@@ -81,6 +81,16 @@ def _snapshot(top: Path) -> dict:
     return snap
 
 
+#: ``benchmarks/reliability.py`` sets this to a file and counts the outcomes written there.
+_LOG = os.environ.get("REFINE_HOSTILE_LOG")
+
+
+def _log(kind: str, code: int) -> None:
+    if _LOG:
+        with open(_LOG, "a") as f:
+            f.write(json.dumps({"test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0], "kind": kind, "exit": code}) + "\n")
+
+
 def _run(argv: list[str], *, watch: Path, out: Path, n: int | None = None, must_fail: bool) -> int:
     """Run the CLI in-process and check the contract; return its exit code."""
     assert not out.exists()
@@ -105,6 +115,7 @@ def _run(argv: list[str], *, watch: Path, out: Path, n: int | None = None, must_
                 assert np.isfinite(f["x"]).all()
                 if n is not None:
                     assert len(f["x"]) == n
+    _log(argv[0], res.exit_code)
     return res.exit_code
 
 
@@ -409,6 +420,7 @@ def test_a_finished_run_survives_any_failed_run_into_its_folder(world, tmp_path_
     before = _bytes_of(out)
     argv, options, must_fail = case
     res = CliRunner().invoke(app, _sample_argv(world, out, argv, options))
+    _log("sample-into-a-finished-run", res.exit_code)
     if res.exit_code != 0:
         assert res.exit_code == 2 and "Traceback" not in res.output
         assert _bytes_of(out) == before, "a failed run changed a finished one"

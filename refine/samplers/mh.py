@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, ShapeError
-from ._ops import accept_log, evaluate, positive
+from ._ops import Rows, accept_log, evaluate, positive
 from .base import SampleResult, Sampler, option, register
 
 __all__ = ["MHSampler"]
@@ -58,7 +58,7 @@ class MHSampler(Sampler):
                                   "dataset, and this checkpoint names none), or use init=generated")
             if len(real) < n:
                 raise ShapeError(f"mh with init=real needs one real sample per chain: {n} chains, {len(real)} real samples")
-        xs, zs = [], []
+        rows = Rows(n)
         accepts = never = 0
         g = d = 0
         bar = tqdm(total=n * self.k, desc="mh", unit="proposal", disable=not progress, leave=False)
@@ -94,8 +94,7 @@ class MHSampler(Sampler):
                     never += int(stuck.sum())
                     x = _where(stuck, first_x, x)
                     z = _where(stuck, first_z, z)
-                xs.append(x)
-                zs.append(z)
+                rows.add(x, z)
         finally:
             bar.close()
         info = {
@@ -113,4 +112,5 @@ class MHSampler(Sampler):
             "d_evals_per_sample": d / n,
             "wall_time_s": time.perf_counter() - t0,
         }
-        return SampleResult(torch.cat(xs), torch.cat(zs), info)
+        x, z = rows.result()
+        return SampleResult(x, z, info)

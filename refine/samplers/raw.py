@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._ops import positive
+from ._ops import Rows, positive
 from .base import SampleResult, Sampler, option, register
 
 __all__ = ["RawSampler"]
@@ -27,7 +27,10 @@ class RawSampler(Sampler):
         t0 = time.perf_counter()
         gen = target.generator if hasattr(target, "generator") else target
         z = gen.prior.sample(n, rng=rng, device=gen.device)
-        x = torch.cat([gen(z[i : i + self.batch_size]) for i in range(0, n, self.batch_size)])
+        rows = Rows(n)
+        for i in range(0, n, self.batch_size):
+            rows.add(gen(z[i : i + self.batch_size]))
+        (x,) = rows.result()
         info = {"method": "none", "n": n, "proposals_per_sample": 1.0, "acceptance_rate": 1.0,
                 "g_evals": n, "d_evals": 0, "g_evals_per_sample": 1.0, "d_evals_per_sample": 0.0,
                 "wall_time_s": time.perf_counter() - t0}

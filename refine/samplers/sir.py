@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
-from ._ops import evaluate, log_ess, positive, resample_rows
+from ._ops import Rows, evaluate, log_ess, positive, resample_rows
 from .base import SampleResult, Sampler, option, register
 
 __all__ = ["SIRSampler"]
@@ -44,7 +44,7 @@ class SIRSampler(Sampler):
         t0 = time.perf_counter()
         m = self.candidates
         rows = max(1, self.batch_size // m)
-        xs, zs, ess = [], [], []
+        out = Rows(n)
         bar = tqdm(total=n, desc="sir", unit="sample", disable=not progress, leave=False)
         try:
             for i in range(0, n, rows):
@@ -53,24 +53,23 @@ class SIRSampler(Sampler):
                 lw, x = evaluate(target, z, self.batch_size)
                 lw = lw.view(b, m)
                 pick = resample_rows(lw, rng) + torch.arange(b, device=lw.device) * m
-                xs.append(x[pick])
-                zs.append(z[pick])
-                ess.append(log_ess(lw).exp() / m)
+                out.add(x[pick], z[pick], log_ess(lw).exp() / m)
                 bar.update(b)
         finally:
             bar.close()
         total = n * m
+        x, z, ess = out.result()
         info = {
             "method": "sir",
             "n": n,
             "candidates": m,
             "proposals": total,
             "proposals_per_sample": float(m),
-            "ess": float(torch.cat(ess).mean()),
+            "ess": float(ess.mean()),
             "g_evals": total,
             "d_evals": total,
             "g_evals_per_sample": float(m),
             "d_evals_per_sample": float(m),
             "wall_time_s": time.perf_counter() - t0,
         }
-        return SampleResult(torch.cat(xs), torch.cat(zs), info)
+        return SampleResult(x, z, info)
