@@ -255,7 +255,7 @@ def main() -> None:
     path = RESULTS / "reliability.json"
     result = json.loads(path.read_text()) if path.is_file() else {}
     result.setdefault("dates", {})
-    with tempfile.TemporaryDirectory(dir=RESULTS.parent.parent) as tmp:  # on the repository's disk: the large runs write GBs
+    with tempfile.TemporaryDirectory() as tmp:  # the large runs write GBs: the temporary folder must be on a large disk
         folder = Path(tmp)
         runs = {"determinism": lambda: determinism(args.n), "resume": lambda: resume(args.n_train, folder),
                 "checkpoint": lambda: checkpoint_cost(folder), "budget": budget, "memory": lambda: memory(folder), "hostile": hostile}

@@ -403,7 +403,7 @@ def sample_sharded(
     ctx = ctx or DistContext(device=target.device)
     shards = plan_shards(n, seed=seed, world_size=ctx.world_size, shard_size=shard_size)
     size = shards[0].size
-    per_sample = real is not None and getattr(sampler, "init", None) == "real"
+    per_sample = real is not None and sampler.real_per_sample
     if per_sample and len(real) < n:
         raise ShapeError(f"real= must hold one row per requested sample: {n} samples, {len(real)} real rows")
     folder = Path(out) / _SHARD_DIR

@@ -711,8 +711,8 @@ def _gradient_free() -> str:
 
 def gradients_through_generator(sampler) -> bool:
     """Whether a gradient sampler differentiates through the generator (latent space) or
-    only through the ratio (data space: ``space="data"`` or ``"target"``)."""
-    return getattr(sampler, "space", "latent") not in ("data", "target")
+    only through the ratio (data space, as the sampler declares)."""
+    return not sampler.moves_in_data_space
 
 
 def check_gradients(generator: LatentGenerator, ratio, *, method: str = "this method", source: str | None = None, ratio_source: str | None = None,

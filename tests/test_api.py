@@ -31,8 +31,8 @@ class _GradProbe(Sampler):
 
 @dataclass(frozen=True)
 class _DataGradProbe(_GradProbe):
-    space: str = "data"
     name: typing.ClassVar[str] = "datagradprobe"
+    moves_in_data_space: typing.ClassVar[bool] = True  # declared: only d log r / dx is needed
 
     def sample(self, target, n, *, rng=None, progress=False, real=None):
         z = target.prior.sample(n, rng=rng, device=target.device)

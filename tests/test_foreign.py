@@ -299,8 +299,8 @@ class _GradProbe(Sampler):
 class _DataGradProbe(_GradProbe):
     """A minimal data-space gradient method: differentiates the ratio at x = G(z) only."""
 
-    space: str = "data"
     name: typing.ClassVar[str] = "datagradprobe"
+    moves_in_data_space: typing.ClassVar[bool] = True  # declared on the class: the checks follow it
 
     def sample(self, target, n, *, rng=None, progress=False, real=None):
         z = target.prior.sample(n, rng=rng, device=target.device)

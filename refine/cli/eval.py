@@ -321,7 +321,7 @@ def _eval_image_generator(inputs, per, data: str | None, n: int, seed: int, dev,
     if ratio_sha is not None and space.source.get("sha256") == ratio_sha:
         space.network += "; the ratio's own feature network, which favours refinement with that ratio"
     samplers = [get_sampler(m, **o) for m, o in per]
-    needs_real = any(getattr(s, "init", None) == "real" or int(getattr(s, "finetune", 0) or 0) > 0 for s in samplers)
+    needs_real = any(s.real_rows(n) > 0 for s in samplers)
     if needs_real and data is None:
         raise ConfigError("a method starts from (or fine-tunes on) real images; pass --data NAME:ROOT for them")
     reference = img.reference(space, data, tuple(x1.shape[1:]), n, metrics, progress)
@@ -329,7 +329,7 @@ def _eval_image_generator(inputs, per, data: str | None, n: int, seed: int, dev,
     if needs_real:
         # images the methods start from (or fine-tune on) come from the other split than the reference, so none is scored against itself
         other = "train" if img.split == "test" else "test"
-        n_start = max([n] + [int(getattr(s, "finetune_batch", 0) or 0) for s in samplers])
+        n_start = max(s.real_rows(n) for s in samplers)
         real = real_images_like(data, tuple(x1.shape[1:]), n_start, split=other, rng=make_rng(seed + 1_000_003), device=dev)
     target = LatentTarget(gen, inputs.ratio)
     rows = evaluate_methods(target, per, n, seed=seed, space=space, reference=reference, output_range=gen.output_range, k=img.k,

@@ -141,12 +141,11 @@ def sample(
 def _real_source(sampler, inputs, target, seed: int, dev) -> Callable[[int, int], torch.Tensor | None] | None:
     """Held-out real samples per chunk where the method needs them: MH chains with init=real
     start at them (one per sample), DCD's critic fine-tuning trains on them."""
-    if not (getattr(sampler, "init", None) == "real" or int(getattr(sampler, "finetune", 0) or 0) > 0):
+    if sampler.real_rows(1) == 0:
         return None
-    least = int(getattr(sampler, "finetune_batch", 0) or 0)
 
     def real(index: int, size: int) -> torch.Tensor | None:
-        rows, rng = max(size, least), make_rng(chunk_seed(seed + 1_000_003, index))
+        rows, rng = sampler.real_rows(size), make_rng(chunk_seed(seed + 1_000_003, index))
         if inputs.dataset in MIXTURES:
             return get_mixture(inputs.dataset).sample(rows, rng=rng).to(dev)
         if is_image_spec(inputs.dataset):  # held-out (test split) images of the checkpoint's dataset

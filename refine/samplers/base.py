@@ -121,6 +121,24 @@ class Sampler:
         """Latents and samples the method holds at once while it works (its memory bound)."""
         return int(getattr(self, "batch_size", 4096))
 
+    # What a method needs from its caller, declared here so that the CLI, sharded runs and the
+    # network checks follow the declaration instead of guessing from option names.
+    def real_rows(self, n: int) -> int:
+        """Held-out real samples (``real=``) a run of ``n`` samples needs; 0 when none."""
+        return 0
+
+    @property
+    def real_per_sample(self) -> bool:
+        """Whether ``real`` holds one row per output sample (split with the samples across
+        shards and chunks) rather than data the method learns from (given whole to each)."""
+        return False
+
+    @property
+    def moves_in_data_space(self) -> bool:
+        """Whether the method moves samples ``x`` (needing ``d log r / dx`` only) rather than
+        latents ``z`` (needing gradients through the generator as well)."""
+        return False
+
     def _check_n(self, n: int) -> int:
         if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
             raise ConfigError(f"number of samples must be a positive integer, got {n!r}")

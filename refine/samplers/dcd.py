@@ -67,6 +67,13 @@ class DCDSampler(GradientSampler):
         tune = float(self.finetune) * float(self.finetune_batch) * (3 * int(self.finetune_steps) + 4)
         return super().planned_evals(n) + tune
 
+    def real_rows(self, n: int) -> int:
+        return max(int(n), int(self.finetune_batch)) if self.finetune else 0  # the critic fine-tunes on them
+
+    @property
+    def moves_in_data_space(self) -> bool:
+        return self.space == "data"
+
     def rows_in_memory(self) -> int:
         return max(super().rows_in_memory(), 2 * int(self.finetune_batch) if self.finetune else 0)
 

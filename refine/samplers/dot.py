@@ -94,6 +94,10 @@ class DOTSampler(GradientSampler):
     def rows_in_memory(self) -> int:
         return max(super().rows_in_memory(), 2 * int(self.pairs))
 
+    @property
+    def moves_in_data_space(self) -> bool:
+        return self.space == "target"
+
     def sample(self, target, n, *, rng=None, progress=False, real=None):
         result = super().sample(target, n, rng=rng, progress=progress, real=real)
         # the potential is minus the objective

@@ -458,7 +458,7 @@ class GradientSampler(Sampler):
 
     def _check_gradients(self, target) -> None:
         """Latent-space methods need ``d log r(G(z)) / dz``; data-space ones only ``d log r(x) / dx``."""
-        if getattr(self, "space", "latent") == "latent":
+        if not self.moves_in_data_space:
             target.check_differentiable()
         else:
             check_ratio_differentiable(target)

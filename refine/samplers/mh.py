@@ -48,6 +48,13 @@ class MHSampler(Sampler):
     def planned_evals(self, n: int) -> float:
         return float(n) * (self.k + 1)
 
+    def real_rows(self, n: int) -> int:
+        return int(n) if self.init == "real" else 0
+
+    @property
+    def real_per_sample(self) -> bool:
+        return self.init == "real"  # chain i starts at real sample i
+
     def sample(self, target, n, *, rng=None, progress=False, real=None) -> SampleResult:
         n = self._check_n(n)
         t0 = time.perf_counter()
