@@ -19,7 +19,8 @@ from ..data.toy2d import MIXTURES, get_mixture
 from ..errors import ConfigError, DataError, MissingWeightsError
 from ..files import read_npz
 from ..evaluate import compare_methods, markdown_table, split_method_options
-from ..io import atomic_write, write_json
+from ..io import atomic_write
+from ..outputs import RunFolder
 from ..metrics.toy2d import mode_metrics
 from ..plot import save_scatter_panels
 from ..samplers import get_sampler, parse_options
@@ -139,10 +140,11 @@ def eval_(
         for r in rows:
             panels[r["method"]] = r["_x"].cpu().numpy()
             subs[r["method"]] = f"HQ {r['hq_fraction']:.1%}, {r['modes']} modes"
-        save_scatter_panels(out / "eval.png", panels, means=get_mixture(data).means, subtitles=subs)
-        with atomic_write(out / "eval.md", "w") as f:
-            f.write(table)
-        write_json(record, out / "eval.json")
+        with RunFolder(out, record="eval.json") as run:  # the set is staged and put in place together, eval.json last
+            save_scatter_panels(run.path("eval.png"), panels, means=get_mixture(data).means, subtitles=subs)
+            with atomic_write(run.path("eval.md"), "w") as f:
+                f.write(table)
+            run.commit(record)
 
 def _makes_images(inputs, seed: int) -> bool:
     return inputs.gan.generator.sample(1, rng=make_rng(seed))[1].dim() == 4
@@ -294,11 +296,12 @@ def _image_outputs(rows: list[dict], space, reference, out: Optional[Path], json
         if PRECISION in r:
             parts.append(f"P {r[PRECISION]:.2f}, R {r[RECALL]:.2f}")
         subs[title] = ", ".join(parts)
-    save_image_panels(out / "eval.png", panels, subtitles=subs)
-    with atomic_write(out / "eval.md", "w") as f:
-        f.write(report)
-    write_json({**record, "metrics": list(metrics), "keys": keys._asdict(), "features": space.describe(), "reference": reference.describe(),
-                **img.record(), "rows": clean, "versions": versions(), "time": timestamp()}, out / "eval.json")
+    with RunFolder(out, record="eval.json") as run:  # the set is staged and put in place together, eval.json last
+        save_image_panels(run.path("eval.png"), panels, subtitles=subs)
+        with atomic_write(run.path("eval.md"), "w") as f:
+            f.write(report)
+        run.commit({**record, "metrics": list(metrics), "keys": keys._asdict(), "features": space.describe(), "reference": reference.describe(),
+                    **img.record(), "rows": clean, "versions": versions(), "time": timestamp()})
 
 
 def _eval_image_generator(inputs, per, data: str | None, n: int, seed: int, dev, out, json_out: bool, progress: bool, img: _ImageOptions) -> None:
