@@ -512,3 +512,19 @@ def test_large_n_streams_in_chunks_and_matches_one_call_below_the_chunk(world, t
     info = json.loads((out2 / "run.json").read_text())["info"]
     assert info["chunks"] == {"count": 3, "size": 40}
     assert math.isclose(info["g_evals_per_sample"], 4.0)
+
+
+def test_a_decompression_bomb_in_an_image_folder_is_one_line(tmp_path):
+    """A 20000x20000 PNG (400 M pixels, 0.4 MB on disk) among sample images: refused before decoding."""
+    from PIL import Image
+
+    folder = tmp_path / "in" / "samples"
+    folder.mkdir(parents=True)
+    Image.new("L", (20000, 20000)).save(folder / "bomb.png")
+    Image.new("L", (28, 28)).save(folder / "ok.png")
+    out = tmp_path / "out"
+    code = _run(["eval", "--no-progress", "--device", "cpu", "--samples", str(folder), "--data", "mnist:/nonexistent", "--out", str(out)],
+                watch=tmp_path / "in", out=out, must_fail=True)
+    assert code == 2
+    res = CliRunner().invoke(app, ["eval", "--no-progress", "--samples", str(folder), "--data", "mnist:/nonexistent", "--out", str(out)])
+    assert "decompression bomb" in res.output, res.output  # refused for what it is, before the missing dataset is noticed
