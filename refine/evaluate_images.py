@@ -684,7 +684,8 @@ def load_image_samples(path: str | os.PathLike, *, value_range: str = "auto", pr
     """8-bit images ``uint8 (N, C, H, W)`` from an ``.npz`` file or a folder of image files, and how they were read.
 
     - a folder: every PNG/JPEG/... file in it (or in its class subfolders), decoded with PIL;
-    - an ``.npz``: the array ``x`` (as ``refine sample`` writes it), or the file's only array,
+    - an ``.npz``: the array ``x`` (as ``refine sample`` writes it), ``arr_0`` (the ADM/EDM convention,
+      ``refine sample --format npz-uint8``), or the file's only array,
       as ``(N, C, H, W)``, ``(N, H, W, C)`` or ``(N, H, W)``. ``uint8`` arrays are taken as they
       are; float arrays are in ``value_range``, which ``auto`` infers: values above 1 mean
       ``[0,255]``, negative values ``[-1,1]``, otherwise ``[0,1]``.
@@ -702,10 +703,12 @@ def load_image_samples(path: str | os.PathLike, *, value_range: str = "auto", pr
     names = list(arrays)
     if "x" in names:
         name = "x"
+    elif "arr_0" in names:  # the ADM/EDM convention (refine sample --format npz-uint8): arr_0 NHWC uint8, arr_1 labels if any
+        name = "arr_0"
     elif len(names) == 1:
         name = names[0]
     else:
-        raise DataError(f"{p} has no array 'x' and several others ({', '.join(names)}); store the images as x")
+        raise DataError(f"{p} has no array 'x' or 'arr_0' and several others ({', '.join(names)}); store the images as x")
     a = arrays[name]
     a = _as_nchw(a, p)
     if a.dtype == np.uint8:

@@ -35,7 +35,11 @@ from .errors import ConfigError
 from .files import format_bytes
 from .io import write_json
 
-__all__ = ["RunFolder", "NpzWriter", "check_disk_space"]
+__all__ = ["RunFolder", "NpzWriter", "Uint8NpzWriter", "PngFolderWriter", "SAMPLE_FORMATS", "check_disk_space"]
+
+#: What ``refine sample --format`` writes: ``npz`` (float ``x`` and ``z`` as drawn), ``npz-uint8``
+#: (the ADM/EDM convention: ``arr_0``, NHWC ``uint8``), ``png`` (a folder, one file per sample).
+SAMPLE_FORMATS = ("npz", "npz-uint8", "png")
 
 _STAGING_PREFIX = ".staging-"
 
@@ -266,6 +270,102 @@ class NpzWriter:
     def __exit__(self, exc_type, *exc) -> None:
         if exc_type is None:
             self.close()
+        else:
+            self.abort()
+
+
+def _nhwc_uint8(x: np.ndarray, output_range: str) -> np.ndarray:
+    """Float images ``(N, C, H, W)`` in ``output_range`` -> ``uint8 (N, H, W, C)``, rounded as
+    ``refine eval`` rounds them (:func:`refine.evaluate_images.to_uint8`)."""
+    import torch
+
+    from .evaluate_images import to_uint8
+
+    return to_uint8(torch.from_numpy(np.asarray(x)), output_range).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+class Uint8NpzWriter:
+    """Image samples as the ADM/EDM evaluators read them: one ``.npz`` whose ``arr_0`` is
+    ``uint8 (N, H, W, C)``, streamed chunk by chunk through :class:`NpzWriter`.
+
+    ``write(x=...)`` takes float ``(N, C, H, W)`` images in ``output_range``; other arrays
+    of the chunk (the latents ``z``) are not part of this format and are dropped.
+    """
+
+    def __init__(self, path: str | os.PathLike, n: int, *, output_range: str) -> None:
+        self.path = Path(path)
+        self.output_range = output_range
+        self._npz = NpzWriter(path, n, dtype=np.uint8)
+
+    def write(self, **chunk: np.ndarray) -> None:
+        self._npz.write(arr_0=_nhwc_uint8(chunk["x"], self.output_range))
+
+    def close(self) -> None:
+        self._npz.close()
+
+    def abort(self) -> None:
+        self._npz.abort()
+
+    def __enter__(self) -> "Uint8NpzWriter":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            try:
+                self.close()
+            except BaseException:
+                self.abort()
+                raise
+        else:
+            self.abort()
+
+
+class PngFolderWriter:
+    """Image samples as a folder of PNG files, ``000000.png``, ``000001.png``, ... in drawing
+    order (what pytorch-fid, clean-fid and torch-fidelity read), one chunk at a time.
+
+    ``write(x=...)`` takes float ``(N, C, H, W)`` images in ``output_range`` with 1 (grey) or
+    3 (RGB) channels; ``z`` is dropped. The names are zero-padded to at least six digits, so
+    sorting them by name is sorting them by index.
+    """
+
+    def __init__(self, folder: str | os.PathLike, n: int, *, output_range: str) -> None:
+        self.folder = Path(folder)
+        self.n = int(n)
+        self.output_range = output_range
+        self.width = max(6, len(str(max(self.n - 1, 0))))
+        self._rows = 0
+
+    def write(self, **chunk: np.ndarray) -> None:
+        from PIL import Image
+
+        images = _nhwc_uint8(chunk["x"], self.output_range)
+        if images.shape[-1] not in (1, 3):
+            raise ValueError(f"PNG samples need 1 or 3 channels, the chunk has {images.shape[-1]}")
+        if self._rows + len(images) > self.n:
+            raise ValueError(f"more than the declared {self.n} samples")
+        self.folder.mkdir(exist_ok=True)
+        for im in images:
+            Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).save(self.folder / f"{self._rows:0{self.width}d}.png")
+            self._rows += 1
+
+    def close(self) -> None:
+        if self._rows != self.n:
+            raise ValueError(f"samples written {self._rows}, declared {self.n}")
+
+    def abort(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> "PngFolderWriter":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            try:
+                self.close()
+            except BaseException:
+                self.abort()
+                raise
         else:
             self.abort()
 

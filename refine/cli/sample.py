@@ -15,7 +15,7 @@ from ..data.toy2d import MIXTURES, get_mixture
 from ..distributed import init as dist_init, launched_distributed, sample_sharded
 from ..budget import check as check_budget, chunk_rows
 from ..errors import ConfigError
-from ..outputs import NpzWriter, RunFolder, check_disk_space
+from ..outputs import SAMPLE_FORMATS, NpzWriter, PngFolderWriter, RunFolder, Uint8NpzWriter, check_disk_space
 from ..plot import save_image_grid, save_scatter_panels
 from ..samplers import get_sampler, parse_options
 from ..samplers.base import SampleResult
@@ -62,6 +62,7 @@ def sample(
     seed: int = typer.Option(0, "--seed", help="random seed"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
     out: Path = typer.Option(Path("runs/sample"), "--out", help="output folder: samples.npz, run.json, samples.png"),
+    fmt: str = typer.Option("npz", "--format", help="samples file: npz (float x and z, samples.npz), npz-uint8 (ADM/EDM: arr_0, NHWC uint8, samples_uint8.npz) or png (folder samples/, one file per sample); the last two for images"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     distributed: bool = typer.Option(False, "--distributed", help="shard the work across the processes torchrun starts (on by itself when WORLD_SIZE > 1); one process without torchrun"),
     shard_size: Optional[int] = typer.Option(None, "--shard-size", help="samples per shard with --distributed (default n / processes); a fixed size gives the same result for any number of processes"),
@@ -85,6 +86,8 @@ def sample(
         method, option, ckpt, ratio, seed, foreign = replay.method, replay.option, replay.ckpt, replay.ratio, replay.seed, replay.foreign
     sampler = get_sampler(method, **parse_options(option))
     n = as_int(n, "-n", minimum=1, maximum=MAX_SAMPLES)
+    if fmt not in SAMPLE_FORMATS:
+        raise ConfigError(f"unknown --format {fmt!r}; choose one of {', '.join(SAMPLE_FORMATS)}")
     make_rng(seed)  # the seed's range, checked before anything is loaded
     dev = resolve_device(device)
     ctx = None
@@ -99,13 +102,15 @@ def sample(
         try:
             inputs = load_inputs(ckpt, ratio, dev, need_ratio=method != "none", samplers=[sampler], foreign=foreign)
             target = LatentTarget(inputs.gan.generator, inputs.ratio)  # gradients checked in load_inputs
+            if fmt != "npz":
+                _check_image_format(fmt, inputs.gan.generator, single_process=ctx is None)
             chunk = chunk_rows(target, n) if ctx is None else n
             est = check_budget(sampler, target, chunk)
             if main:
                 check_disk_space(out, n * est.row_bytes + (64 << 20), f"{n} samples")
             real = _real_source(sampler, inputs, target, seed, dev)
             if ctx is None:
-                result = _stream(sampler, target, n, seed=seed, chunk=chunk, real=real, progress=progress, path=run.path("samples.npz"))
+                result = _stream(sampler, target, n, seed=seed, chunk=chunk, real=real, progress=progress, run=run, fmt=fmt)
             else:  # shards under out/shards, merged on rank 0
                 features = _feature_fn(feature_stats, inputs.gan.generator, dev) if feature_stats is not None else None
                 result = sample_sharded(sampler, target, n, seed=seed, out=out, ctx=ctx, shard_size=shard_size, real=real(0, n) if real else None,
@@ -122,6 +127,7 @@ def sample(
             "options": sampler.options(),
             "n": n,
             "seed": seed,
+            "format": fmt,
             "config": None if replay is None else replay.record,
             "device": str(dev),
             "inputs": inputs.provenance,
@@ -155,11 +161,37 @@ def _real_source(sampler, inputs, target, seed: int, dev) -> Callable[[int, int]
     return real
 
 
-def _stream(sampler, target, n: int, *, seed: int, chunk: int, real, progress: bool, path: Path) -> SampleResult:
-    """Draw ``n`` samples chunk by chunk into ``path``; return the first chunk (for the picture) with the merged record."""
+#: Where each --format puts the samples in --out.
+FORMAT_FILES = {"npz": "samples.npz", "npz-uint8": "samples_uint8.npz", "png": "samples"}
+
+
+def _check_image_format(fmt: str, generator, *, single_process: bool) -> None:
+    """--format npz-uint8 and png hold 8-bit images: refuse, before anything is drawn, a generator they cannot hold."""
+    shape = tuple(generator.sample_shape)
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        raise ConfigError(f"--format {fmt} writes 8-bit images (1 or 3 channels, C x H x W); this generator's samples have shape {shape}; use --format npz")
+    if generator.output_range not in ("[-1,1]", "[0,1]"):
+        raise ConfigError(f"--format {fmt} converts images from their declared value range; this generator's output range is "
+                          f"{generator.output_range!r}; declare it (--output-range [-1,1] or [0,1]) or use --format npz")
+    if not single_process:
+        raise ConfigError(f"--format {fmt} is written by one process; --distributed and --feature-stats write samples.npz (use --format npz)")
+
+
+def _writer(fmt: str, run: RunFolder, n: int, output_range: str):
+    """The streaming writer of ``fmt`` into the run's staging folder (same interface: write(**chunk), close(), abort())."""
+    path = run.path(FORMAT_FILES[fmt])
+    if fmt == "npz":
+        return NpzWriter(path, n)
+    if fmt == "npz-uint8":
+        return Uint8NpzWriter(path, n, output_range=output_range)
+    return PngFolderWriter(path, n, output_range=output_range)
+
+
+def _stream(sampler, target, n: int, *, seed: int, chunk: int, real, progress: bool, run: RunFolder, fmt: str = "npz") -> SampleResult:
+    """Draw ``n`` samples chunk by chunk into the run's ``fmt`` file; return the first chunk (for the picture) with the merged record."""
     t0 = time.perf_counter()
     first, infos = None, []
-    with NpzWriter(path, n) as writer:
+    with _writer(fmt, run, n, target.generator.output_range) as writer:
         for res in sample_chunks(sampler, target, n, seed=seed, chunk=chunk, real=real, progress=progress):
             writer.write(**_arrays(res))
             infos.append(res.info)
