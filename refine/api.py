@@ -40,7 +40,9 @@ def wrap(
     ratio=None,
     differentiable: bool | None = None,
     check: bool = True,
-) -> LatentTarget | LatentGenerator:
+    num_classes: int | None = None,
+    label: str = "index",
+):
     """Wrap any generator (``nn.Module`` or callable ``z -> x``) for refinement.
 
     Parameters
@@ -71,6 +73,11 @@ def wrap(
         latent size, a discriminator that does not take the samples or an undeclared
         image range fails here in one line rather than inside a sampler. The probe
         leaves the modules' buffers (BatchNorm statistics) as they were.
+    num_classes, label:
+        A class-conditional pair ``G(z, y)``, ``D(x, y)`` with ``num_classes`` classes, the label
+        passed as ``"index"`` (integer tensor ``(N,)``) or ``"onehot"`` (float ``(N, K)``); then a
+        :class:`refine.conditional.ConditionalTarget` comes back, sampled per class by
+        :func:`sample` with ``classes=`` (see :mod:`refine.conditional`).
 
     Returns
     -------
@@ -79,6 +86,12 @@ def wrap(
     """
     from .foreign import check_generator, check_pair
 
+    if num_classes is not None:
+        from .conditional import wrap_conditional
+
+        return wrap_conditional(generator, num_classes=num_classes, label=label, latent_shape=latent_shape, prior=prior, output_range=output_range,
+                                discriminator=discriminator, output=output, temperature=temperature, ratio=ratio, differentiable=differentiable,
+                                check=check)
     if isinstance(generator, LatentTarget):
         raise ConfigError("wrap() got a LatentTarget, which is already wrapped; pass it to refine.sample directly")
     if not isinstance(check, bool):
@@ -120,18 +133,29 @@ def wrap(
 
 
 def sample(target, method: str = "none", n: int = 1000, *, rng: torch.Generator | None = None, progress: bool = False,
-           real: torch.Tensor | None = None, **options) -> SampleResult:
+           real: torch.Tensor | None = None, classes=None, real_y: torch.Tensor | None = None, **options) -> SampleResult:
     """Run sampler ``method`` (see ``refine.list_samplers()``) with ``options`` on ``target``.
 
     ``target`` is what :func:`wrap` returned. A gradient method first checks, on two
     latents, that gradients reach ``z`` through the generator and the ratio, and
     says which one stops them.
+
+    A conditional target (``wrap(..., num_classes=K)``) is sampled class by class:
+    ``classes`` is ``"balanced"`` (the default: ``n / K`` per class, the remainder to the
+    first classes), one class, a list of classes or ``{class: count}``; ``real_y`` labels
+    ``real``. The result carries ``y``; see :func:`refine.conditional.sample_conditional`.
     """
+    from .conditional import is_conditional, sample_conditional
     from .foreign import check_gradients, gradients_through_generator
 
     if not isinstance(method, str):
         raise ConfigError(f"method must be a name such as 'drs' (see refine.list_samplers()), got {type(method).__name__} {method!r}")
     sampler = get_sampler(method, **options)
+    if is_conditional(target):
+        return sample_conditional(sampler, target, n, classes="balanced" if classes is None else classes, rng=rng, progress=progress,
+                                  real=real, real_y=real_y)
+    if classes is not None or real_y is not None:
+        raise ConfigError("classes= and real_y= apply to conditional generators; wrap one with refine.wrap(..., num_classes=K)")
     if isinstance(target, LatentGenerator):
         if method != "none":
             raise ConfigError(f"method {method!r} needs a density ratio: wrap the generator with discriminator= (and output=) or ratio=")
