@@ -476,3 +476,23 @@ def wrap_conditional(generator, *, num_classes: int, label: str = "index", laten
         if ratio is not None:
             check_pair(first, ratio.at(0), x=x)
     return target if target is not None else gen
+
+
+def conditional_from_checkpoint(entry, gnet, prior: Prior, output_range: str, dnet, output: str | None, path):
+    """``(ConditionalGenerator, ConditionalDiscriminatorRatio | None)`` from a checkpoint's ``conditional`` entry
+    (``{"num_classes": K, "label": "index"}``), checked as the rest of the schema is."""
+    from .errors import CheckpointError
+
+    if not isinstance(entry, dict) or set(entry) - {"num_classes", "label"} or "num_classes" not in entry:
+        raise CheckpointError(f"{path}: the conditional entry must be {{'num_classes': K, 'label': 'index'|'onehot'}}, got {entry!r:.120}")
+    try:
+        k, label = _check_classes(entry["num_classes"]), _check_label(entry.get("label", "index"))
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: conditional: {e}") from None
+    for role, net in (("generator", gnet), ("discriminator", dnet)):
+        declared = getattr(net, "num_classes", k)
+        if net is not None and declared != k:
+            raise CheckpointError(f"{path}: the {role} is built for {declared} classes but the checkpoint declares num_classes={k}")
+    gen = ConditionalGenerator(gnet, k, label=label, prior=prior, output_range=output_range)
+    ratio = None if dnet is None else ConditionalDiscriminatorRatio(dnet, k, output or "logit", label=label)
+    return gen, ratio

@@ -219,8 +219,13 @@ def save_gan(
     output_range: str = "none",
     meta: dict | None = None,
     extra: dict | None = None,
+    conditional: dict | None = None,
 ) -> None:
-    """Write a GAN checkpoint (plain values and state_dicts only)."""
+    """Write a GAN checkpoint (plain values and state_dicts only).
+
+    ``conditional={"num_classes": K, "label": "index"}`` marks a class-conditional pair
+    ``G(z, y)``, ``D(x, y)``; :func:`load_gan` then returns a
+    :class:`refine.conditional.ConditionalGenerator` and its conditional ratio."""
     ckpt = {
         "format": GAN_FORMAT,
         "version": VERSION,
@@ -241,6 +246,8 @@ def save_gan(
     }
     if extra:
         ckpt["extra"] = plain(extra)
+    if conditional is not None:
+        ckpt["conditional"] = plain(conditional)
     atomic_save(ckpt, path)
 
 
@@ -267,6 +274,10 @@ def gan_from_dict(ckpt: dict, *, device: str | torch.device = "cpu", path=None) 
     if d is not None:
         dnet = _build(d, path, "discriminator", device)
         ratio = DiscriminatorRatio(dnet, d.get("output", "logit"))
+    if ckpt.get("conditional") is not None:
+        from .conditional import conditional_from_checkpoint
+
+        generator, ratio = conditional_from_checkpoint(ckpt["conditional"], gnet, prior, output_range, dnet, d.get("output", "logit") if d else None, path)
     return LoadedGAN(generator, ratio, dnet, ckpt, str(path))
 
 

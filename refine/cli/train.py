@@ -106,7 +106,8 @@ def train(
         hidden, latent_dim, seed, options, depth = settings["hidden"], settings["latent_dim"], settings["seed"], settings["options"], settings["depth"]
         if state["epoch"] >= epochs:
             raise ConfigError(f"{resume} has already completed {state['epoch']} epochs; ask for more with --epochs (now {epochs})")
-    get_method(method)
+    if getattr(get_method(method), "conditional", False):
+        raise ConfigError(f"training method {method!r} trains class-conditional networks on labelled images; pass --data NAME:ROOT, e.g. mnist:../shared/data/mnist")
     if data not in MIXTURES:
         raise ConfigError(f"unknown --data {data!r}; 2-D datasets: {', '.join(MIXTURES)}")
     if epochs <= 0 or n_train <= 0 or batch_size <= 0 or latent_dim <= 0 or hidden <= 0:
@@ -182,6 +183,10 @@ def _train_images(ctx: typer.Context, args: dict) -> None:
     grid_dir = out.with_name(out.stem + "_samples")
     saved = {"epoch": state["epoch"] if state is not None else 0}
 
+    conditional = getattr(get_method(given["method"]), "conditional", False)
+    if conditional:
+        from ..train.cgan import save_cgan_checkpoint as save_image_checkpoint, train_cgan
+
     def checkpoint(epoch: int, run, trainer) -> None:
         if epoch == epochs or (every and epoch % every == 0):
             save_image_checkpoint(out, run, meta={"seed": seed, "epochs_done": epoch, "versions": versions(), "time": timestamp()},
@@ -189,9 +194,14 @@ def _train_images(ctx: typer.Context, args: dict) -> None:
             saved["epoch"] = epoch
 
     try:
-        run = train_image_gan(data, epochs=epochs, method=given["method"], method_options=given["options"], batch_size=given["batch_size"],
-                              latent_dim=given["latent_dim"], g_width=given["g_width"], d_width=given["d_width"], d_norm=given["d_norm"], rng=rng,
-                              device=dev, progress=args["progress"], init_seed=seed, resume=state, on_epoch=checkpoint, grid_dir=grid_dir)
+        if conditional:
+            run = train_cgan(data, epochs=epochs, method_options=given["options"], batch_size=given["batch_size"], latent_dim=given["latent_dim"],
+                             g_width=given["g_width"], d_width=given["d_width"], rng=rng, device=dev, progress=args["progress"], init_seed=seed,
+                             resume=state, on_epoch=checkpoint, grid_dir=grid_dir)
+        else:
+            run = train_image_gan(data, epochs=epochs, method=given["method"], method_options=given["options"], batch_size=given["batch_size"],
+                                  latent_dim=given["latent_dim"], g_width=given["g_width"], d_width=given["d_width"], d_norm=given["d_norm"], rng=rng,
+                                  device=dev, progress=args["progress"], init_seed=seed, resume=state, on_epoch=checkpoint, grid_dir=grid_dir)
     except KeyboardInterrupt:
         if saved["epoch"] and out.is_file():
             echo_err(f"interrupted; {out} holds the run after epoch {saved['epoch']} (intact); continue with: "

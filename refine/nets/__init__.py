@@ -151,5 +151,6 @@ def load_checked(cfg, state, *, path, role: str, memory_limit: int | None = None
 
 from . import mlp  # noqa: E402,F401  (registration)
 from . import dcgan, resnet  # noqa: E402,F401  (registration: image networks)
+from . import conditional  # noqa: E402,F401  (registration: class-conditional image networks)
 
 __all__ = ["ARCHS", "register_arch", "list_archs", "build", "arch_config", "build_from_config", "load_checked", "planned_state", "MAX_ARCH_INT"]

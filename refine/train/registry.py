@@ -17,8 +17,10 @@ def register_method(name: str):
     return deco
 
 
-def list_methods() -> list[str]:
-    return list(METHODS)
+def list_methods(*, conditional: bool = False) -> list[str]:
+    """Methods that train on unlabelled data (2-D mixtures, images); with ``conditional=True``, also those
+    that train class-conditional networks on labelled images (they declare ``conditional = True``)."""
+    return [name for name, cls in METHODS.items() if conditional or not getattr(cls, "conditional", False)]
 
 
 def get_method(name: str) -> type:
