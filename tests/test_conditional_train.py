@@ -106,3 +106,32 @@ def test_cgan_refuses_unlabelled_or_2d_data(tmp_path):
 
     out = CliRunner().invoke(app, ["train", "--method", "cgan", "--data", "grid25", "--out", str(tmp_path / "x.pt")])
     assert out.exit_code == 2 and "labelled images" in out.output and not (tmp_path / "x.pt").exists()
+
+
+def test_refine_sample_per_class_cli(tmp_path):
+    import json
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from refine.cli import app
+
+    run = train_cgan(labelled_images(), epochs=1, rng=torch.Generator().manual_seed(0), init_seed=0, **SMALL)
+    save_cgan_checkpoint(tmp_path / "cg.pt", run)
+    cli = CliRunner()
+    res = cli.invoke(app, ["sample", "--ckpt", str(tmp_path / "cg.pt"), "--method", "drs", "--classes", "2,0", "-n", "7", "--out", str(tmp_path / "s"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    d = np.load(tmp_path / "s" / "samples.npz")
+    assert d["x"].shape == (7, 1, 28, 28) and d["y"].dtype == np.int64 and d["y"].tolist() == [2, 2, 2, 2, 0, 0, 0]
+    record = json.loads((tmp_path / "s" / "run.json").read_text())
+    assert record["classes"] == [2, 0] and record["info"]["counts"] == {"2": 4, "0": 3} and set(record["info"]["per_class"]) == {"2", "0"}
+    assert (tmp_path / "s" / "samples.png").is_file()
+    # the same seed gives class 0 the same samples whichever other classes are asked for
+    res = cli.invoke(app, ["sample", "--ckpt", str(tmp_path / "cg.pt"), "--method", "drs", "--classes", "0", "-n", "3", "--out", str(tmp_path / "t"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert np.array_equal(np.load(tmp_path / "t" / "samples.npz")["x"], d["x"][4:])
+    for bad in (["--classes", "5"], ["--classes", "0,0"], ["--format", "png"], ["--ratio", str(tmp_path / "cg.pt")]):
+        res = cli.invoke(app, ["sample", "--ckpt", str(tmp_path / "cg.pt"), "-n", "4", "--out", str(tmp_path / "bad"), *bad])
+        assert res.exit_code == 2 and res.output.startswith("error:") and not (tmp_path / "bad" / "run.json").exists(), res.output
+    res = cli.invoke(app, ["sample", "--classes", "3", "-n", "4", "--out", str(tmp_path / "u")])
+    assert res.exit_code == 2 and "unconditional" in res.output

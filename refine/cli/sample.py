@@ -69,6 +69,7 @@ def sample(
     resume: bool = typer.Option(False, "--resume", help="with --distributed: keep shards already in --out/shards that this exact run wrote"),
     feature_stats: Optional[str] = typer.Option(None, "--feature-stats", help="images: also write feature_stats.npz (mu, sigma: pytorch-fid format) of the samples in this feature space, 'inception' (weights from $REFINE_INCEPTION_WEIGHTS or the torch hub cache) or a classifier file; reduced across processes"),
     config: Optional[Path] = typer.Option(None, "--config", help="replay a setting chosen by `refine tune` (its config.json): method, options, files and seed"),
+    classes: Optional[str] = typer.Option(None, "--classes", help="class-conditional checkpoints (refine train --method cgan): 'balanced' (the default: n/K per class) or class indices such as 3,7 (n split evenly); samples.npz gets y"),
     foreign: Foreign = None,
 ) -> None:
     """Draw N refined samples with METHOD and write them, a run record and a picture to --out.
@@ -89,7 +90,14 @@ def sample(
     if fmt not in SAMPLE_FORMATS:
         raise ConfigError(f"unknown --format {fmt!r}; choose one of {', '.join(SAMPLE_FORMATS)}")
     make_rng(seed)  # the seed's range, checked before anything is loaded
+    from .sample_conditional import check_conditional_request, is_conditional_checkpoint, sample_conditional_run
+
+    conditional = is_conditional_checkpoint(ckpt)
+    check_conditional_request(conditional=conditional, classes=classes, ckpt=ckpt, fmt=fmt, distributed=distributed or launched_distributed() or resume,
+                              feature_stats=feature_stats, ratio=ratio, foreign=foreign)
     dev = resolve_device(device)
+    if conditional:  # one class at a time, in the same staged run folder
+        return sample_conditional_run(sampler, method=method, n=n, ckpt=ckpt, classes=classes, seed=seed, dev=dev, out=out, progress=progress, replay=replay)
     ctx = None
     if distributed or launched_distributed() or feature_stats is not None:
         ctx = dist_init(dev)
