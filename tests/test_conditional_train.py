@@ -41,10 +41,11 @@ def test_conditional_networks_take_labels():
         assert x.shape == (5, 1, 28, 28) and float(x.abs().max()) <= 1
         assert d(x, y).shape == (5,)
         assert not torch.allclose(d(x, torch.zeros(5, dtype=torch.long)), d(x, torch.full((5,), 2)))  # the projection reads the label
-        # conditional BatchNorm starts as plain BatchNorm (scales 1, shifts 0) in every class; the per-class shift is what learns
-        same = torch.equal(g(z, torch.zeros(5, dtype=torch.long)), g(z, torch.full((5,), 2)))
+        assert not torch.allclose(g(z, torch.zeros(5, dtype=torch.long)), g(z, torch.full((5,), 2)))  # the class code reaches G
+        # conditional BatchNorm starts as plain BatchNorm (scales 1, shifts 0); its per-class shift changes the output of that class only
+        before1, before2 = g(z, torch.full((5,), 1)), g(z, torch.full((5,), 2))
         g.norms[0].beta.weight[2] += 1.0
-        assert same and not torch.allclose(g(z, torch.zeros(5, dtype=torch.long)), g(z, torch.full((5,), 2)))
+        assert torch.equal(g(z, torch.full((5,), 1)), before1) and not torch.allclose(g(z, torch.full((5,), 2)), before2)
 
 
 def test_cgan_trains_saves_loads_and_resumes_exactly(tmp_path):

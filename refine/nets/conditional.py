@@ -1,6 +1,7 @@
 """Class-conditional DCGAN networks: ``G(z, y)`` with conditional BatchNorm, ``D(x, y)`` with a projection.
 
-Generator (``cdcgan-g``): the DCGAN generator of :mod:`refine.nets.dcgan` with every BatchNorm
+Generator (``cdcgan-g``): the DCGAN generator of :mod:`refine.nets.dcgan` fed ``z`` together with a
+learned class code (an embedding of ``y`` of the size of ``z``), and with every BatchNorm
 replaced by a conditional BatchNorm (de Vries et al. 2017; Miyato & Koyama 2018): the
 normalisation has no affine parameters of its own, and the scale and shift of each channel
 are looked up from the class, ``gamma_y * BN(h) + beta_y`` (scales initialised to 1, shifts to 0).
@@ -8,7 +9,8 @@ are looked up from the class, ``gamma_y * BN(h) + beta_y`` (scales initialised t
 Discriminator (``proj-d``): spectrally normalised convolutions with LeakyReLU(0.2) to a
 ``base x base`` map, globally sum-pooled to features ``phi(x)``; the logit is the projection
 discriminator's ``psi(phi(x)) + <embed(y), phi(x)>`` (Miyato & Koyama 2018, as in SN-GAN and
-BigGAN), with spectral norm on the linear head and the embedding too. At the optimum of the
+BigGAN), with spectral norm on the convolutions and the linear head (the class embedding is left
+unnormalised). At the optimum of the
 GAN loss this logit is ``log p(x | y) / p_G(x | y)``, the conditional density ratio.
 
 Both take the label as a class index ``y`` of shape ``(N,)`` (int64): the convention
@@ -55,7 +57,8 @@ class ConditionalDCGANGenerator(nn.Module):
         base, n_up = _check(image_size, channels, width, nz)
         self.nz, self.num_classes = nz, _check_classes(num_classes)
         ch = [width * 2 ** (n_up - i) for i in range(n_up)]
-        self.convs = nn.ModuleList([nn.ConvTranspose2d(nz, ch[0], base, 1, 0, bias=False)]
+        self.embed = nn.Embedding(num_classes, nz)  # a class code beside z at the input: conditioning from the first step
+        self.convs = nn.ModuleList([nn.ConvTranspose2d(2 * nz, ch[0], base, 1, 0, bias=False)]
                                    + [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False) for a, b in zip(ch[:-1], ch[1:])])
         self.norms = nn.ModuleList([ConditionalBatchNorm2d(c, num_classes) for c in ch])
         self.out = nn.ConvTranspose2d(ch[-1], channels, 4, 2, 1)
@@ -67,6 +70,7 @@ class ConditionalDCGANGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = z[:, :, None, None] if z.dim() == 2 else z
+        h = torch.cat([h, self.embed(y)[:, :, None, None]], 1)
         for conv, norm in zip(self.convs, self.norms):
             h = torch.relu(norm(conv(h), y))
         return torch.tanh(self.out(h))
@@ -87,7 +91,8 @@ class ProjectionDiscriminator(nn.Module):
         layers += [sn(nn.Conv2d(ch[-1], 2 * ch[-1], 3, 1, 1)), nn.LeakyReLU(0.2, True)]
         self.features = nn.Sequential(*layers)
         self.head = sn(nn.Linear(2 * ch[-1], 1))
-        self.embed = sn(nn.Embedding(num_classes, 2 * ch[-1]))
+        self.embed = nn.Embedding(num_classes, 2 * ch[-1])
+        nn.init.normal_(self.embed.weight, 0.0, 0.02)
 
     def phi(self, x: torch.Tensor) -> torch.Tensor:
         """Globally sum-pooled features ``(N, F)``."""
