@@ -6,6 +6,29 @@ proposals and raised online whenever a proposal exceeds it (samples accepted
 before an update were accepted with a slightly too small bound — the price of not
 knowing M, as in the DRS paper; ``info["m_updates"]`` counts the raises).
 
+A run that cannot meet ``budget`` proposals per sample is refused early, with the rate
+seen and the remedy, instead of after spending the whole budget:
+
+- after the burn-in, when the upper confidence bound (mean + 4 standard errors) of its
+  acceptance estimate ``mean(accept(log r - log M))`` is below ``1 / budget``;
+- after each batch, when even the upper bound of the rate seen so far (a Wilson bound at
+  4 standard deviations) would leave the run short of ``n`` within the budget. This is the
+  check that catches exact RS on a heavy-tailed ratio: the burn-in's maximum is far below
+  the maximum over the millions of proposals the run would draw, and each raise of M
+  lowers the rate further.
+
+Raising M online only lowers the rate, so a refused run would, with overwhelming
+probability, not have finished; the refusal never touches the random stream, so runs that
+finish are unchanged.
+
+Small ``n``: the burn-in is a fixed cost. With the default ``burn_in`` (None) it is
+10,000 proposals, or ``max(256, 4 n)`` when that is smaller; a scaled-down burn-in's
+proposals are reused as the first candidates (accepted against the bound they set, the
+same approximation as raising M online), and later batches are no larger than it. The
+cost per sample then stays within a small factor of ``1 / acceptance`` instead of
+``10,000 / n``. For ``n >= 2,500``, and for any ``burn_in`` given explicitly, the run is
+exactly as before (same bits for the same seed).
+
 DRS accepts with ``sigmoid(F)``, where
 
     F = D - D_M - log(1 - exp(D - D_M - eps)) - gamma,
@@ -21,21 +44,53 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
+from ..errors import BudgetExceededError
 from ._ops import accept_log, check_budget, evaluate, log1mexp, positive
 from .base import SampleResult, Sampler, option, register
 
-__all__ = ["RejectionSampler", "DRSSampler"]
+__all__ = ["RejectionSampler", "DRSSampler", "DEFAULT_BURN_IN", "MIN_BURN_IN", "burn_in_size", "rate_upper_bound"]
+
+#: The burn-in when none is given, for n >= DEFAULT_BURN_IN / 4.
+DEFAULT_BURN_IN = 10_000
+#: Smallest burn-in used when the default burn-in is scaled down to a small n.
+MIN_BURN_IN = 256
+#: Standard errors above an acceptance estimate before a run is refused.
+_REFUSE_Z = 4.0
+
+
+def _max_proposals(proposals: int, budget: int, batch_size: int) -> int:
+    """The most proposals a run at ``proposals`` may reach: it checks the budget before each batch, so it can end one batch past it."""
+    return proposals + batch_size * max(0, math.ceil((budget - proposals) / batch_size))
+
+
+def rate_upper_bound(accepted: int, proposals: int, z: float = _REFUSE_Z) -> float:
+    """Wilson upper confidence bound at ``z`` standard deviations on a binomial rate ``accepted / proposals``."""
+    if proposals <= 0:
+        return 1.0
+    m, z2 = float(proposals), z * z
+    centre = (accepted + z2 / 2) / (m + z2)
+    half = z * math.sqrt(accepted * (1 - accepted / m) + z2 / 4) / (m + z2)
+    return min(1.0, centre + half)
+
+
+def burn_in_size(burn_in: int | None, n: int) -> int:
+    """Proposals spent on the burn-in for ``n`` samples: ``burn_in`` when given, else 10,000 or ``max(256, 4 n)`` if smaller."""
+    if burn_in is not None:
+        return int(burn_in)
+    return min(DEFAULT_BURN_IN, max(MIN_BURN_IN, 4 * int(n)))
 
 
 @dataclass(frozen=True)
 class _RejectionBase(Sampler):
     batch_size: int = option(4096, "proposals evaluated per round")
-    burn_in: int = option(10000, "proposals used to estimate the bound M before sampling")
+    burn_in: Optional[int] = option(None, "proposals used to estimate the bound M before sampling; none: 10000, or max(256, 4n) "
+                                          "for small n, whose proposals are then reused as candidates")
     budget: float = option(1000.0, "proposals allowed per requested sample before giving up")
 
     def __post_init__(self) -> None:
@@ -44,7 +99,8 @@ class _RejectionBase(Sampler):
         positive("budget", self.budget)
 
     def planned_evals(self, n: int) -> float:
-        return float(n) + float(self.burn_in)  # at the least: the burn-in, then one proposal per sample
+        return float(n) + float(burn_in_size(self.burn_in, n))  # at the least: the burn-in, then one proposal per sample
+
     def _log_accept(self, delta: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Log acceptance probability from ``delta = log r - log M`` (<= 0)."""
         raise NotImplementedError
@@ -55,45 +111,64 @@ class _RejectionBase(Sampler):
         device = target.device
         prior = target.prior
         evaluated = 0
-        # Burn-in: estimate log M.
-        burn = []
-        for i in range(0, self.burn_in, self.batch_size):
-            zb = prior.sample(min(self.batch_size, self.burn_in - i), rng=rng, device=device)
-            lw, _ = evaluate(target, zb, self.batch_size)
+        n_burn = burn_in_size(self.burn_in, n)
+        reuse = self.burn_in is None and n_burn < DEFAULT_BURN_IN  # small n: the burn-in's proposals are the first candidates
+        batch_size = min(int(self.batch_size), n_burn) if reuse else int(self.batch_size)
+        # Burn-in: estimate log M (and the acceptance rate it implies).
+        burn, kept = [], []
+        for i in range(0, n_burn, self.batch_size):
+            zb = prior.sample(min(self.batch_size, n_burn - i), rng=rng, device=device)
+            lw, xb = evaluate(target, zb, self.batch_size)
             burn.append(lw)
+            if reuse:
+                kept.append((zb, xb))
             evaluated += len(zb)
         burn_w = torch.cat(burn).double()
         q = getattr(self, "m_quantile", 1.0)
         online = q >= 1.0
         log_m = float(burn_w.max()) if online else float(torch.quantile(burn_w[:16_000_000], q))
-        del burn, burn_w
+        budget = int(math.ceil(self.budget * n))
+        expected = self._check_expected_rate(burn_w, log_m, n, _max_proposals(n_burn if reuse else 0, budget, batch_size))
+        del burn
         xs, zs = [], []
         accepted = proposals = updates = 0
-        budget = int(math.ceil(self.budget * n))
         stats: dict = {}
         bar = tqdm(total=n, desc=self.name, unit="sample", disable=not progress, leave=False)
+
+        def take(zb, lw, xb) -> None:
+            nonlocal accepted, proposals, stats
+            la, stats = self._log_accept(lw.double() - log_m)
+            keep = accept_log(la, rng, lw.device)
+            idx = keep.nonzero()[:, 0]
+            if len(idx) >= n - accepted:  # done: count proposals up to the last one kept
+                idx = idx[: n - accepted]
+                proposals += int(idx[-1]) + 1
+            else:
+                proposals += len(zb)
+            if len(idx):
+                xs.append(xb[idx])
+                zs.append(zb[idx])
+                accepted += len(idx)
+                bar.update(len(idx))
+
         try:
+            if reuse:
+                off = 0
+                for zb, xb in kept:
+                    if accepted < n:
+                        take(zb, burn_w[off : off + len(zb)].to(zb.device), xb)
+                    off += len(zb)
+                del kept
             while accepted < n:
                 check_budget(self.name, accepted, n, proposals, budget, self._advice())
-                zb = prior.sample(self.batch_size, rng=rng, device=device)
-                lw, xb = evaluate(target, zb, self.batch_size)
+                self._check_projection(accepted, proposals, _max_proposals(proposals, budget, batch_size), n, burn_w)
+                zb = prior.sample(batch_size, rng=rng, device=device)
+                lw, xb = evaluate(target, zb, batch_size)
                 evaluated += len(zb)
                 bmax = float(lw.max())
                 if online and bmax > log_m:
                     log_m, updates = bmax, updates + 1
-                la, stats = self._log_accept(lw.double() - log_m)
-                keep = accept_log(la, rng, lw.device)
-                idx = keep.nonzero()[:, 0]
-                if len(idx) >= n - accepted:  # done: count proposals up to the last one kept
-                    idx = idx[: n - accepted]
-                    proposals += int(idx[-1]) + 1
-                else:
-                    proposals += len(zb)
-                if len(idx):
-                    xs.append(xb[idx])
-                    zs.append(zb[idx])
-                    accepted += len(idx)
-                    bar.update(len(idx))
+                take(zb, lw, xb)
         finally:
             bar.close()
         total = evaluated
@@ -103,8 +178,10 @@ class _RejectionBase(Sampler):
             "proposals": proposals,
             "accepted": accepted,
             "acceptance_rate": accepted / proposals,
+            "expected_acceptance_rate": expected,
             "proposals_per_sample": proposals / n,
-            "burn_in": self.burn_in,
+            "burn_in": n_burn,
+            "burn_in_reused": reuse,
             "log_M": log_m,
             "m_updates": updates,
             "g_evals": total,
@@ -116,7 +193,41 @@ class _RejectionBase(Sampler):
         }
         return SampleResult(torch.cat(xs)[:n], torch.cat(zs)[:n], info)
 
-    def _advice(self) -> str:
+    def _check_projection(self, accepted: int, proposals: int, cap: int, n: int, burn_w: torch.Tensor) -> None:
+        """A BudgetExceededError when even the upper bound of the rate seen so far cannot reach ``n`` by ``cap`` proposals."""
+        if proposals == 0:
+            return
+        upper = rate_upper_bound(accepted, proposals)
+        if accepted + upper * (cap - proposals) < n:
+            rate = accepted / proposals
+            raise BudgetExceededError(
+                f"{self.name}: {accepted} of {n} samples after {proposals} proposals (acceptance rate {rate:.2e}, at most {upper:.2e} "
+                f"at 4 standard deviations): the budget of {self.budget:g} proposals per sample would end with about "
+                f"{accepted + rate * (cap - proposals):.0f} samples; raise -o budget (proposals allowed per sample), or {self._advice(burn_w)}"
+            )
+
+    def _check_expected_rate(self, burn_w: torch.Tensor, log_m: float, n: int, cap: int) -> float:
+        """The burn-in's estimate of the acceptance rate; a BudgetExceededError when the budget cannot be met.
+
+        The estimate is the mean acceptance probability of the burn-in proposals against the
+        bound they set; the run is refused only if the mean plus 4 standard errors times
+        ``cap``, the most proposals the run may make, is still below ``n`` (raising M online
+        can only lower the rate further).
+        """
+        la, _ = self._log_accept(burn_w - log_m)
+        a = la.exp()
+        rate = float(a.mean())
+        se = float(a.std()) / math.sqrt(len(a)) if len(a) > 1 else 0.0
+        upper = rate + _REFUSE_Z * se
+        if upper * cap < n:
+            raise BudgetExceededError(
+                f"{self.name}: 0 of {n} samples after {len(a)} proposals (the burn-in): it puts the acceptance rate at {rate:.2e} "
+                f"(at most {upper:.2e}), about {1 / max(rate, 1e-300):.3g} proposals per sample against a budget of {self.budget:g}; "
+                f"raise -o budget (proposals allowed per sample), or {self._advice(burn_w)}"
+            )
+        return rate
+
+    def _advice(self, burn_w: torch.Tensor | None = None) -> str:
         return "check that the ratio is not degenerate (a few huge scores make M too large)"
 
 
@@ -138,8 +249,13 @@ class RejectionSampler(_RejectionBase):
     def _log_accept(self, delta):
         return delta.clamp_max(0), {}
 
-    def _advice(self) -> str:
-        return "lower -o m_quantile (e.g. 0.99: approximate, caps r at that quantile)"
+    def _advice(self, burn_w: torch.Tensor | None = None) -> str:
+        text = "lower -o m_quantile (e.g. 0.99: approximate, caps r at that quantile)"
+        if burn_w is not None and len(burn_w) > 1:
+            lm = float(torch.quantile(burn_w[:16_000_000], 0.99))
+            rate = float((burn_w - lm).clamp_max(0).exp().mean())
+            text += f"; on this burn-in m_quantile=0.99 accepts about {rate:.2g}"
+        return text
 
 
 @register("drs")
@@ -162,5 +278,5 @@ class DRSSampler(_RejectionBase):
         shift = torch.quantile(f, self.gamma / 100.0) if f.numel() <= 16_000_000 else f.median()
         return torch.nn.functional.logsigmoid(f - shift), {"gamma_shift": float(shift)}
 
-    def _advice(self) -> str:
+    def _advice(self, burn_w: torch.Tensor | None = None) -> str:
         return "lower -o gamma (fewer rejections)"
