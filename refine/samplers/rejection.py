@@ -44,17 +44,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError
-from ..errors import BudgetExceededError
+from ..errors import BudgetExceededError, ConfigError
 from ._ops import accept_log, check_budget, evaluate, log1mexp, positive
-from .base import SampleResult, Sampler, option, register
+from .base import Sampler, SampleResult, option, register
 
-__all__ = ["RejectionSampler", "DRSSampler", "DEFAULT_BURN_IN", "MIN_BURN_IN", "burn_in_size", "rate_upper_bound"]
+__all__ = ["DEFAULT_BURN_IN", "MIN_BURN_IN", "DRSSampler", "RejectionSampler", "burn_in_size", "rate_upper_bound"]
 
 #: The burn-in when none is given, for n >= DEFAULT_BURN_IN / 4.
 DEFAULT_BURN_IN = 10_000
@@ -89,7 +87,7 @@ def burn_in_size(burn_in: int | None, n: int) -> int:
 @dataclass(frozen=True)
 class _RejectionBase(Sampler):
     batch_size: int = option(4096, "proposals evaluated per round")
-    burn_in: Optional[int] = option(None, "proposals used to estimate the bound M before sampling; none: 10000, or max(256, 4n) "
+    burn_in: int | None = option(None, "proposals used to estimate the bound M before sampling; none: 10000, or max(256, 4n) "
                                           "for small n, whose proposals are then reused as candidates")
     budget: float = option(1000.0, "proposals allowed per requested sample before giving up")
 
