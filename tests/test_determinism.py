@@ -12,8 +12,9 @@ Batch size (``-o batch_size=``) changes the bits for every method except ``none`
 - ``none`` draws all latents in one call and only evaluates G in chunks; ``dot`` draws all its
   starting points in one call and, with its default ``noise_scale=0``, moves each one by
   deterministic gradient steps. Their outputs are independent of ``batch_size`` as long as the
-  networks' per-row results do not depend on the batch (true for these MLPs with chunks of 4
-  rows or more; BLAS switches kernels for 1-3 rows). ``dot`` with ``noise_scale > 0`` is not.
+  networks' per-row results do not depend on the batch (OpenBLAS switches kernels for 1-3 rows;
+  MKL on AVX-512 for most shapes, and there the samples agree to rounding and the latents of
+  ``none`` bit for bit). ``dot`` with ``noise_scale > 0`` is not.
 - ``rs`` and ``drs`` draw proposals and acceptance uniforms batch by batch from one stream, so a
   different batch size interleaves the stream differently; DRS's gamma shift is moreover a
   percentile of each batch and RS's bound M is raised at batch granularity.
@@ -125,6 +126,27 @@ def test_one_or_two_threads_give_the_same_bits(target, method):
     assert torch.equal(x1, x2)
 
 
+def _rows_are_batch_invariant(target, batch_sizes) -> bool:
+    """Whether G and D give each row the same bits in chunks of every batch size on this machine.
+
+    BLAS libraries pick kernels by shape (MKL on AVX-512 gives a row other bits in a batch of 8
+    than of 40), and torch promises nothing here; the invariance of ``none`` and ``dot`` holds
+    exactly only where the networks themselves are row-invariant."""
+    z = torch.randn(N, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for net in (target.generator.net, target.ratio.net):
+            outs = [torch.cat([net(c) for c in z.split(bs)]) for bs in batch_sizes]
+            if not all(torch.equal(outs[0], o) for o in outs[1:]):
+                return False
+    return True
+
+
+def test_raw_latents_do_not_depend_on_batch_size(target):
+    """What the seed fixes for ``none`` on any BLAS: every latent, bit for bit, for any batch size."""
+    zs = [_run(target, "none", 9, batch_size=bs)[1] for bs in (8, 16, 40)]
+    assert all(torch.equal(zs[0], z) for z in zs[1:])
+
+
 @pytest.mark.parametrize("method", list_samplers())
 def test_batch_size_invariance_is_as_documented(target, method):
     """Invariant methods give the same bits for batch sizes 8, 16 and 40; the others are documented not to."""
@@ -137,7 +159,11 @@ def test_batch_size_invariance_is_as_documented(target, method):
         assert not torch.equal(*noisy)
     same = all(torch.equal(outs[0], o) for o in outs[1:])
     if method in BATCH_INVARIANT:
-        assert same, f"{method} should not depend on batch_size"
+        if _rows_are_batch_invariant(target, (8, 16, 40)):
+            assert same, f"{method} should not depend on batch_size"
+        else:  # this BLAS gives a row other bits in another batch: the samples agree to rounding only
+            for o in outs[1:]:
+                torch.testing.assert_close(o, outs[0], rtol=1e-5, atol=1e-6)
     else:
         assert not same, f"{method} is now batch-size invariant: add it to BATCH_INVARIANT and to the README's Guarantees"
 

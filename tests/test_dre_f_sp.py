@@ -188,10 +188,4 @@ def test_feature_ratio_drives_the_samplers():
     assert res.x.shape == (4, 1, 28, 28) and torch.isfinite(res.x).all()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread (and do not fight other work for the cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks run fastest on one thread

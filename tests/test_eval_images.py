@@ -40,12 +40,10 @@ runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
+def _isolated(monkeypatch, tmp_path, one_thread):
     """One thread (torch and BLAS), nothing downloaded, no Inception weights unless a test sets them, a private cache."""
     from threadpoolctl import threadpool_limits
 
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     limits = threadpool_limits(1)  # a 2048x2048 eigendecomposition on a shared CPU is far slower with contending BLAS threads
 
     def no_download(*a, **k):
@@ -58,7 +56,6 @@ def _isolated(monkeypatch, tmp_path):
     monkeypatch.setenv("REFINE_CACHE", str(tmp_path / "cache"))
     yield
     limits.restore_original_limits()
-    torch.set_num_threads(n)
 
 
 def _cli(*args):

@@ -42,13 +42,7 @@ class ExactRatio:
         return log_data - log_gen
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Many tiny trials: on a shared 2-core machine one thread avoids the thread pool's synchronisation per op."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny trials
 
 
 @pytest.fixture(scope="module")

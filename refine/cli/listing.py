@@ -26,9 +26,12 @@ def catalogue() -> dict:
 
 
 @app.command("list")
-def list_() -> None:
+def list_(as_json: bool = typer.Option(False, "--json", help="print the catalogue as JSON (for scripts)")) -> None:
     """Show samplers (with their options), training methods, ratio kinds, datasets and architectures."""
     cat = catalogue()
+    if as_json:
+        typer.echo(json.dumps(cat, indent=2, default=str))
+        return
     typer.echo("Samplers (refine sample --method NAME -o key=value):")
     for name, s in cat["samplers"].items():
         grad = " [gradients]" if s["needs_gradients"] else ""
@@ -47,4 +50,5 @@ def list_() -> None:
 
 @app.command("list-json", hidden=True)
 def list_json() -> None:
+    """The old spelling of ``refine list --json``."""
     typer.echo(json.dumps(catalogue(), indent=2, default=str))
