@@ -26,6 +26,7 @@ time, generator and ratio evaluations per output sample, acceptance rate.
 
 Results: ``benchmarks/results/cifar10.json``, ``cifar10.md`` and ``cifar10.png`` (64 samples per method).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,14 +42,27 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from common import refine_cli, run_python, without_training_state  # noqa: E402
 
-WORK = Path(os.environ.get("REFINE_CIFAR10_WORK", REPO / "benchmarks" / "_work" / "cifar10")).resolve()  # the env var: for trying the script on other files
+WORK = Path(
+    os.environ.get("REFINE_CIFAR10_WORK", REPO / "benchmarks" / "_work" / "cifar10")
+).resolve()  # the env var: for trying the script on other files
 RESULTS = REPO / "benchmarks" / "results"
-DEFAULT_DATA = os.path.relpath(Path(os.environ.get("REFINE_SHARED", REPO.parent / "shared")) / "data" / "cifar10" / "cifar10_jpg_q75_YoongiKim.zip",
-                               REPO)
+DEFAULT_DATA = os.path.relpath(
+    Path(os.environ.get("REFINE_SHARED", REPO.parent / "shared"))
+    / "data"
+    / "cifar10"
+    / "cifar10_jpg_q75_YoongiKim.zip",
+    REPO,
+)
 SEED = 0
 EPOCHS = 15
 
-GAN_TRAIN, GAN, D_RATIO, DRE, CLF = "cifar10_dcgan_train.pt", "cifar10_dcgan.pt", "cifar10_d_ratio.pt", "cifar10_dre_f_sp.pt", "eval_clf.pt"
+GAN_TRAIN, GAN, D_RATIO, DRE, CLF = (
+    "cifar10_dcgan_train.pt",
+    "cifar10_dcgan.pt",
+    "cifar10_d_ratio.pt",
+    "cifar10_dre_f_sp.pt",
+    "eval_clf.pt",
+)
 
 
 def _w(name: str) -> str:
@@ -59,18 +73,119 @@ def recipe(data_path: str) -> dict[str, list[str]]:
     """The commands, relative to the repository root: ``refine ...`` for the first three, ``python -m refine.evaluate_images ...`` for ``clf``."""
     data = f"cifar10-jpg:{data_path}"
     return {
-        "gan": ["train", "--data", data, "--n-train", "50000", "--epochs", str(EPOCHS), "--batch-size", "64", "--latent-dim", "100",
-                "--width", "32", "--d-width", "32", "--d-norm", "spectral", "--seed", str(SEED), "--device", "cpu", "--out", _w(GAN_TRAIN),
-                "--no-progress"],
-        "d_ratio": ["fit-ratio", "--ckpt", _w(GAN), "--kind", "discriminator", "--data", data, "--n-train", "20000", "--epochs", "2",
-                    "--batch-size", "64", "--lr", "2e-4", "--calibration", "logistic", "--n-calib", "5000", "--seed", str(SEED), "--device", "cpu",
-                    "--out", _w(D_RATIO), "--no-progress"],
-        "dre": ["fit-ratio", "--ckpt", _w(GAN), "--kind", "feature-sp", "--data", data, "--n-train", "50000", "--n-val", "5000",
-                "--feature-widths", "16,32,64,128", "--stem-stride", "2", "--feature-dim", "128", "--feature-epochs", "3", "--head-hidden", "256,128",
-                "--lambdas", "0,0.1,1", "--epochs", "40", "--batch-size", "256", "--lr", "1e-3", "--seed", str(SEED), "--device", "cpu",
-                "--out", _w(DRE), "--no-progress"],
-        "clf": ["-m", "refine.evaluate_images", "train-classifier", "--data", data, "--out", _w(CLF), "--epochs", "3", "--widths", "16,32,64,128",
-                "--feature-dim", "128", "--stem-stride", "2", "--seed", "1", "--device", "cpu"],
+        "gan": [
+            "train",
+            "--data",
+            data,
+            "--n-train",
+            "50000",
+            "--epochs",
+            str(EPOCHS),
+            "--batch-size",
+            "64",
+            "--latent-dim",
+            "100",
+            "--width",
+            "32",
+            "--d-width",
+            "32",
+            "--d-norm",
+            "spectral",
+            "--seed",
+            str(SEED),
+            "--device",
+            "cpu",
+            "--out",
+            _w(GAN_TRAIN),
+            "--no-progress",
+        ],
+        "d_ratio": [
+            "fit-ratio",
+            "--ckpt",
+            _w(GAN),
+            "--kind",
+            "discriminator",
+            "--data",
+            data,
+            "--n-train",
+            "20000",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "64",
+            "--lr",
+            "2e-4",
+            "--calibration",
+            "logistic",
+            "--n-calib",
+            "5000",
+            "--seed",
+            str(SEED),
+            "--device",
+            "cpu",
+            "--out",
+            _w(D_RATIO),
+            "--no-progress",
+        ],
+        "dre": [
+            "fit-ratio",
+            "--ckpt",
+            _w(GAN),
+            "--kind",
+            "feature-sp",
+            "--data",
+            data,
+            "--n-train",
+            "50000",
+            "--n-val",
+            "5000",
+            "--feature-widths",
+            "16,32,64,128",
+            "--stem-stride",
+            "2",
+            "--feature-dim",
+            "128",
+            "--feature-epochs",
+            "3",
+            "--head-hidden",
+            "256,128",
+            "--lambdas",
+            "0,0.1,1",
+            "--epochs",
+            "40",
+            "--batch-size",
+            "256",
+            "--lr",
+            "1e-3",
+            "--seed",
+            str(SEED),
+            "--device",
+            "cpu",
+            "--out",
+            _w(DRE),
+            "--no-progress",
+        ],
+        "clf": [
+            "-m",
+            "refine.evaluate_images",
+            "train-classifier",
+            "--data",
+            data,
+            "--out",
+            _w(CLF),
+            "--epochs",
+            "3",
+            "--widths",
+            "16,32,64,128",
+            "--feature-dim",
+            "128",
+            "--stem-stride",
+            "2",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+        ],
     }
 
 
@@ -120,17 +235,28 @@ METHODS = [
     ("DRE-F-SP: mh (k 50)", "dre", "mh", {"k": 50}),
     ("DRE-F-SP: sir (20 candidates)", "dre", "sir", {"candidates": 20}),
 ]
-RATIO_NAMES = {"d": "discriminator (refitted, logistic)", "d0": "discriminator as trained (no refit, no calibration)", "dre": "DRE-F-SP"}
+RATIO_NAMES = {
+    "d": "discriminator (refitted, logistic)",
+    "d0": "discriminator as trained (no refit, no calibration)",
+    "dre": "DRE-F-SP",
+}
 
 
 def evaluate(args) -> None:
     import numpy as np
     import torch
-
     from common import machine, today
+
     from refine.data.images import load_images
     from refine.evaluate import compare_methods
-    from refine.evaluate_images import load_classifier, load_feature_space, real_reference, save_image_panels, score_images, to_uint8
+    from refine.evaluate_images import (
+        load_classifier,
+        load_feature_space,
+        real_reference,
+        save_image_panels,
+        score_images,
+        to_uint8,
+    )
     from refine.io import atomic_write, file_sha256, load_gan, load_ratio, write_json
     from refine.target import LatentTarget
 
@@ -149,7 +275,9 @@ def evaluate(args) -> None:
     refs = {k: real_reference(s, data, image_shape=shape, split="test", n_prdc=2000) for k, s in spaces.items()}
     _, clf_info = load_classifier(files["clf"])
     clf_meta = torch.load(files["clf"], weights_only=True).get("meta", {})
-    log(f"real references in {time.perf_counter() - t0:.0f}s; evaluation classifier test accuracy {clf_meta.get('val_acc')}")
+    log(
+        f"real references in {time.perf_counter() - t0:.0f}s; evaluation classifier test accuracy {clf_meta.get('val_acc')}"
+    )
 
     def score(x: torch.Tensor) -> dict:
         x8 = to_uint8(x, "[-1,1]")
@@ -165,7 +293,9 @@ def evaluate(args) -> None:
 
     rows = []
     real_n = load_images(data, split="train", limit=args.n, rng=torch.Generator().manual_seed(99)).images
-    real_n = real_n[torch.randperm(len(real_n), generator=torch.Generator().manual_seed(99))]  # the subset comes sorted by class
+    real_n = real_n[
+        torch.randperm(len(real_n), generator=torch.Generator().manual_seed(99))
+    ]  # the subset comes sorted by class
     s = score(real_n.float() / 127.5 - 1)
     grids = {"real training images": s.pop("_x8")}
     rows.append({"method": f"real training images (n={args.n}, reference floor)", "ratio": None, **s})
@@ -176,14 +306,23 @@ def evaluate(args) -> None:
             continue
         target = LatentTarget(gan.generator, ratios[rname] if rname else None)
         try:
-            (row,) = compare_methods(target, [(method, opts)], args.n, seed=args.seed, score=score, progress=args.progress)
+            (row,) = compare_methods(
+                target, [(method, opts)], args.n, seed=args.seed, score=score, progress=args.progress
+            )
         except Exception as e:  # noqa: BLE001 - a sampler that fails (budget) is a result, not a crash
-            rows.append({"method": label, "ratio": RATIO_NAMES.get(rname), "sampler": method, "error": str(e).splitlines()[0]})
+            rows.append(
+                {"method": label, "ratio": RATIO_NAMES.get(rname), "sampler": method, "error": str(e).splitlines()[0]}
+            )
             log(json.dumps(rows[-1]))
             continue
         row.pop("_x")
         grids[label] = row.pop("_x8")
-        row = {"method": label, "ratio": RATIO_NAMES.get(rname), "sampler": method, **{k: v for k, v in row.items() if k != "method"}}
+        row = {
+            "method": label,
+            "ratio": RATIO_NAMES.get(rname),
+            "sampler": method,
+            **{k: v for k, v in row.items() if k != "method"},
+        }
         rows.append(row)
         log(json.dumps(row))
     spread = None
@@ -193,7 +332,12 @@ def evaluate(args) -> None:
         for sd in seeds:
             (row,) = compare_methods(LatentTarget(gan.generator), [("none", {})], args.n, seed=sd, score=score)
             fids.append(row["fid"])
-        spread = {"seeds": seeds, "fid": fids, "mean": float(np.mean(fids)), "std": float(np.std(fids, ddof=1)) if len(fids) > 1 else 0.0}
+        spread = {
+            "seeds": seeds,
+            "fid": fids,
+            "mean": float(np.mean(fids)),
+            "std": float(np.std(fids, ddof=1)) if len(fids) > 1 else 0.0,
+        }
         log(f"raw generator FID over seeds {seeds}: {spread['mean']:.3f} +- {spread['std']:.3f}")
     raw = next((r for r in rows if r["method"] == "raw generator"), None)
     if raw is not None:
@@ -202,13 +346,26 @@ def evaluate(args) -> None:
                 r["fid_change"] = (r["fid"] - raw["fid"]) / raw["fid"]
     train_rec = WORK / "train_record.json"
     record = {
-        "benchmark": "cifar10-jpg (small)", "date": today(), "machine": machine(), "threads": args.threads, "n": args.n, "seed": args.seed,
+        "benchmark": "cifar10-jpg (small)",
+        "date": today(),
+        "machine": machine(),
+        "threads": args.threads,
+        "n": args.n,
+        "seed": args.seed,
         "command": "python benchmarks/cifar10.py " + " ".join(sys.argv[1:]),
         "data": f"{data} (CIFAR-10 as JPEG quality 75; not the lossless dataset)",
-        "recipe": json.loads(train_rec.read_text()) if train_rec.is_file() else {k: ("python " if k == "clf" else "refine ") + " ".join(v) for k, v in recipe(args.data).items()},
-        "evaluator": {"network": clf_info.get("network", "ResNet-34 classifier, quarter width, stride-2 stem"),
-                      "test_accuracy": clf_meta.get("val_acc"), "features": "128-d feature layer", "reference": refs["clf"].describe()},
-        "dre_feature_net_val_acc": (torch.load(files["dre"], weights_only=True).get("meta") or {}).get("feature_net", {}).get("val_acc"),
+        "recipe": json.loads(train_rec.read_text())
+        if train_rec.is_file()
+        else {k: ("python " if k == "clf" else "refine ") + " ".join(v) for k, v in recipe(args.data).items()},
+        "evaluator": {
+            "network": clf_info.get("network", "ResNet-34 classifier, quarter width, stride-2 stem"),
+            "test_accuracy": clf_meta.get("val_acc"),
+            "features": "128-d feature layer",
+            "reference": refs["clf"].describe(),
+        },
+        "dre_feature_net_val_acc": (torch.load(files["dre"], weights_only=True).get("meta") or {})
+        .get("feature_net", {})
+        .get("val_acc"),
         "raw_fid_other_seeds": spread,
         "files": {k: {"path": str(v.relative_to(REPO)), "sha256": file_sha256(v)} for k, v in files.items()},
         "rows": rows,
@@ -259,19 +416,32 @@ def render(rec: dict) -> str:
         f"10,000 test images; precision/recall (k = 3) against 2,000 of them. fid_dre_space: FID in the DRE-F-SP feature network's own "
         f"space (validation accuracy {fmt(rec.get('dre_feature_net_val_acc'), 4)}), for reference only: the ratio was fitted there.",
     ]
-    lines.append("Ratios: \"D\" is the GAN's discriminator refitted for 2 epochs against the fixed generator with a logistic calibration "
-                 "(DRS / MH-GAN's recipe); \"D as trained\" is that discriminator as it ended GAN training, no refit, no calibration; "
-                 "DRE-F-SP is the ratio head on the frozen ResNet-34 features.")
+    lines.append(
+        'Ratios: "D" is the GAN\'s discriminator refitted for 2 epochs against the fixed generator with a logistic calibration '
+        '(DRS / MH-GAN\'s recipe); "D as trained" is that discriminator as it ended GAN training, no refit, no calibration; '
+        "DRE-F-SP is the ratio head on the frozen ResNet-34 features."
+    )
     if sp:
-        lines.append(f"Noise: the raw generator with seeds {sp['seeds']} scores FID {sp['mean']:.3f} ± {sp['std']:.3f} "
-                     f"(values {', '.join(f'{v:.3f}' for v in sp['fid'])}).")
+        lines.append(
+            f"Noise: the raw generator with seeds {sp['seeds']} scores FID {sp['mean']:.3f} ± {sp['std']:.3f} "
+            f"(values {', '.join(f'{v:.3f}' for v in sp['fid'])})."
+        )
     lines += ["", "Recipe:", ""]
     for k, v in rec["recipe"].get("commands", rec["recipe"]).items():
         secs = rec["recipe"].get("seconds", {}).get(k) if isinstance(rec["recipe"].get("seconds"), dict) else None
         lines.append(f"- {k}: `{v}`" + (f" ({secs / 60:.1f} min)" if secs else ""))
-    cols = [("method", "method"), ("fid", "FID"), ("fid_change", "change vs raw"), ("fid_dre_space", "fid_dre_space"), ("precision", "precision"),
-            ("recall", "recall"), ("acceptance_rate", "acceptance"), ("g_evals_per_sample", "G evals / sample"),
-            ("d_evals_per_sample", "ratio evals / sample"), ("wall_time_s", "seconds")]
+    cols = [
+        ("method", "method"),
+        ("fid", "FID"),
+        ("fid_change", "change vs raw"),
+        ("fid_dre_space", "fid_dre_space"),
+        ("precision", "precision"),
+        ("recall", "recall"),
+        ("acceptance_rate", "acceptance"),
+        ("g_evals_per_sample", "G evals / sample"),
+        ("d_evals_per_sample", "ratio evals / sample"),
+        ("wall_time_s", "seconds"),
+    ]
     lines += ["", "| " + " | ".join(c[1] for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in rec["rows"]:
         cells = []
@@ -284,7 +454,9 @@ def render(rec: dict) -> str:
             elif key == "wall_time_s" and v is not None:
                 cells.append(f"{v:.0f}")
             else:
-                cells.append(fmt(v) if "error" not in r or key == "method" else (r["error"][:80] if key == "fid" else "–"))
+                cells.append(
+                    fmt(v) if "error" not in r or key == "method" else (r["error"][:80] if key == "fid" else "–")
+                )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -292,9 +464,15 @@ def render(rec: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="train the GAN, both ratios and the evaluation classifier into benchmarks/_work/cifar10")
+    t = sub.add_parser(
+        "train", help="train the GAN, both ratios and the evaluation classifier into benchmarks/_work/cifar10"
+    )
     t.add_argument("--data", default=DEFAULT_DATA, help="the CIFAR-10 JPEG zip or its extracted folder")
-    t.add_argument("--skip", default="", help="comma-separated steps to reuse from benchmarks/_work/cifar10: gan, d_ratio, dre, clf")
+    t.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated steps to reuse from benchmarks/_work/cifar10: gan, d_ratio, dre, clf",
+    )
     e = sub.add_parser("eval", help="score raw vs refined samples; writes benchmarks/results/cifar10.*")
     e.add_argument("--data", default=DEFAULT_DATA)
     e.add_argument("--n", type=int, default=2000, help="samples per method")

@@ -1,4 +1,5 @@
 """Helpers shared by the benchmark scripts: machine description, mean ± std, result files."""
+
 from __future__ import annotations
 
 import datetime

@@ -24,6 +24,7 @@ Results: ``benchmarks/results/conditional_mnist.json`` and ``.md`` (generated fr
 Intermediate files (classifier, checkpoint) go to ``benchmarks/_work/conditional_mnist``; they are
 reused when present (delete the folder to retrain).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,14 +50,58 @@ def _prepare(args, work: Path) -> tuple[Path, Path, dict]:
     clf, ckpt, timings = work / "mnist_clf.pt", work / "cgan.pt", {}
     if not clf.is_file():
         t0 = time.perf_counter()
-        run_python(["-m", "refine.evaluate_images", "train-classifier", "--data", f"mnist:{args.mnist}", "--out", str(clf), "--n-train",
-                    str(args.clf_train), "--epochs", str(args.clf_epochs), "--seed", str(SEED), "--device", "cpu"])
+        run_python(
+            [
+                "-m",
+                "refine.evaluate_images",
+                "train-classifier",
+                "--data",
+                f"mnist:{args.mnist}",
+                "--out",
+                str(clf),
+                "--n-train",
+                str(args.clf_train),
+                "--epochs",
+                str(args.clf_epochs),
+                "--seed",
+                str(SEED),
+                "--device",
+                "cpu",
+            ]
+        )
         timings["classifier_s"] = time.perf_counter() - t0
     if not ckpt.is_file():
         t0 = time.perf_counter()
-        run_python(["-m", "refine", "train", "--method", "cgan", "--data", f"mnist:{args.mnist}", "--n-train", str(args.n_train), "--epochs",
-                    str(args.epochs), "--batch-size", "64", "--width", str(args.width), "--d-width", str(args.width), "--latent-dim", "64",
-                    "--seed", str(SEED), "--device", "cpu", "--out", str(ckpt), "--no-progress"])
+        run_python(
+            [
+                "-m",
+                "refine",
+                "train",
+                "--method",
+                "cgan",
+                "--data",
+                f"mnist:{args.mnist}",
+                "--n-train",
+                str(args.n_train),
+                "--epochs",
+                str(args.epochs),
+                "--batch-size",
+                "64",
+                "--width",
+                str(args.width),
+                "--d-width",
+                str(args.width),
+                "--latent-dim",
+                "64",
+                "--seed",
+                str(SEED),
+                "--device",
+                "cpu",
+                "--out",
+                str(ckpt),
+                "--no-progress",
+            ]
+        )
         timings["train_s"] = time.perf_counter() - t0
     return clf, ckpt, timings
 
@@ -76,17 +121,28 @@ def main() -> None:
     from refine.train.cgan import fit_conditional_discriminator
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--mnist", default=DEFAULT_MNIST, help="folder with the four MNIST files (default ../shared/data/mnist)")
+    p.add_argument(
+        "--mnist", default=DEFAULT_MNIST, help="folder with the four MNIST files (default ../shared/data/mnist)"
+    )
     p.add_argument("--n-per-class", type=int, default=200)
     p.add_argument("--n-train", type=int, default=20000)
     p.add_argument("--clf-train", type=int, default=20000)
     p.add_argument("--clf-epochs", type=int, default=3)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--width", type=int, default=32)
-    p.add_argument("--quick", action="store_true", help="a smoke run: tiny networks, 20 samples per class, results not written")
+    p.add_argument(
+        "--quick", action="store_true", help="a smoke run: tiny networks, 20 samples per class, results not written"
+    )
     args = p.parse_args()
     if args.quick:
-        args.n_per_class, args.n_train, args.clf_train, args.clf_epochs, args.epochs, args.width = 20, 1024, 1024, 1, 1, 8
+        args.n_per_class, args.n_train, args.clf_train, args.clf_epochs, args.epochs, args.width = (
+            20,
+            1024,
+            1024,
+            1,
+            1,
+            8,
+        )
     os.chdir(REPO)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     work = WORK / ("quick" if args.quick else "full")
@@ -101,12 +157,24 @@ def main() -> None:
 
     gan = refine.load_gan(ckpt)
     t0 = time.perf_counter()
-    refit = fit_conditional_discriminator(gan.generator, gan.discriminator, load_images(f"mnist:{args.mnist}", split="train", limit=args.n_train,
-                                          rng=torch.Generator().manual_seed(SEED)), epochs=1, batch_size=128, rng=torch.Generator().manual_seed(SEED))
+    refit = fit_conditional_discriminator(
+        gan.generator,
+        gan.discriminator,
+        load_images(f"mnist:{args.mnist}", split="train", limit=args.n_train, rng=torch.Generator().manual_seed(SEED)),
+        epochs=1,
+        batch_size=128,
+        rng=torch.Generator().manual_seed(SEED),
+    )
     timings["refit_d_s"] = time.perf_counter() - t0
     meta = gan.config.get("meta", {})
-    target = refine.wrap(gan.generator.net, prior=gan.generator.prior, output_range="[-1,1]", num_classes=gan.generator.num_classes,
-                         discriminator=gan.discriminator, output="logit")
+    target = refine.wrap(
+        gan.generator.net,
+        prior=gan.generator.prior,
+        output_range="[-1,1]",
+        num_classes=gan.generator.num_classes,
+        discriminator=gan.discriminator,
+        output="logit",
+    )
     k = target.num_classes
     n = args.n_per_class * k
     rows = []
@@ -122,33 +190,69 @@ def main() -> None:
         scores = intra_scores(feats, logits, res.y, real_f, real_y)
         counts = {str(c): int((res.y == c).sum()) for c in range(k)}
         per = res.info["per_class"]
-        rows.append({
-            "method": method, "options": opts, "n": n, "wall_s": wall, "counts": counts, "exact_proportions": all(v == args.n_per_class for v in counts.values()),
-            "intra_fd": scores["intra_fd"], "fd_pooled": float(fid_from_features(feats.double().numpy(), real_f.double().numpy())),
-            "label_accuracy": scores["label_accuracy"], "per_class": scores["per_class"],
-            "proposals_per_sample": res.info.get("proposals_per_sample"), "g_evals_per_sample": res.info.get("g_evals_per_sample"),
-            "d_evals_per_sample": res.info.get("d_evals_per_sample"),
-            "log_M_per_class": {c: i.get("log_M") for c, i in per.items()} if method in ("rs", "drs") else None,
-        })
-        print(f"{method}: intra-FD {scores['intra_fd']:.2f}, accuracy {scores['label_accuracy']:.4f}, {wall:.1f}s", flush=True)
+        rows.append(
+            {
+                "method": method,
+                "options": opts,
+                "n": n,
+                "wall_s": wall,
+                "counts": counts,
+                "exact_proportions": all(v == args.n_per_class for v in counts.values()),
+                "intra_fd": scores["intra_fd"],
+                "fd_pooled": float(fid_from_features(feats.double().numpy(), real_f.double().numpy())),
+                "label_accuracy": scores["label_accuracy"],
+                "per_class": scores["per_class"],
+                "proposals_per_sample": res.info.get("proposals_per_sample"),
+                "g_evals_per_sample": res.info.get("g_evals_per_sample"),
+                "d_evals_per_sample": res.info.get("d_evals_per_sample"),
+                "log_M_per_class": {c: i.get("log_M") for c, i in per.items()} if method in ("rs", "drs") else None,
+            }
+        )
+        print(
+            f"{method}: intra-FD {scores['intra_fd']:.2f}, accuracy {scores['label_accuracy']:.4f}, {wall:.1f}s",
+            flush=True,
+        )
     raw = next(r for r in rows if r["method"] == "none")
     for r in rows:
         if "intra_fd" in r:
             r["intra_fd_change_vs_raw"] = r["intra_fd"] / raw["intra_fd"] - 1
     result = {
-        "benchmark": "conditional_mnist", "machine": machine(), "torch": torch.__version__, "date": today(), "seed": SEED,
+        "benchmark": "conditional_mnist",
+        "machine": machine(),
+        "torch": torch.__version__,
+        "date": today(),
+        "seed": SEED,
         "command": f"python benchmarks/conditional_mnist.py {' '.join(sys.argv[1:])}".strip(),
-        "settings": {"n_per_class": args.n_per_class, "n_train": args.n_train, "epochs": args.epochs, "width": args.width, "clf_train": args.clf_train, "clf_epochs": args.clf_epochs,
-                     "loss": "hinge", "latent_dim": 64, "num_classes": k},
-        "feature_space": space.network, "classifier_test_accuracy": None,
-        "gan": {"history": meta.get("history"), "refit_d": refit}, "timings_s": {**timings, "total": time.perf_counter() - t_all},
+        "settings": {
+            "n_per_class": args.n_per_class,
+            "n_train": args.n_train,
+            "epochs": args.epochs,
+            "width": args.width,
+            "clf_train": args.clf_train,
+            "clf_epochs": args.clf_epochs,
+            "loss": "hinge",
+            "latent_dim": 64,
+            "num_classes": k,
+        },
+        "feature_space": space.network,
+        "classifier_test_accuracy": None,
+        "gan": {"history": meta.get("history"), "refit_d": refit},
+        "timings_s": {**timings, "total": time.perf_counter() - t_all},
         "methods": rows,
     }
     with torch.no_grad():
         _, real_logits = space.extract(test.images[:2000], batch_size=500)
     result["classifier_test_accuracy"] = float((real_logits.argmax(1) == real_y[:2000]).double().mean())
     if args.quick:
-        print(json.dumps({r["method"]: {k2: r.get(k2) for k2 in ("intra_fd", "label_accuracy", "exact_proportions")} for r in rows}, indent=1))
+        print(
+            json.dumps(
+                {
+                    r["method"]: {k2: r.get(k2) for k2 in ("intra_fd", "label_accuracy", "exact_proportions")}
+                    for r in rows
+                },
+                indent=1,
+            )
+        )
         return
     write_json(result, RESULTS / "conditional_mnist.json")
     with atomic_write(RESULTS / "conditional_mnist.md", "w") as f:
@@ -183,19 +287,29 @@ def render(result: dict) -> str:
             continue
         pps = r.get("proposals_per_sample")
         dps = r.get("d_evals_per_sample")
-        lines.append(f"| {r['method']} {json.dumps(r['options']) if r['options'] else ''} | {r['intra_fd']:.2f} | {100 * r['intra_fd_change_vs_raw']:+.1f}% | "
-                     f"{r['fd_pooled']:.2f} | {r['label_accuracy']:.4f} | {'yes' if r['exact_proportions'] else 'NO'} | "
-                     f"{'' if pps is None else f'{pps:.2f}'} | {'' if dps is None else f'{dps:.2f}'} | {r['wall_s']:.1f} |")
-    lines += ["", "Per class (intra-FD / label accuracy):", "", "| class | " + " | ".join(r["method"] for r in result["methods"] if "per_class" in r) + " |",
-              "|---" * (1 + sum("per_class" in r for r in result["methods"])) + "|"]
+        lines.append(
+            f"| {r['method']} {json.dumps(r['options']) if r['options'] else ''} | {r['intra_fd']:.2f} | {100 * r['intra_fd_change_vs_raw']:+.1f}% | "
+            f"{r['fd_pooled']:.2f} | {r['label_accuracy']:.4f} | {'yes' if r['exact_proportions'] else 'NO'} | "
+            f"{'' if pps is None else f'{pps:.2f}'} | {'' if dps is None else f'{dps:.2f}'} | {r['wall_s']:.1f} |"
+        )
+    lines += [
+        "",
+        "Per class (intra-FD / label accuracy):",
+        "",
+        "| class | " + " | ".join(r["method"] for r in result["methods"] if "per_class" in r) + " |",
+        "|---" * (1 + sum("per_class" in r for r in result["methods"])) + "|",
+    ]
     scored = [r for r in result["methods"] if "per_class" in r]
     for i, row in enumerate(scored[0]["per_class"]):
         cells = [f"{r['per_class'][i]['fd']:.2f} / {r['per_class'][i]['accuracy']:.3f}" for r in scored]
         lines.append(f"| {row['class']} | " + " | ".join(cells) + " |")
     drs = next((r for r in scored if r["method"] == "rs"), None)
     if drs and drs.get("log_M_per_class"):
-        lines += ["", "Bound per class of exact rs (log M_y, the burn-in maximum raised online): "
-                  + ", ".join(f"{c}: {v:.2f}" for c, v in drs["log_M_per_class"].items())]
+        lines += [
+            "",
+            "Bound per class of exact rs (log M_y, the burn-in maximum raised online): "
+            + ", ".join(f"{c}: {v:.2f}" for c, v in drs["log_M_per_class"].items()),
+        ]
     t = result["timings_s"]
     lines += ["", "Time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in t.items()), ""]
     return "\n".join(lines)

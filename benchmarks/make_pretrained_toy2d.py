@@ -7,6 +7,7 @@ epochs) so that refinement has work to do. The ratio is its discriminator traine
 against the fixed generator for 50 epochs (learning rate divided by 10 after 40).
 Both commands run with one thread so that the files are reproducible on a CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,9 +22,36 @@ from common import refine_cli, update_manifest, without_training_state  # noqa: 
 
 PRE = ROOT / "pretrained"
 SEED = 1
-TRAIN = ["train", "--data", "grid25", "--epochs", "10", "--seed", str(SEED), "--device", "cpu", "--out", "pretrained/toy2d_grid25_gan.pt", "--no-progress"]
-FIT = ["fit-ratio", "--ckpt", "pretrained/toy2d_grid25_gan.pt", "--epochs", "50", "--lr-drop", "40", "--seed", str(SEED), "--device", "cpu",
-       "--out", "pretrained/toy2d_grid25_ratio.pt", "--no-progress"]
+TRAIN = [
+    "train",
+    "--data",
+    "grid25",
+    "--epochs",
+    "10",
+    "--seed",
+    str(SEED),
+    "--device",
+    "cpu",
+    "--out",
+    "pretrained/toy2d_grid25_gan.pt",
+    "--no-progress",
+]
+FIT = [
+    "fit-ratio",
+    "--ckpt",
+    "pretrained/toy2d_grid25_gan.pt",
+    "--epochs",
+    "50",
+    "--lr-drop",
+    "40",
+    "--seed",
+    str(SEED),
+    "--device",
+    "cpu",
+    "--out",
+    "pretrained/toy2d_grid25_ratio.pt",
+    "--no-progress",
+]
 
 
 def main() -> None:
@@ -36,7 +64,10 @@ def main() -> None:
             "name": "toy2d-grid25-gan",
             "file": "toy2d_grid25_gan.pt",
             "kind": "gan",
-            "arch": {"generator": "mlp 2->100->100->100->2 (ReLU)", "discriminator": "mlp 2->100->100->100->1 (ReLU), logit output"},
+            "arch": {
+                "generator": "mlp 2->100->100->100->2 (ReLU)",
+                "discriminator": "mlp 2->100->100->100->1 (ReLU), logit output",
+            },
             "prior": "normal, shape (2,)",
             "data": "grid25: 25 Gaussians, means {-2,-1,0,1,2}^2, std 0.05; 50,000 training points",
             "how_trained": "non-saturating GAN, Adam lr 1e-3 betas (0.5, 0.999), batch 512, 10 epochs (under-trained on purpose), seed 1",

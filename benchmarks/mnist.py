@@ -23,6 +23,7 @@ generator and ratio evaluations per output sample, acceptance rate.
 
 Results: ``benchmarks/results/mnist.json``, ``mnist.md`` and ``mnist.png`` (64 samples per method).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,16 +51,98 @@ GAN_FILE, D_RATIO_FILE, DRE_FILE = "mnist_dcgan.pt", "mnist_d_ratio.pt", "mnist_
 def recipe(mnist: str) -> dict[str, list[str]]:
     data = f"mnist:{mnist}"
     return {
-        "gan": ["train", "--data", data, "--n-train", "20000", "--epochs", "12", "--batch-size", "64", "--latent-dim", "100", "--width", "32",
-                "--d-width", "64", "--d-norm", "spectral", "--seed", str(SEED), "--device", "cpu", "--out", str(WORK.relative_to(REPO) / "mnist_dcgan_train.pt"),
-                "--no-progress"],
-        "d_ratio": ["fit-ratio", "--ckpt", f"pretrained/{GAN_FILE}", "--kind", "discriminator", "--data", data, "--n-train", "20000", "--epochs", "2",
-                    "--batch-size", "64", "--lr", "2e-4", "--calibration", "logistic", "--n-calib", "5000", "--seed", str(SEED), "--device", "cpu",
-                    "--out", f"pretrained/{D_RATIO_FILE}", "--no-progress"],
-        "dre": ["fit-ratio", "--ckpt", f"pretrained/{GAN_FILE}", "--kind", "feature-sp", "--data", data, "--n-train", "40000", "--n-val", "5000",
-                "--feature-widths", "16,32,64,128", "--stem-stride", "2", "--feature-dim", "128", "--feature-epochs", "3", "--head-hidden", "256,128",
-                "--lambdas", "0,0.1,1", "--epochs", "80", "--batch-size", "256", "--lr", "1e-3", "--seed", str(SEED), "--device", "cpu",
-                "--out", f"pretrained/{DRE_FILE}", "--no-progress"],
+        "gan": [
+            "train",
+            "--data",
+            data,
+            "--n-train",
+            "20000",
+            "--epochs",
+            "12",
+            "--batch-size",
+            "64",
+            "--latent-dim",
+            "100",
+            "--width",
+            "32",
+            "--d-width",
+            "64",
+            "--d-norm",
+            "spectral",
+            "--seed",
+            str(SEED),
+            "--device",
+            "cpu",
+            "--out",
+            str(WORK.relative_to(REPO) / "mnist_dcgan_train.pt"),
+            "--no-progress",
+        ],
+        "d_ratio": [
+            "fit-ratio",
+            "--ckpt",
+            f"pretrained/{GAN_FILE}",
+            "--kind",
+            "discriminator",
+            "--data",
+            data,
+            "--n-train",
+            "20000",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "64",
+            "--lr",
+            "2e-4",
+            "--calibration",
+            "logistic",
+            "--n-calib",
+            "5000",
+            "--seed",
+            str(SEED),
+            "--device",
+            "cpu",
+            "--out",
+            f"pretrained/{D_RATIO_FILE}",
+            "--no-progress",
+        ],
+        "dre": [
+            "fit-ratio",
+            "--ckpt",
+            f"pretrained/{GAN_FILE}",
+            "--kind",
+            "feature-sp",
+            "--data",
+            data,
+            "--n-train",
+            "40000",
+            "--n-val",
+            "5000",
+            "--feature-widths",
+            "16,32,64,128",
+            "--stem-stride",
+            "2",
+            "--feature-dim",
+            "128",
+            "--feature-epochs",
+            "3",
+            "--head-hidden",
+            "256,128",
+            "--lambdas",
+            "0,0.1,1",
+            "--epochs",
+            "80",
+            "--batch-size",
+            "256",
+            "--lr",
+            "1e-3",
+            "--seed",
+            str(SEED),
+            "--device",
+            "cpu",
+            "--out",
+            f"pretrained/{DRE_FILE}",
+            "--no-progress",
+        ],
     }
 
 
@@ -84,13 +167,17 @@ def train(args) -> None:
             "name": "mnist-dcgan",
             "file": GAN_FILE,
             "kind": "gan",
-            "arch": {"generator": "dcgan-g 28 px, 1 channel, nz 100, width 32 (BatchNorm, tanh)",
-                     "discriminator": "dcgan-d 28 px, 1 channel, width 64, spectral normalisation, logit output"},
+            "arch": {
+                "generator": "dcgan-g 28 px, 1 channel, nz 100, width 32 (BatchNorm, tanh)",
+                "discriminator": "dcgan-d 28 px, 1 channel, width 64, spectral normalisation, logit output",
+            },
             "prior": "normal, shape (100, 1, 1)",
             "data": f"MNIST training split, random subset of {gan_meta['n_train']} images (seed {SEED}), 28x28, scaled to [-1, 1]",
-            "how_trained": ("non-saturating GAN, Adam lr 2e-4 betas (0.5, 0.999), batch 64, 12 epochs over the subset (3,744 steps; "
-                            "a CPU budget, so the generator is visibly imperfect), seed 0; run as 4 epochs and then `refine train --resume ... "
-                            "--epochs 12`, which gives the same weights as the one command below; optimizer state removed for shipping"),
+            "how_trained": (
+                "non-saturating GAN, Adam lr 2e-4 betas (0.5, 0.999), batch 64, 12 epochs over the subset (3,744 steps; "
+                "a CPU budget, so the generator is visibly imperfect), seed 0; run as 4 epochs and then `refine train --resume ... "
+                "--epochs 12`, which gives the same weights as the one command below; optimizer state removed for shipping"
+            ),
             "command": "refine " + " ".join(steps["gan"]),
             "script": "benchmarks/mnist.py train",
         },
@@ -109,15 +196,21 @@ def train(args) -> None:
             "name": "mnist-dre-f-sp",
             "file": DRE_FILE,
             "kind": "ratio/feature-sp",
-            "arch": ("resnet34-features: timm resnet34 (stages 3-4-6-3) with stage widths 16/32/64/128 (a quarter of the standard, "
-                     "to fit a few MB and a CPU budget), 3x3 stride-2 CIFAR-style stem, 128-d feature layer; ratio head MLP 128-256-128-1, softplus output"),
+            "arch": (
+                "resnet34-features: timm resnet34 (stages 3-4-6-3) with stage widths 16/32/64/128 (a quarter of the standard, "
+                "to fit a few MB and a CPU budget), 3x3 stride-2 CIFAR-style stem, 128-d feature layer; ratio head MLP 128-256-128-1, softplus output"
+            ),
             "prior": "-",
-            "data": ("MNIST training split, 40,000-image subset: 5,000 held out for validation (lambda and epoch), 35,000 for training; "
-                     "as many fresh generated images"),
-            "how_trained": (f"feature net: 10-way classifier, cross-entropy, Adam 1e-3 cosine, 3 epochs, then frozen "
-                            f"(validation accuracy {dre_meta['feature_net'].get('val_acc', float('nan')):.4f}); ratio head: SP loss, Adam 1e-3, "
-                            f"batch 256, 80 epochs with the best validation epoch kept, lambda chosen from 0/0.1/1 on validation SP loss "
-                            f"(chose {dre_meta['head']['lambda']:g})"),
+            "data": (
+                "MNIST training split, 40,000-image subset: 5,000 held out for validation (lambda and epoch), 35,000 for training; "
+                "as many fresh generated images"
+            ),
+            "how_trained": (
+                f"feature net: 10-way classifier, cross-entropy, Adam 1e-3 cosine, 3 epochs, then frozen "
+                f"(validation accuracy {dre_meta['feature_net'].get('val_acc', float('nan')):.4f}); ratio head: SP loss, Adam 1e-3, "
+                f"batch 256, 80 epochs with the best validation epoch kept, lambda chosen from 0/0.1/1 on validation SP loss "
+                f"(chose {dre_meta['head']['lambda']:g})"
+            ),
             "command": "refine " + " ".join(steps["dre"]),
             "script": "benchmarks/mnist.py train",
         },
@@ -134,8 +227,17 @@ def eval_network():
 
         def __init__(self):
             super().__init__()
-            self.conv = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
-                                      nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU())
+            self.conv = nn.Sequential(
+                nn.Conv2d(1, 32, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(32, 64, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Flatten(),
+                nn.Linear(64 * 7 * 7, 128),
+                nn.ReLU(),
+            )
             self.fc = nn.Linear(128, 10)
 
         def features(self, x):
@@ -180,7 +282,13 @@ def get_evaluator(mnist: str, log) -> tuple:
         atomic_save({"state": net.state_dict()}, path)
     net.eval().requires_grad_(False)
     with torch.no_grad():
-        acc = float(sum((net(test.float(slice(i, i + 1000))).argmax(1) == test.labels[i : i + 1000]).sum() for i in range(0, len(test), 1000)) / len(test))
+        acc = float(
+            sum(
+                (net(test.float(slice(i, i + 1000))).argmax(1) == test.labels[i : i + 1000]).sum()
+                for i in range(0, len(test), 1000)
+            )
+            / len(test)
+        )
     return net, test, acc
 
 
@@ -222,8 +330,8 @@ METHODS = [
 def evaluate(args) -> None:
     import numpy as np
     import torch
-
     from common import machine, today
+
     from refine.evaluate_images import save_image_panels, to_uint8
     from refine.io import atomic_write, file_sha256, load_gan, load_ratio, write_json
     from refine.metrics.features import extract_features
@@ -234,7 +342,11 @@ def evaluate(args) -> None:
     torch.set_num_threads(args.threads)
     WORK.mkdir(parents=True, exist_ok=True)
     log = lambda m: print(m, flush=True)  # noqa: E731
-    files = {"gan": Path(args.gan or PRE / GAN_FILE), "d": args.d_ratio or PRE / D_RATIO_FILE, "dre": Path(args.dre or PRE / DRE_FILE)}
+    files = {
+        "gan": Path(args.gan or PRE / GAN_FILE),
+        "d": args.d_ratio or PRE / D_RATIO_FILE,
+        "dre": Path(args.dre or PRE / DRE_FILE),
+    }
     gan = load_gan(files["gan"])
     ratios = {"d": gan.ratio if files["d"] == "checkpoint" else load_ratio(files["d"]), "dre": load_ratio(files["dre"])}
     cnn, test, acc = get_evaluator(args.mnist, log)
@@ -249,19 +361,29 @@ def evaluate(args) -> None:
         from refine.metrics.inception import inception_features, load_inception
 
         inception = load_inception(args.inception_weights)
-        stats_inc = feature_statistics(inception_features(inception, test.float().repeat(1, 3, 1, 1), value_range=(-1, 1), progress=False))
+        stats_inc = feature_statistics(
+            inception_features(inception, test.float().repeat(1, 3, 1, 1), value_range=(-1, 1), progress=False)
+        )
         inception_note = "computed"
     except Exception as e:  # noqa: BLE001 - a missing weight file is the expected case here
         log(f"Inception FID skipped: {str(e).splitlines()[0][:200]}")
 
     def score(x: torch.Tensor) -> dict:
-        out = {"fid_cnn": frechet_distance(*stats_cnn, *feature_statistics(extract_features(cnn_f, x, batch_size=500, progress=False))),
-               "fid_resnet": frechet_distance(*stats_res, *feature_statistics(extract_features(res_f, x, batch_size=500, progress=False)))}
+        out = {
+            "fid_cnn": frechet_distance(
+                *stats_cnn, *feature_statistics(extract_features(cnn_f, x, batch_size=500, progress=False))
+            ),
+            "fid_resnet": frechet_distance(
+                *stats_res, *feature_statistics(extract_features(res_f, x, batch_size=500, progress=False))
+            ),
+        }
         with torch.no_grad():
             p = torch.cat([torch.softmax(cnn(x[i : i + 1000]), 1) for i in range(0, len(x), 1000)])
         hist = torch.bincount(p.argmax(1), minlength=10).double() / len(x)
         out["confidence"] = float(p.max(1).values.mean())  # mean top-class probability: how digit-like the samples are
-        out["class_kl"] = float((hist * (hist.clamp_min(1e-12) / 0.1).log()).sum())  # KL(class histogram || uniform): mode balance
+        out["class_kl"] = float(
+            (hist * (hist.clamp_min(1e-12) / 0.1).log()).sum()
+        )  # KL(class histogram || uniform): mode balance
         if inception is not None:
             f = inception_features(inception, x.repeat(1, 3, 1, 1), value_range=(-1, 1), progress=False)
             out["fid_inception"] = frechet_distance(*stats_inc, *feature_statistics(f))
@@ -271,7 +393,9 @@ def evaluate(args) -> None:
     # Floor: n real training images against the test set (the FID estimator's bias at this n).
     from refine.data.images import load_images
 
-    real_n = load_images(f"mnist:{args.mnist}", split="train", limit=args.n, rng=torch.Generator().manual_seed(99)).float()
+    real_n = load_images(
+        f"mnist:{args.mnist}", split="train", limit=args.n, rng=torch.Generator().manual_seed(99)
+    ).float()
     rows.append({"method": f"real training images (n={args.n}, reference floor)", "ratio": None, **score(real_n)})
     log(json.dumps(rows[-1]))
     grids = {"real": real_n[:64]}
@@ -290,9 +414,17 @@ def evaluate(args) -> None:
             log(json.dumps(rows[-1]))
             continue
         info = res.info
-        row = {"method": label, "ratio": {"d": "discriminator (refitted, logistic)", "dre": "DRE-F-SP"}.get(rname), "sampler": method, "options": sampler.options(),
-               **score(res.x), "wall_time_s": time.perf_counter() - t0, "g_evals_per_sample": info.get("g_evals_per_sample"),
-               "ratio_evals_per_sample": info.get("d_evals_per_sample"), "acceptance_rate": info.get("acceptance_rate")}
+        row = {
+            "method": label,
+            "ratio": {"d": "discriminator (refitted, logistic)", "dre": "DRE-F-SP"}.get(rname),
+            "sampler": method,
+            "options": sampler.options(),
+            **score(res.x),
+            "wall_time_s": time.perf_counter() - t0,
+            "g_evals_per_sample": info.get("g_evals_per_sample"),
+            "ratio_evals_per_sample": info.get("d_evals_per_sample"),
+            "acceptance_rate": info.get("acceptance_rate"),
+        }
         rows.append(row)
         grids[label] = res.x[:64]
         log(json.dumps(row))
@@ -301,10 +433,16 @@ def evaluate(args) -> None:
     if args.raw_seeds > 0:
         fids = []
         for k in range(1, args.raw_seeds + 1):
-            res = get_sampler("none").sample(LatentTarget(gan.generator), args.n, rng=torch.Generator().manual_seed(args.seed + k))
+            res = get_sampler("none").sample(
+                LatentTarget(gan.generator), args.n, rng=torch.Generator().manual_seed(args.seed + k)
+            )
             fids.append(score(res.x)["fid_cnn"])
-        spread = {"seeds": [args.seed + k for k in range(1, args.raw_seeds + 1)], "fid_cnn": fids,
-                  "mean": float(np.mean(fids)), "std": float(np.std(fids, ddof=1)) if len(fids) > 1 else 0.0}
+        spread = {
+            "seeds": [args.seed + k for k in range(1, args.raw_seeds + 1)],
+            "fid_cnn": fids,
+            "mean": float(np.mean(fids)),
+            "std": float(np.std(fids, ddof=1)) if len(fids) > 1 else 0.0,
+        }
         log(f"raw generator FID over seeds {spread['seeds']}: {spread['mean']:.2f} +- {spread['std']:.2f}")
     raw = next((r for r in rows if r["method"] == "raw generator"), None)
     if raw is not None:
@@ -312,19 +450,41 @@ def evaluate(args) -> None:
             if "fid_cnn" in r:
                 r["fid_cnn_reduction"] = (raw["fid_cnn"] - r["fid_cnn"]) / raw["fid_cnn"]
     record = {
-        "benchmark": "mnist", "date": today(), "machine": machine(), "threads": args.threads, "n": args.n, "seed": args.seed,
+        "benchmark": "mnist",
+        "date": today(),
+        "machine": machine(),
+        "threads": args.threads,
+        "n": args.n,
+        "seed": args.seed,
         "command": "python benchmarks/mnist.py " + " ".join(sys.argv[1:]),
-        "evaluator": {"network": "small CNN (conv32-pool-conv64-pool-fc128-fc10), trained 1 epoch on the 60,000 MNIST training images",
-                      "test_accuracy": acc, "features": "128-d penultimate layer", "reference": "10,000 MNIST test images"},
+        "evaluator": {
+            "network": "small CNN (conv32-pool-conv64-pool-fc128-fc10), trained 1 epoch on the 60,000 MNIST training images",
+            "test_accuracy": acc,
+            "features": "128-d penultimate layer",
+            "reference": "10,000 MNIST test images",
+        },
         "inception_fid": inception_note,
         "raw_fid_other_seeds": spread,
-        "files": {k: {"path": str(v), "sha256": file_sha256(v)} if v != "checkpoint" else "the GAN checkpoint's discriminator" for k, v in files.items()},
+        "files": {
+            k: {"path": str(v), "sha256": file_sha256(v)} if v != "checkpoint" else "the GAN checkpoint's discriminator"
+            for k, v in files.items()
+        },
         "rows": rows,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(record, out.with_suffix(".json"))
-    cols = ["method", "fid_cnn", "fid_cnn_reduction", "fid_resnet", "confidence", "class_kl", "acceptance_rate", "g_evals_per_sample", "wall_time_s"]
+    cols = [
+        "method",
+        "fid_cnn",
+        "fid_cnn_reduction",
+        "fid_resnet",
+        "confidence",
+        "class_kl",
+        "acceptance_rate",
+        "g_evals_per_sample",
+        "wall_time_s",
+    ]
     if inception is not None:
         cols.insert(4, "fid_inception")
 
@@ -335,12 +495,19 @@ def evaluate(args) -> None:
             return f"{v:.3f}" if abs(v) < 100 else f"{v:.0f}"
         return str(v)
 
-    md = [f"MNIST, n = {args.n} samples per method, seed {args.seed}; {machine()}, {args.threads} thread(s); {today()}.",
-          f"FID in the 128-d feature space of a small CNN trained on MNIST (test accuracy {acc:.4f}) against the 10,000 test images; "
-          f"fid_resnet: in the DRE-F-SP feature network's space. Inception FID: {inception_note}."
-          + (f" Spread of the estimate: the raw generator with seeds {spread['seeds']} scores fid_cnn {spread['mean']:.2f} ± {spread['std']:.2f}."
-             if spread else ""), "",
-          "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    md = [
+        f"MNIST, n = {args.n} samples per method, seed {args.seed}; {machine()}, {args.threads} thread(s); {today()}.",
+        f"FID in the 128-d feature space of a small CNN trained on MNIST (test accuracy {acc:.4f}) against the 10,000 test images; "
+        f"fid_resnet: in the DRE-F-SP feature network's space. Inception FID: {inception_note}."
+        + (
+            f" Spread of the estimate: the raw generator with seeds {spread['seeds']} scores fid_cnn {spread['mean']:.2f} ± {spread['std']:.2f}."
+            if spread
+            else ""
+        ),
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "|".join("---" for _ in cols) + "|",
+    ]
     for r in rows:
         md.append("| " + " | ".join(fmt(r.get(c)) if c != "fid_cnn_reduction" or c in r else "–" for c in cols) + " |")
     with atomic_write(out.with_suffix(".md"), "w") as f:
@@ -353,7 +520,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train the shipped MNIST files with the CLI and record them in the manifest")
-    t.add_argument("--mnist", default=DEFAULT_MNIST, help="folder with the four MNIST files (default ../shared/data/mnist)")
+    t.add_argument(
+        "--mnist", default=DEFAULT_MNIST, help="folder with the four MNIST files (default ../shared/data/mnist)"
+    )
     t.add_argument("--skip-gan", action="store_true", help="reuse benchmarks/_work/mnist/mnist_dcgan_train.pt")
     e = sub.add_parser("eval", help="score the shipped files; writes benchmarks/results/mnist.*")
     e.add_argument("--mnist", default=DEFAULT_MNIST)
@@ -363,9 +532,16 @@ def main() -> None:
     e.add_argument("--methods", default="", help="comma-separated labels or sampler names to run (default: all)")
     e.add_argument("--inception-weights", default=None)
     e.add_argument("--progress", action="store_true")
-    e.add_argument("--raw-seeds", type=int, default=3, help="also score the raw generator with this many other seeds (spread of the FID estimate)")
+    e.add_argument(
+        "--raw-seeds",
+        type=int,
+        default=3,
+        help="also score the raw generator with this many other seeds (spread of the FID estimate)",
+    )
     e.add_argument("--gan", default=None, help="GAN checkpoint to score (default: the shipped one)")
-    e.add_argument("--d-ratio", default=None, help="discriminator ratio file, or 'checkpoint' for the GAN's own discriminator")
+    e.add_argument(
+        "--d-ratio", default=None, help="discriminator ratio file, or 'checkpoint' for the GAN's own discriminator"
+    )
     e.add_argument("--dre", default=None, help="feature-sp ratio file")
     e.add_argument("--out", default=str(RESULTS / "mnist"), help="result files prefix (.json, .md, .png)")
     args = p.parse_args()

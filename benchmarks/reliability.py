@@ -27,6 +27,7 @@ Writes benchmarks/results/reliability.{json,md}.
 
 Sections not rerun keep their earlier results (each with its own date) in the JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,14 +56,25 @@ from refine.train import list_methods  # noqa: E402
 from refine.train.checkpointing import read_training_state, training_state  # noqa: E402
 from refine.train.toy2d import save_toy_checkpoint, train_toy  # noqa: E402
 
-SMALL = {"rs": {"m_quantile": 0.99}, "mh": {"k": 64}, "ddls": {"steps": 20}, "dcd": {"steps": 20}, "dgflow": {"steps": 10}, "dot": {"steps": 20, "pairs": 256}}
+SMALL = {
+    "rs": {"m_quantile": 0.99},
+    "mh": {"k": 64},
+    "ddls": {"steps": 20},
+    "dcd": {"steps": 20},
+    "dgflow": {"steps": 10},
+    "dot": {"steps": 20, "pairs": 256},
+}
 
 
 def _same(a, b) -> bool:
     if isinstance(a, torch.Tensor):
         return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
     if isinstance(a, dict):
-        return isinstance(b, dict) and set(map(str, a)) == set(map(str, b)) and all(_same(v, {str(k): w for k, w in b.items()}[str(k)]) for k, v in a.items())
+        return (
+            isinstance(b, dict)
+            and set(map(str, a)) == set(map(str, b))
+            and all(_same(v, {str(k): w for k, w in b.items()}[str(k)]) for k, v in a.items())
+        )
     if isinstance(a, (list, tuple)):
         return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     return a == b
@@ -87,15 +99,17 @@ def determinism(n: int) -> list[dict]:
 
         t0 = time.process_time()
         a = run()
-        rows.append({
-            "method": method,
-            "options": opts,
-            "same_seed": bool(torch.equal(a, run())),
-            "batch_sizes": bool(all(torch.equal(run(256), x) for x in (run(1024), run(n)))),
-            "threads_1_vs_2": bool(torch.equal(run(threads=1), run(threads=2))),
-            "other_seed_differs": not bool(torch.equal(a, run(seed=1))),
-            "cpu_s": round(time.process_time() - t0, 2),
-        })
+        rows.append(
+            {
+                "method": method,
+                "options": opts,
+                "same_seed": bool(torch.equal(a, run())),
+                "batch_sizes": bool(all(torch.equal(run(256), x) for x in (run(1024), run(n)))),
+                "threads_1_vs_2": bool(torch.equal(run(threads=1), run(threads=2))),
+                "other_seed_differs": not bool(torch.equal(a, run(seed=1))),
+                "cpu_s": round(time.process_time() - t0, 2),
+            }
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -124,7 +138,9 @@ def resume(n_train: int, folder: Path) -> list[dict]:
         final(2, save_at=2)
         _, state = read_training_state(folder / f"{method}.pt")
         resumed = final(4, resume_state=state)
-        rows.append({"method": method, "bit_identical": _same(straight, resumed), "cpu_s": round(time.process_time() - t0, 2)})
+        rows.append(
+            {"method": method, "bit_identical": _same(straight, resumed), "cpu_s": round(time.process_time() - t0, 2)}
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -139,16 +155,27 @@ def checkpoint_cost(folder: Path) -> dict:
     train_toy("grid25", epochs=1, n_train=4096, batch_size=512, rng=rng, init_seed=0, on_epoch=on_epoch)
     run, state = keep["run"], keep["state"]
     plain, full = folder / "weights.pt", folder / "resumable.pt"
-    save_gan(plain, generator=run.generator.net, generator_arch=run.archs["generator"], prior=run.generator.prior, discriminator=run.discriminator,
-             discriminator_arch=run.archs["discriminator"], meta=run.meta)
+    save_gan(
+        plain,
+        generator=run.generator.net,
+        generator_arch=run.archs["generator"],
+        prior=run.generator.prior,
+        discriminator=run.discriminator,
+        discriminator_arch=run.archs["discriminator"],
+        meta=run.meta,
+    )
     times = []
     for _ in range(20):
         t = time.perf_counter()
         save_toy_checkpoint(full, run, train_state=state)
         times.append(time.perf_counter() - t)
     safe_load(full)
-    return {"weights_only_bytes": plain.stat().st_size, "resumable_bytes": full.stat().st_size,
-            "write_median_ms": round(1000 * statistics.median(times), 2), "writes": len(times)}
+    return {
+        "weights_only_bytes": plain.stat().st_size,
+        "resumable_bytes": full.stat().st_size,
+        "write_median_ms": round(1000 * statistics.median(times), 2),
+        "writes": len(times),
+    }
 
 
 def budget() -> dict:
@@ -161,12 +188,20 @@ def budget() -> dict:
         return {"gave_up": False}
     except BudgetExceededError as e:
         msg = str(e)
-    return {"n": n, "budget_per_sample": get_sampler("rs").budget, "gave_up": True, "seconds": round(time.perf_counter() - t, 2), "message": msg}
+    return {
+        "n": n,
+        "budget_per_sample": get_sampler("rs").budget,
+        "gave_up": True,
+        "seconds": round(time.perf_counter() - t, 2),
+        "message": msg,
+    }
 
 
-MEMORY_RUNS = [("2-D, none", "toy", "none", [10**4, 10**5, 10**6, 10**7, 10**8]),
-               ("2-D, sir (4 candidates)", "toy", "sir", [10**4, 10**5, 10**6, 10**7]),
-               ("28x28 images, none", "images", "none", [10**3, 10**4, 10**5, 10**6])]
+MEMORY_RUNS = [
+    ("2-D, none", "toy", "none", [10**4, 10**5, 10**6, 10**7, 10**8]),
+    ("2-D, sir (4 candidates)", "toy", "sir", [10**4, 10**5, 10**6, 10**7]),
+    ("28x28 images, none", "images", "none", [10**3, 10**4, 10**5, 10**6]),
+]
 
 
 def _child(argv: list[str]) -> None:
@@ -182,8 +217,17 @@ def _child(argv: list[str]) -> None:
         code = 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
-    print("RESULT " + json.dumps({"exit": code, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                                  "seconds": round(time.perf_counter() - t, 2)}), flush=True)
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "exit": code,
+                "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                "seconds": round(time.perf_counter() - t, 2),
+            }
+        ),
+        flush=True,
+    )
 
 
 def memory(folder: Path) -> list[dict]:
@@ -194,7 +238,12 @@ def memory(folder: Path) -> list[dict]:
     torch.manual_seed(0)
     sd = folder / "tiny_g.pt"
     torch.save(TinyImageGenerator().state_dict(), sd)
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent), "MPLBACKEND": "Agg"}
+    env = {
+        **__import__("os").environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parent),
+        "MPLBACKEND": "Agg",
+    }
     rows = []
     for label, kind, method, ns in MEMORY_RUNS:
         for n in ns:
@@ -202,13 +251,30 @@ def memory(folder: Path) -> list[dict]:
             argv = ["sample", "--no-progress", "--device", "cpu", "-m", method, "-n", str(n), "--out", str(out)]
             argv += ["-o", "candidates=4"] if method == "sir" else []
             if kind == "images":
-                argv += ["--ckpt", str(sd), "--arch", "tiny_image_generator:TinyImageGenerator", "--latent-shape", "16", "--output-range", "[-1,1]"]
+                argv += [
+                    "--ckpt",
+                    str(sd),
+                    "--arch",
+                    "tiny_image_generator:TinyImageGenerator",
+                    "--latent-shape",
+                    "16",
+                    "--output-range",
+                    "[-1,1]",
+                ]
             proc = subprocess.run([sys.executable, __file__, "--child", *argv], capture_output=True, text=True, env=env)
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             res = json.loads(line[-1][7:]) if line else {"exit": proc.returncode, "peak_rss": None, "seconds": None}
             size = sum(f.stat().st_size for f in out.glob("*") if f.is_file()) if out.is_dir() else 0
-            rows.append({"runs": label, "method": method, "n": n, **res, "output_bytes": size,
-                         "error": (proc.stderr.strip().splitlines() or [""])[-1][:200] if res["exit"] else ""})
+            rows.append(
+                {
+                    "runs": label,
+                    "method": method,
+                    "n": n,
+                    **res,
+                    "output_bytes": size,
+                    "error": (proc.stderr.strip().splitlines() or [""])[-1][:200] if res["exit"] else "",
+                }
+            )
             print(rows[-1], flush=True)
             for f in out.glob("*"):
                 f.unlink() if f.is_file() else None
@@ -223,17 +289,38 @@ def hostile() -> dict:
         path = Path(log.name)
     env = {**__import__("os").environ, "REFINE_HOSTILE_LOG": str(path), "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow or not slow", "tests/test_hostile.py"],
-                          capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-m",
+            "slow or not slow",
+            "tests/test_hostile.py",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     seconds = round(time.perf_counter() - t, 1)
     cases = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
     path.unlink()
     by = Counter((c["test"].split("::")[-1], c["exit"]) for c in cases)
     tests = sorted({t for t, _ in by})
-    return {"pytest_exit": proc.returncode, "summary": (proc.stdout.strip().splitlines() or [""])[-1], "seconds": seconds,
-            "cases": len(cases), "refused": sum(1 for c in cases if c["exit"] == 2), "completed": sum(1 for c in cases if c["exit"] == 0),
-            "other_exit": sum(1 for c in cases if c["exit"] not in (0, 2)),
-            "per_test": [{"test": t, "refused": by[(t, 2)], "completed": by[(t, 0)]} for t in tests]}
+    return {
+        "pytest_exit": proc.returncode,
+        "summary": (proc.stdout.strip().splitlines() or [""])[-1],
+        "seconds": seconds,
+        "cases": len(cases),
+        "refused": sum(1 for c in cases if c["exit"] == 2),
+        "completed": sum(1 for c in cases if c["exit"] == 0),
+        "other_exit": sum(1 for c in cases if c["exit"] not in (0, 2)),
+        "per_test": [{"test": t, "refused": by[(t, 2)], "completed": by[(t, 0)]} for t in tests],
+    }
 
 
 SECTIONS = ("determinism", "resume", "checkpoint", "budget", "memory", "hostile")
@@ -257,8 +344,14 @@ def main() -> None:
     result.setdefault("dates", {})
     with tempfile.TemporaryDirectory() as tmp:  # the large runs write GBs: the temporary folder must be on a large disk
         folder = Path(tmp)
-        runs = {"determinism": lambda: determinism(args.n), "resume": lambda: resume(args.n_train, folder),
-                "checkpoint": lambda: checkpoint_cost(folder), "budget": budget, "memory": lambda: memory(folder), "hostile": hostile}
+        runs = {
+            "determinism": lambda: determinism(args.n),
+            "resume": lambda: resume(args.n_train, folder),
+            "checkpoint": lambda: checkpoint_cost(folder),
+            "budget": budget,
+            "memory": lambda: memory(folder),
+            "hostile": hostile,
+        }
         for name in wanted:
             result[name] = runs[name]()
             result["dates"][name] = today()
@@ -266,9 +359,13 @@ def main() -> None:
                 from refine.budget import CHUNK_BYTES
 
                 result["chunk_bytes"] = CHUNK_BYTES
-    result.update(date=today(), machine=machine(), command="python benchmarks/reliability.py " + " ".join(sys.argv[1:]),
-                  n=args.n if "determinism" in wanted else result.get("n", args.n),
-                  n_train=args.n_train if "resume" in wanted else result.get("n_train", args.n_train))
+    result.update(
+        date=today(),
+        machine=machine(),
+        command="python benchmarks/reliability.py " + " ".join(sys.argv[1:]),
+        n=args.n if "determinism" in wanted else result.get("n", args.n),
+        n_train=args.n_train if "resume" in wanted else result.get("n_train", args.n_train),
+    )
     RESULTS.mkdir(exist_ok=True)
     write_json(result, path)
     md = render(result)
@@ -286,42 +383,65 @@ def render(result: dict) -> str:
     yes = lambda b: "yes" if b else "no"  # noqa: E731
     dates = result.get("dates", {})
     when = lambda k: f" ({dates[k]})" if k in dates else ""  # noqa: E731
-    md = [f"# Reliability checks\n\nGenerated by `python benchmarks/reliability.py` (last: `{result['command'].strip()}`) on {result['date']}; "
-          "each section gives the date it was measured.\n\nMachine: " + result["machine"] + ".\n"]
+    md = [
+        f"# Reliability checks\n\nGenerated by `python benchmarks/reliability.py` (last: `{result['command'].strip()}`) on {result['date']}; "
+        "each section gives the date it was measured.\n\nMachine: " + result["machine"] + ".\n"
+    ]
     if "determinism" in result:
-        md += [f"## Determinism (shipped 25-Gaussian GAN and fitted ratio, n = {result.get('n')}, CPU){when('determinism')}\n",
-          "| method | options | same seed twice | batch sizes 256 / 1024 / n | 1 vs 2 threads | another seed differs |", "|---|---|---|---|---|---|"]
+        md += [
+            f"## Determinism (shipped 25-Gaussian GAN and fitted ratio, n = {result.get('n')}, CPU){when('determinism')}\n",
+            "| method | options | same seed twice | batch sizes 256 / 1024 / n | 1 vs 2 threads | another seed differs |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in result["determinism"]:
-            md.append(f"| {r['method']} | {json.dumps(r['options']) if r['options'] else 'defaults'} | {yes(r['same_seed'])} | {yes(r['batch_sizes'])} | "
-                      f"{yes(r['threads_1_vs_2'])} | {yes(r['other_seed_differs'])} |")
+            md.append(
+                f"| {r['method']} | {json.dumps(r['options']) if r['options'] else 'defaults'} | {yes(r['same_seed'])} | {yes(r['batch_sizes'])} | "
+                f"{yes(r['threads_1_vs_2'])} | {yes(r['other_seed_differs'])} |"
+            )
     if "resume" in result:
-        md += [f"\n## Resume (2-D protocol networks, {result.get('n_train')} training points, 4 epochs vs 2 + checkpoint + 2){when('resume')}\n",
-               "| method | bit-identical to the uninterrupted run |", "|---|---|"]
+        md += [
+            f"\n## Resume (2-D protocol networks, {result.get('n_train')} training points, 4 epochs vs 2 + checkpoint + 2){when('resume')}\n",
+            "| method | bit-identical to the uninterrupted run |",
+            "|---|---|",
+        ]
         md += [f"| {r['method']} | {yes(r['bit_identical'])} |" for r in result["resume"]]
     if "checkpoint" in result:
         c = result["checkpoint"]
-        md += [f"\n## Checkpoint cost (2-D GAN, MLPs 2-100-100-100){when('checkpoint')}\n",
-               f"Weights only: {c['weights_only_bytes']} bytes; with the training state: {c['resumable_bytes']} bytes; "
-               f"one atomic write (temp file, fsync, rename): median {c['write_median_ms']} ms over {c['writes']} writes.\n"]
+        md += [
+            f"\n## Checkpoint cost (2-D GAN, MLPs 2-100-100-100){when('checkpoint')}\n",
+            f"Weights only: {c['weights_only_bytes']} bytes; with the training state: {c['resumable_bytes']} bytes; "
+            f"one atomic write (temp file, fsync, rename): median {c['write_median_ms']} ms over {c['writes']} writes.\n",
+        ]
     b = result.get("budget", {})
     if b.get("gave_up"):
-        md += [f"## Proposal budget{when('budget')}\n", f"rs with log r = 1000 x_0, n = {b['n']}, default budget {b['budget_per_sample']:g} proposals per sample: "
-               f"stopped after {b['seconds']} s with: `{b['message']}`\n"]
+        md += [
+            f"## Proposal budget{when('budget')}\n",
+            f"rs with log r = 1000 x_0, n = {b['n']}, default budget {b['budget_per_sample']:g} proposals per sample: "
+            f"stopped after {b['seconds']} s with: `{b['message']}`\n",
+        ]
     if "memory" in result:
-        md += [f"## Peak memory against n (`refine sample`, one process per run, one thread){when('memory')}\n",
-               "Peak resident set size of the whole process (Python, torch and refine); results stream to disk in chunks of "
-               f"at most {result.get('chunk_bytes', 0) / 2**20:.0f} MB of samples and latents ({result.get('chunk_bytes', 0) // 16:,} 2-D samples, "
-               f"{result.get('chunk_bytes', 0) // (4 * (784 + 16)):,} 28x28 images of this generator), so the peak should stop growing once n passes one chunk.\n",
-               "| runs | n | exit | peak RSS (GB) | output on disk (GB) | seconds |", "|---|---|---|---|---|---|"]
+        md += [
+            f"## Peak memory against n (`refine sample`, one process per run, one thread){when('memory')}\n",
+            "Peak resident set size of the whole process (Python, torch and refine); results stream to disk in chunks of "
+            f"at most {result.get('chunk_bytes', 0) / 2**20:.0f} MB of samples and latents ({result.get('chunk_bytes', 0) // 16:,} 2-D samples, "
+            f"{result.get('chunk_bytes', 0) // (4 * (784 + 16)):,} 28x28 images of this generator), so the peak should stop growing once n passes one chunk.\n",
+            "| runs | n | exit | peak RSS (GB) | output on disk (GB) | seconds |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in result["memory"]:
-            md.append(f"| {r['runs']} | {r['n']:.0e} | {r['exit']}{(' (' + r['error'] + ')') if r.get('error') else ''} | {_gb(r['peak_rss'])} | "
-                      f"{_gb(r['output_bytes'])} | {r['seconds']} |")
+            md.append(
+                f"| {r['runs']} | {r['n']:.0e} | {r['exit']}{(' (' + r['error'] + ')') if r.get('error') else ''} | {_gb(r['peak_rss'])} | "
+                f"{_gb(r['output_bytes'])} | {r['seconds']} |"
+            )
     if "hostile" in result:
         h = result["hostile"]
-        md += [f"\n## Hostile input (`tests/test_hostile.py`, default and slow cases){when('hostile')}\n",
-               f"{h['cases']} generated cases in {h['seconds']} s: {h['refused']} refused with one `error:` line and nothing written, "
-               f"{h['completed']} ran to a complete output set, {h['other_exit']} ended otherwise; pytest: {h['summary']}.\n",
-               "| test | refused | completed |", "|---|---|---|"]
+        md += [
+            f"\n## Hostile input (`tests/test_hostile.py`, default and slow cases){when('hostile')}\n",
+            f"{h['cases']} generated cases in {h['seconds']} s: {h['refused']} refused with one `error:` line and nothing written, "
+            f"{h['completed']} ran to a complete output set, {h['other_exit']} ended otherwise; pytest: {h['summary']}.\n",
+            "| test | refused | completed |",
+            "|---|---|---|",
+        ]
         md += [f"| {r['test']} | {r['refused']} | {r['completed']} |" for r in h["per_test"]]
     return "\n".join(md) + "\n"
 

@@ -34,6 +34,7 @@ through ``refine.metrics.inception`` against the bare network's forward throughp
     python benchmarks/throughput.py                      # CPU, writes benchmarks/results/throughput.{md,json}
     python benchmarks/throughput.py --device cuda        # writes benchmarks/results/throughput.cuda.{md,json}
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,7 +63,7 @@ from refine.target import LatentTarget
 HERE = Path(__file__).resolve().parent
 try:
     _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    _LIBC.malloc_trim
+    _LIBC.malloc_trim  # noqa: B018  (an AttributeError here means no malloc_trim)
 except (OSError, AttributeError):
     _LIBC = None
 
@@ -91,8 +92,8 @@ def build_nets(config: str, device: torch.device, seed: int = 0) -> tuple[nn.Mod
     elif config in ("dcgan32", "dcgan64"):
         size = int(config[5:])
         try:
-            from refine.nets import dcgan as _dcgan  # noqa: F401  (registers dcgan-g / dcgan-d)
             from refine.nets import build
+            from refine.nets import dcgan as _dcgan  # noqa: F401  (registers dcgan-g / dcgan-d)
 
             g = build("dcgan-g", image_size=size, width=64)
             d = build("dcgan-d", image_size=size, width=64)
@@ -224,7 +225,7 @@ class PeakMemory:
         return False
 
 
-def timed_calls(fn, clock: "Clock", min_time: float, min_calls: int = 3) -> list[float]:
+def timed_calls(fn, clock: Clock, min_time: float, min_calls: int = 3) -> list[float]:
     """Seconds of each call of ``fn``, repeated until ``min_calls`` calls and ``min_time`` seconds."""
     times: list[float] = []
     while len(times) < min_calls or sum(times) < min_time:
@@ -234,7 +235,9 @@ def timed_calls(fn, clock: "Clock", min_time: float, min_calls: int = 3) -> list
     return times
 
 
-def unit_rates(g, d, shape, device, batch: int, rng: torch.Generator, kinds: set[str], clock: Clock, min_time: float = 0.1) -> dict[str, float]:
+def unit_rates(
+    g, d, shape, device, batch: int, rng: torch.Generator, kinds: set[str], clock: Clock, min_time: float = 0.1
+) -> dict[str, float]:
     """Samples per second of the raw networks at ``batch`` (median call of at least 3 calls and
     ``min_time`` seconds): G forward, G+D forward, G+D forward-and-backward to z, D
     forward-and-backward to x."""
@@ -333,7 +336,9 @@ def unit_kinds(name: str, sampler, info: dict) -> set[str]:
 
 
 @torch.no_grad()
-def naive_rejection(target, info: dict, budget_s: float, rng: torch.Generator, drs: bool, eps: float, clock: Clock) -> tuple[float, float, int]:
+def naive_rejection(
+    target, info: dict, budget_s: float, rng: torch.Generator, drs: bool, eps: float, clock: Clock
+) -> tuple[float, float, int]:
     """Proposals one per network call, accepted in Python, for ``budget_s`` seconds.
 
     Returns (outputs per second, acceptance of this loop, proposals made); the rate is
@@ -375,7 +380,19 @@ def naive_generic(sampler, target, budget_s: float, rng: torch.Generator, clock:
     return done / (clock() - t), done
 
 
-def bench_method(name: str, target, g, d, shape, device, sz: dict, repeats: int, naive_s: float, clock: Clock, rng_device: str = "cpu") -> dict:
+def bench_method(
+    name: str,
+    target,
+    g,
+    d,
+    shape,
+    device,
+    sz: dict,
+    repeats: int,
+    naive_s: float,
+    clock: Clock,
+    rng_device: str = "cpu",
+) -> dict:
     opts, n = method_plan(name, sz)
     note = ""
     try:
@@ -384,8 +401,11 @@ def bench_method(name: str, target, g, d, shape, device, sz: dict, repeats: int,
         warm = sampler.sample(target, max(1, min(n, 64)), rng=torch.Generator(rng_device).manual_seed(99))
         if name in ("rs", "drs"):  # about 8 batches of proposals after the burn-in batch
             n = int(min(2 * sz["batch"], max(8, 8 * sz["batch"] * warm.info["accepted"] / warm.info["proposals"])))
-        if "k_eff" in opts or ("k_eff" in {f.name for f in dataclasses.fields(type(sampler))} and getattr(sampler, "k_eff") is None
-                               and "k_eff" in warm.info):
+        if "k_eff" in opts or (
+            "k_eff" in {f.name for f in dataclasses.fields(type(sampler))}
+            and sampler.k_eff is None
+            and "k_eff" in warm.info
+        ):
             opts["k_eff"] = float(warm.info["k_eff"])
             sampler = get_sampler(name, **opts)
             note = "k_eff fixed from a warm-up estimate (its estimate costs 2 x pairs extra G+D passes per call)"
@@ -408,13 +428,24 @@ def bench_method(name: str, target, g, d, shape, device, sz: dict, repeats: int,
         # long (>= 1 s). Shorter runs are repeated (same seed, same work), at least 3 calls and
         # 0.2 s; the median call counts.
         if times[0] < 1.0:
-            times = timed_calls(lambda: sampler.sample(target, n, rng=torch.Generator(rng_device).manual_seed(r)), clock, 0.2, 3)
+            times = timed_calls(
+                lambda: sampler.sample(target, n, rng=torch.Generator(rng_device).manual_seed(r)), clock, 0.2, 3
+            )
         dt = statistics.median(times)
         after = unit_rates(g, d, shape, device, sz["batch"], torch.Generator().manual_seed(2000 + r), kinds, clock)
         rates = {k: 2.0 / (1.0 / before[k] + 1.0 / after[k]) for k in before}
         bound, formula, ideal_passes = bound_of(name, sampler, res.info, rates)
-        rows.append({"measured": n / dt, "bound": bound, "ratio": (n / dt) / bound, "seconds": dt, "rates": rates, "info": res.info,
-                     "work": ideal_passes / passes_per_output(name, sampler, res.info)})
+        rows.append(
+            {
+                "measured": n / dt,
+                "bound": bound,
+                "ratio": (n / dt) / bound,
+                "seconds": dt,
+                "rates": rates,
+                "info": res.info,
+                "work": ideal_passes / passes_per_output(name, sampler, res.info),
+            }
+        )
     mid = sorted(range(len(rows)), key=lambda i: rows[i]["ratio"])[len(rows) // 2]
     info = rows[mid]["info"]
     out = {
@@ -443,7 +474,9 @@ def bench_method(name: str, target, g, d, shape, device, sz: dict, repeats: int,
         for r in range(repeats):
             rng = torch.Generator(rng_device).manual_seed(500 + r)
             if name in ("rs", "drs"):
-                rate, acc, cnt = naive_rejection(target, info, naive_s, rng, name == "drs", float(getattr(sampler, "eps", 0.0)), clock)
+                rate, acc, cnt = naive_rejection(
+                    target, info, naive_s, rng, name == "drs", float(getattr(sampler, "eps", 0.0)), clock
+                )
                 accs.append(acc)
             else:
                 rate, cnt = naive_generic(sampler, target, naive_s, rng, clock)
@@ -484,7 +517,11 @@ def bf16_check(target, device, batch: int) -> dict:
         with torch.autocast(device.type, dtype=torch.bfloat16):
             low = target.log_weight(z)[0].double()
     diff = (low - ref).abs()
-    return {"max_abs_log_r_diff": float(diff.max()), "mean_abs_log_r_diff": float(diff.mean()), "log_r_std": float(ref.std())}
+    return {
+        "max_abs_log_r_diff": float(diff.max()),
+        "mean_abs_log_r_diff": float(diff.mean()),
+        "log_r_std": float(ref.std()),
+    }
 
 
 def fid_features(device, batch: int, batches: int, clock: Clock) -> dict:
@@ -494,11 +531,36 @@ def fid_features(device, batch: int, batches: int, clock: Clock) -> dict:
     torch.manual_seed(0)
     net = FIDInceptionV3().to(device).eval().requires_grad_(False)
     imgs = torch.rand(batch * batches, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    x299 = torch.nn.functional.interpolate(imgs[:batch].to(device), size=(299, 299), mode="bilinear", align_corners=False)
+    x299 = torch.nn.functional.interpolate(
+        imgs[:batch].to(device), size=(299, 299), mode="bilinear", align_corners=False
+    )
     with torch.no_grad():
-        trunk = nn.Sequential(*[getattr(net.net, k) for k in ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
-                                                               "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
-                                                               "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "avgpool")])
+        trunk = nn.Sequential(
+            *[
+                getattr(net.net, k)
+                for k in (
+                    "Conv2d_1a_3x3",
+                    "Conv2d_2a_3x3",
+                    "Conv2d_2b_3x3",
+                    "maxpool1",
+                    "Conv2d_3b_1x1",
+                    "Conv2d_4a_3x3",
+                    "maxpool2",
+                    "Mixed_5b",
+                    "Mixed_5c",
+                    "Mixed_5d",
+                    "Mixed_6a",
+                    "Mixed_6b",
+                    "Mixed_6c",
+                    "Mixed_6d",
+                    "Mixed_6e",
+                    "Mixed_7a",
+                    "Mixed_7b",
+                    "Mixed_7c",
+                    "avgpool",
+                )
+            ]
+        )
         trunk(x299)
         bare = []
         for _ in range(batches):
@@ -511,18 +573,33 @@ def fid_features(device, batch: int, batches: int, clock: Clock) -> dict:
     ours = len(imgs) / (clock() - t)
     assert feats.shape == (len(imgs), 2048)
     net_rate = statistics.median(bare)
-    return {"batch": batch, "images": len(imgs), "bare_forward_per_s": net_rate, "refine_features_per_s": ours, "ratio": ours / net_rate}
+    return {
+        "batch": batch,
+        "images": len(imgs),
+        "bare_forward_per_s": net_rate,
+        "refine_features_per_s": ours,
+        "ratio": ours / net_rate,
+    }
 
 
 # --------------------------------------------------------------------------- report
 def machine(device: torch.device) -> dict:
-    m = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__, "refine": refine.__version__,
-         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device)}
+    m = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "refine": refine.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
     if device.type == "cuda":
         m["gpu"] = torch.cuda.get_device_name(device)
     try:
         with open("/proc/cpuinfo") as f:
-            m["cpu"] = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), platform.processor())
+            m["cpu"] = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), platform.processor()
+            )
     except OSError:
         m["cpu"] = platform.processor()
     return m
@@ -536,23 +613,41 @@ def fmt(v, spec=".3g") -> str:
 
 def to_markdown(res: dict) -> str:
     m = res["machine"]
-    lines = [f"# Sampler throughput against the bound ({m['device']})", "",
-             f"Generated by `python benchmarks/throughput.py {' '.join(res['argv'])}` on {res['date']}.", "",
-             f"Machine: {m.get('gpu', m.get('cpu'))}, {m['cpu_count']} CPU cores (torch threads: {m['torch_threads']}), "
-             f"torch {m['torch']}, refine {m['refine']}. Load average at start / end: {res['load_start']} / {res['load_end']}.", "",
-             f"Clock: {'process CPU time with one torch thread (other jobs shared the cores; CPU time is what this process used)' if res['clock'] == 'cpu' else 'wall time after a device sync'}.", "",
-             "measured: refined samples/s of the whole `sampler.sample` call; bound: raw-network throughput at the same batch "
-             "size turned into samples/s by the method's formula (see the script); ratio: measured / bound, median of "
-             f"{res['repeats']} repeats (min–max in brackets); naive: one network call per sample / chain step on a batch of one; "
-             "speedup: measured / naive; work: network passes per output the bound assumes / passes the run made "
-             "(e.g. k / (k + 1) for MH, whose chains start with one evaluation; burn-in and the unused tail of the last batch for rs/drs): "
-             "the part of the gap that is the algorithm's, not the implementation's. Peak memory: " + ("CUDA allocated above the level at entry." if m["device"].startswith("cuda")
-                                                          else "peak resident set of the process during the first run minus its size at the start (freed heap returned first)."), ""]
+    lines = [
+        f"# Sampler throughput against the bound ({m['device']})",
+        "",
+        f"Generated by `python benchmarks/throughput.py {' '.join(res['argv'])}` on {res['date']}.",
+        "",
+        f"Machine: {m.get('gpu', m.get('cpu'))}, {m['cpu_count']} CPU cores (torch threads: {m['torch_threads']}), "
+        f"torch {m['torch']}, refine {m['refine']}. Load average at start / end: {res['load_start']} / {res['load_end']}.",
+        "",
+        f"Clock: {'process CPU time with one torch thread (other jobs shared the cores; CPU time is what this process used)' if res['clock'] == 'cpu' else 'wall time after a device sync'}.",
+        "",
+        "measured: refined samples/s of the whole `sampler.sample` call; bound: raw-network throughput at the same batch "
+        "size turned into samples/s by the method's formula (see the script); ratio: measured / bound, median of "
+        f"{res['repeats']} repeats (min–max in brackets); naive: one network call per sample / chain step on a batch of one; "
+        "speedup: measured / naive; work: network passes per output the bound assumes / passes the run made "
+        "(e.g. k / (k + 1) for MH, whose chains start with one evaluation; burn-in and the unused tail of the last batch for rs/drs): "
+        "the part of the gap that is the algorithm's, not the implementation's. Peak memory: "
+        + (
+            "CUDA allocated above the level at entry."
+            if m["device"].startswith("cuda")
+            else "peak resident set of the process during the first run minus its size at the start (freed heap returned first)."
+        ),
+        "",
+    ]
     for cfg in res["configs"]:
-        lines += [f"## {cfg['name']}: {cfg['description']}", "", f"Sizes: {json.dumps(cfg['sizes'])}. Latent noise alone (drawn on the "
-                  f"{cfg['rng_device']} generator and moved): {cfg['latent_noise_per_s']:.3g} latents/s.", ""]
-        lines += ["| method | grad | n | measured /s | bound /s | ratio | work | formula | peak MB | acceptance | naive /s | speedup |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {cfg['name']}: {cfg['description']}",
+            "",
+            f"Sizes: {json.dumps(cfg['sizes'])}. Latent noise alone (drawn on the "
+            f"{cfg['rng_device']} generator and moved): {cfg['latent_noise_per_s']:.3g} latents/s.",
+            "",
+        ]
+        lines += [
+            "| method | grad | n | measured /s | bound /s | ratio | work | formula | peak MB | acceptance | naive /s | speedup |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in cfg["methods"]:
             if "error" in r:
                 lines.append(f"| {r['method']} | | | error: {r['error'][:120]} | | | | | | | | |")
@@ -560,23 +655,32 @@ def to_markdown(res: dict) -> str:
             acc = r.get("acceptance_rate")
             acc_s = fmt(acc) if acc is not None else (f"ess {fmt(r['ess'])}" if r.get("ess") is not None else "–")
             rng_s = f"{fmt(min(r['ratio_all']), '.2f')}–{fmt(max(r['ratio_all']), '.2f')}"
-            lines.append(f"| {r['method']} | {'yes' if r['needs_gradients'] else 'no'} | {r['n']} | {fmt(r['measured_per_s'], '.4g')} | "
-                         f"{fmt(r['bound_per_s'], '.4g')} | {fmt(r['ratio'], '.2f')} ({rng_s}) | {fmt(r['work_ratio'], '.2f')} | {r['bound_formula']} | {fmt(r['peak_memory_mb'], '.1f')} | "
-                         f"{acc_s} | {fmt(r.get('naive_per_s'), '.3g')} | {fmt(r.get('speedup'), '.1f')}x |")
+            lines.append(
+                f"| {r['method']} | {'yes' if r['needs_gradients'] else 'no'} | {r['n']} | {fmt(r['measured_per_s'], '.4g')} | "
+                f"{fmt(r['bound_per_s'], '.4g')} | {fmt(r['ratio'], '.2f')} ({rng_s}) | {fmt(r['work_ratio'], '.2f')} | {r['bound_formula']} | {fmt(r['peak_memory_mb'], '.1f')} | "
+                f"{acc_s} | {fmt(r.get('naive_per_s'), '.3g')} | {fmt(r.get('speedup'), '.1f')}x |"
+            )
         notes = [f"{r['method']}: {r['note']}" for r in cfg["methods"] if r.get("note")]
         if notes:
             lines += [""] + [f"- {x}" for x in notes]
         if cfg.get("bf16"):
             b = cfg["bf16"]
-            lines += ["", f"bf16 autocast: max |Δ log r| = {b['max_abs_log_r_diff']:.3g}, mean {b['mean_abs_log_r_diff']:.3g} "
-                          f"(log r std {b['log_r_std']:.3g})."]
+            lines += [
+                "",
+                f"bf16 autocast: max |Δ log r| = {b['max_abs_log_r_diff']:.3g}, mean {b['mean_abs_log_r_diff']:.3g} "
+                f"(log r std {b['log_r_std']:.3g}).",
+            ]
         lines.append("")
     if res.get("fid"):
         f = res["fid"]
-        lines += ["## FID feature extraction", "",
-                  f"FID Inception (random weights) on {f['images']} 32-px images, batch {f['batch']}: bare forward at 299 px "
-                  f"{f['bare_forward_per_s']:.3g} images/s, `refine.metrics.inception.inception_features` (value mapping, resize, "
-                  f"forward, collection) {f['refine_features_per_s']:.3g} images/s: ratio {f['ratio']:.2f}.", ""]
+        lines += [
+            "## FID feature extraction",
+            "",
+            f"FID Inception (random weights) on {f['images']} 32-px images, batch {f['batch']}: bare forward at 299 px "
+            f"{f['bare_forward_per_s']:.3g} images/s, `refine.metrics.inception.inception_features` (value mapping, resize, "
+            f"forward, collection) {f['refine_features_per_s']:.3g} images/s: ratio {f['ratio']:.2f}.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -587,16 +691,36 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default=None, help="comma-separated sampler names (default: every registered sampler)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=None, help="override the batch size of every config")
-    ap.add_argument("--naive-seconds", type=float, default=None, help="time given to each naive loop per repeat (default 0.5 s on the CPU, 5 s on CUDA; 0 skips them)")
+    ap.add_argument(
+        "--naive-seconds",
+        type=float,
+        default=None,
+        help="time given to each naive loop per repeat (default 0.5 s on the CPU, 5 s on CUDA; 0 skips them)",
+    )
     ap.add_argument("--autocast", choices=["none", "bf16"], default="none", help="run G and D under bf16 autocast")
     ap.add_argument("--compile", action="store_true", help="torch.compile G and D")
     ap.add_argument("--fid", action="store_true", help="also time Inception feature extraction")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default on the CPU: 1, so that CPU time measures the work)")
-    ap.add_argument("--clock", choices=["auto", "cpu", "wall"], default="auto",
-                    help="cpu: process CPU time (default on the CPU: robust when other jobs share the cores); wall: elapsed time (default on CUDA)")
-    ap.add_argument("--rng-device", default="cpu", help="device of the samplers' torch.Generator (cpu, as the CLI uses; cuda draws the noise on the GPU)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default on the CPU: 1, so that CPU time measures the work)",
+    )
+    ap.add_argument(
+        "--clock",
+        choices=["auto", "cpu", "wall"],
+        default="auto",
+        help="cpu: process CPU time (default on the CPU: robust when other jobs share the cores); wall: elapsed time (default on CUDA)",
+    )
+    ap.add_argument(
+        "--rng-device",
+        default="cpu",
+        help="device of the samplers' torch.Generator (cpu, as the CLI uses; cuda draws the noise on the GPU)",
+    )
     ap.add_argument("--out", default=None, help="output stem (default benchmarks/results/throughput[.cuda])")
-    ap.add_argument("--markdown-from", default=None, metavar="JSON", help="only rewrite the markdown of an earlier run's JSON")
+    ap.add_argument(
+        "--markdown-from", default=None, metavar="JSON", help="only rewrite the markdown of an earlier run's JSON"
+    )
     args = ap.parse_args(argv)
 
     if args.markdown_from:
@@ -621,9 +745,18 @@ def main(argv=None) -> int:
     if unknown:
         print(f"error: unknown method(s) {', '.join(unknown)}; registered: {', '.join(SAMPLERS)}", file=sys.stderr)
         return 2
-    stem = Path(args.out) if args.out else HERE / "results" / ("throughput" if device.type == "cpu" else "throughput.cuda")
-    res = {"argv": list(argv if argv is not None else sys.argv[1:]), "date": time.strftime("%Y-%m-%d"), "machine": machine(device),
-           "repeats": args.repeats, "clock": clock_kind, "load_start": _load(), "configs": []}
+    stem = (
+        Path(args.out) if args.out else HERE / "results" / ("throughput" if device.type == "cpu" else "throughput.cuda")
+    )
+    res = {
+        "argv": list(argv if argv is not None else sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(device),
+        "repeats": args.repeats,
+        "clock": clock_kind,
+        "load_start": _load(),
+        "configs": [],
+    }
     t_all = time.perf_counter()
     for cfg in args.configs.split(","):
         sz = dict(SIZES[(cfg, device.type)])
@@ -637,8 +770,14 @@ def main(argv=None) -> int:
             g, d = torch.compile(g), torch.compile(d)
             desc += ", torch.compile"
         target = make_target(g, d, shape, device)
-        entry = {"name": cfg, "description": desc, "sizes": sz, "rng_device": args.rng_device, "methods": [],
-                 "latent_noise_per_s": noise_rate(shape, sz["batch"], args.rng_device, clock)}
+        entry = {
+            "name": cfg,
+            "description": desc,
+            "sizes": sz,
+            "rng_device": args.rng_device,
+            "methods": [],
+            "latent_noise_per_s": noise_rate(shape, sz["batch"], args.rng_device, clock),
+        }
         if args.autocast == "bf16":
             g32, d32, _, _ = build_nets(cfg, device)
             entry["bf16"] = bf16_check(make_target(g32, d32, shape, device), device, min(sz["batch"], 4096))
@@ -647,12 +786,16 @@ def main(argv=None) -> int:
             row = bench_method(name, target, g, d, shape, device, sz, args.repeats, naive_s, clock, args.rng_device)
             row["bench_seconds"] = time.perf_counter() - t0
             entry["methods"].append(row)
-            msg = row.get("error") or (f"{row['measured_per_s']:.4g}/s vs bound {row['bound_per_s']:.4g}/s = {row['ratio']:.2f}"
-                                       + (f", naive {row['naive_per_s']:.3g}/s, speedup {row['speedup']:.1f}x" if "speedup" in row else ""))
+            msg = row.get("error") or (
+                f"{row['measured_per_s']:.4g}/s vs bound {row['bound_per_s']:.4g}/s = {row['ratio']:.2f}"
+                + (f", naive {row['naive_per_s']:.3g}/s, speedup {row['speedup']:.1f}x" if "speedup" in row else "")
+            )
             print(f"[{cfg}] {name:7s} {msg}  ({row['bench_seconds']:.0f}s)", flush=True)
         res["configs"].append(entry)
     if args.fid:
-        res["fid"] = fid_features(device, batch=8 if device.type == "cpu" else 200, batches=2 if device.type == "cpu" else 10, clock=clock)
+        res["fid"] = fid_features(
+            device, batch=8 if device.type == "cpu" else 200, batches=2 if device.type == "cpu" else 10, clock=clock
+        )
         print(f"[fid] {res['fid']}", flush=True)
     res["load_end"] = _load()
     res["total_seconds"] = time.perf_counter() - t_all

@@ -4,6 +4,7 @@
 route (``refine sample --ckpt STATE_DICT --arch tiny_image_generator:TinyImageGenerator``), so
 that what it measures is refine's memory and I/O, not a network's compute.
 """
+
 from __future__ import annotations
 
 import torch

@@ -9,6 +9,7 @@ cost as G evaluations per output sample and wall time. Rows marked "D as trained
 use the discriminator saved with the GAN instead of the fitted ratio, to show why
 fitting the ratio is part of the method.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,14 +70,23 @@ def main() -> None:
             t0 = time.perf_counter()
             try:
                 res = refine.sample(target, method, n, rng=torch.Generator().manual_seed(seed), **opts)
-            except BudgetExceededError as e:  # reported as a result: exact RS with the max as M may accept almost nothing
+            except (
+                BudgetExceededError
+            ) as e:  # reported as a result: exact RS with the max as M may accept almost nothing
                 failure = str(e)
                 print(f"{label:34s} did not finish: {failure}", flush=True)
                 break
             wall = time.perf_counter() - t0
             m = mode_metrics(res.x, mixture, threshold=4.0)
-            per_seed.append({"seed": seed, **m, "wall_time_s": wall, "g_evals_per_sample": res.info["g_evals_per_sample"],
-                             "acceptance_rate": res.info.get("acceptance_rate")})
+            per_seed.append(
+                {
+                    "seed": seed,
+                    **m,
+                    "wall_time_s": wall,
+                    "g_evals_per_sample": res.info["g_evals_per_sample"],
+                    "acceptance_rate": res.info.get("acceptance_rate"),
+                }
+            )
             if seed == 0:
                 panels[label] = res.x.numpy()
         if failure is not None:
@@ -84,15 +94,26 @@ def main() -> None:
             continue
         hq = [r["hq_fraction"] for r in per_seed]
         row = {
-            "label": label, "method": method, "options": opts, "ratio": which, "seeds": seeds, "n": n,
-            "hq_fraction": mean_std(hq), "low_quality_fraction": mean_std([1 - h for h in hq]),
-            "modes": mean_std([r["modes"] for r in per_seed]), "kl_uniform": mean_std([r["kl_uniform"] for r in per_seed]),
+            "label": label,
+            "method": method,
+            "options": opts,
+            "ratio": which,
+            "seeds": seeds,
+            "n": n,
+            "hq_fraction": mean_std(hq),
+            "low_quality_fraction": mean_std([1 - h for h in hq]),
+            "modes": mean_std([r["modes"] for r in per_seed]),
+            "kl_uniform": mean_std([r["kl_uniform"] for r in per_seed]),
             "g_evals_per_sample": mean_std([r["g_evals_per_sample"] for r in per_seed]),
-            "wall_time_s": mean_std([r["wall_time_s"] for r in per_seed]), "per_seed": per_seed,
+            "wall_time_s": mean_std([r["wall_time_s"] for r in per_seed]),
+            "per_seed": per_seed,
         }
         rows.append(row)
         subs[label] = f"HQ {row['hq_fraction'][0]:.1%}, {row['modes'][0]:.1f} modes"
-        print(f"{label:34s} HQ {pm(hq)}  modes {pm([r['modes'] for r in per_seed], '{:.1f}')}  KL {pm([r['kl_uniform'] for r in per_seed])}", flush=True)
+        print(
+            f"{label:34s} HQ {pm(hq)}  modes {pm([r['modes'] for r in per_seed], '{:.1f}')}  KL {pm([r['kl_uniform'] for r in per_seed])}",
+            flush=True,
+        )
     raw_lq = rows[0]["low_quality_fraction"][0]
     for r in rows:
         if "failed" not in r:
@@ -101,8 +122,8 @@ def main() -> None:
     cols = "| sampler | HQ fraction | low-quality cut vs raw | modes (of 25) | KL(modes ‖ uniform) | G evals / sample | time (s) |\n|---|---|---|---|---|---|---|\n"
     body = "".join(
         f"| {r['label']} | did not finish: {r['failed'].split('(')[1].split(')')[0]} within {r['options'].get('budget', 1000):g} proposals per sample | – | – | – | – | – |\n"
-        if "failed" in r else
-        f"| {r['label']} | {r['hq_fraction'][0]:.3f} ± {r['hq_fraction'][1]:.3f} | {r['lq_reduction_vs_raw']:.1f}× | "
+        if "failed" in r
+        else f"| {r['label']} | {r['hq_fraction'][0]:.3f} ± {r['hq_fraction'][1]:.3f} | {r['lq_reduction_vs_raw']:.1f}× | "
         f"{r['modes'][0]:.1f} ± {r['modes'][1]:.1f} | {r['kl_uniform'][0]:.3f} ± {r['kl_uniform'][1]:.3f} | "
         f"{r['g_evals_per_sample'][0]:.1f} | {r['wall_time_s'][0]:.2f} |\n"
         for r in rows

@@ -19,6 +19,7 @@ Writes benchmarks/results/tune.{md,json} and tune_<pair>.png (the quality-versus
 
 Torch runs on 1 thread; every tune's wall time is in the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,13 @@ from refine.tune.front import markdown, save_front_plot  # noqa: E402
 
 PAIRS = {
     "shipped": {"mixture": "grid25", "threshold": 4.0, "budget": 20.0, "n": 10000, "methods": None},
-    "trained": {"mixture": "grid25-wgan", "threshold": 3.0, "budget": 603.0, "n": 2000, "methods": ["ddls", "dgflow", "dcd", "dot"]},
+    "trained": {
+        "mixture": "grid25-wgan",
+        "threshold": 3.0,
+        "budget": 603.0,
+        "n": 2000,
+        "methods": ["ddls", "dgflow", "dcd", "dot"],
+    },
 }
 
 
@@ -59,8 +66,16 @@ def hand_rows_shipped(budget: float) -> list[dict]:
     for r in rows:
         if "failed" in r or r["ratio"] != "fitted" or r["g_evals_per_sample"][0] > budget:
             continue
-        out.append({"label": r["label"], "hq_fraction": r["hq_fraction"][0], "kl_uniform": r["kl_uniform"][0], "modes": r["modes"][0],
-                    "cost": r["g_evals_per_sample"][0], "objective": objective(r["hq_fraction"][0], r["kl_uniform"][0])})
+        out.append(
+            {
+                "label": r["label"],
+                "hq_fraction": r["hq_fraction"][0],
+                "kl_uniform": r["kl_uniform"][0],
+                "modes": r["modes"][0],
+                "cost": r["g_evals_per_sample"][0],
+                "objective": objective(r["hq_fraction"][0], r["kl_uniform"][0]),
+            }
+        )
     return out
 
 
@@ -72,9 +87,18 @@ def hand_rows_trained() -> list[dict]:
         if r["pair"] != "trained":
             continue
         cost = max(r["g_evals"][0] + 2 * r["g_backward"][0], r["d_evals"][0] + 2 * r["d_backward"][0])
-        out.append({"label": r["label"], "method": r["method"], "hq_fraction": r["hq_fraction"][0], "kl_uniform": r["kl_uniform"][0],
-                    "modes": r["modes"][0], "cost": cost, "objective": objective(r["hq_fraction"][0], r["kl_uniform"][0]),
-                    "works": r["halves_lq_keeps_modes"]})
+        out.append(
+            {
+                "label": r["label"],
+                "method": r["method"],
+                "hq_fraction": r["hq_fraction"][0],
+                "kl_uniform": r["kl_uniform"][0],
+                "modes": r["modes"][0],
+                "cost": cost,
+                "objective": objective(r["hq_fraction"][0], r["kl_uniform"][0]),
+                "works": r["halves_lq_keeps_modes"],
+            }
+        )
     return out
 
 
@@ -94,15 +118,34 @@ def run_pair(pair: str, quick: bool, out: Path) -> dict:
     scorer = ModeScorer(spec["mixture"], threshold=spec["threshold"])
     n = 900 if quick else spec["n"]
     t0 = time.perf_counter()
-    res = tune(target, scorer, budget=spec["budget"], methods=spec["methods"], n=n, trials=9 if quick else 27, keep=1 if quick else 3, seed=0,
-               progress=False)
+    res = tune(
+        target,
+        scorer,
+        budget=spec["budget"],
+        methods=spec["methods"],
+        n=n,
+        trials=9 if quick else 27,
+        keep=1 if quick else 3,
+        seed=0,
+        progress=False,
+    )
     wall = time.perf_counter() - t0
     stem = f"tune_{pair}" + ("_quick" if quick else "")
-    save_front_plot(out / f"{stem}.png", res, title=f"refine tune, {pair} pair: budget {spec['budget']:g} passes per sample, n {n}")
+    save_front_plot(
+        out / f"{stem}.png", res, title=f"refine tune, {pair} pair: budget {spec['budget']:g} passes per sample, n {n}"
+    )
     raw = scorer(target.generator.sample(n, rng=torch.Generator().manual_seed(12345))[1], "test")
-    record = {"pair": pair, **spec, "n": n, "wall_time_s": wall, "raw_test": raw, "result": res.to_dict(), "table": markdown(res, scorer.columns),
-              "training": training}
-    for m, b in res.best.items():
+    record = {
+        "pair": pair,
+        **spec,
+        "n": n,
+        "wall_time_s": wall,
+        "raw_test": raw,
+        "result": res.to_dict(),
+        "table": markdown(res, scorer.columns),
+        "training": training,
+    }
+    for _m, b in res.best.items():
         t = b["test"]
         if t["status"] == "ok":
             lq_cut = (1 - raw["hq_fraction"]) / max(1 - t["metrics"]["hq_fraction"], 1e-12)
@@ -117,8 +160,10 @@ def render(records: list[dict], quick: bool) -> str:
     text = f"Machine: {machine()}, torch on 1 thread. Date: {today()}. `{cmd}`.\n"
     for rec in records:
         res = rec["result"]
-        text += (f"\n### {rec['pair']} pair: budget {rec['budget']:g} passes per output sample, final n {rec['n']}, "
-                 f"{len([t for t in res['trials'] if isinstance(t['rung'], int)])} trials in {rec['wall_time_s']:.0f} s\n\n")
+        text += (
+            f"\n### {rec['pair']} pair: budget {rec['budget']:g} passes per output sample, final n {rec['n']}, "
+            f"{len([t for t in res['trials'] if isinstance(t['rung'], int)])} trials in {rec['wall_time_s']:.0f} s\n\n"
+        )
         text += rec["table"] + "\n"
         best = res["best"]
         if rec["pair"] == "shipped":
@@ -126,27 +171,41 @@ def render(records: list[dict], quick: bool) -> str:
             top = max(hand, key=lambda r: r["objective"])
             chosen = best[res["chosen"]]
             t = chosen["test"]
-            text += (f"Hand-set rows of the README's 2-D table within {rec['budget']:g} G evaluations per sample "
-                     "(benchmarks/results/toy2d.json, mean of 3 seeds x 10,000 samples), same objective:\n\n"
-                     "| hand-set row | HQ fraction | KL | G evals / sample | objective |\n|---|---|---|---|---|\n")
-            text += "".join(f"| {r['label']} | {r['hq_fraction']:.3f} | {r['kl_uniform']:.3f} | {r['cost']:.1f} | {r['objective']:.3f} |\n" for r in hand)
+            text += (
+                f"Hand-set rows of the README's 2-D table within {rec['budget']:g} G evaluations per sample "
+                "(benchmarks/results/toy2d.json, mean of 3 seeds x 10,000 samples), same objective:\n\n"
+                "| hand-set row | HQ fraction | KL | G evals / sample | objective |\n|---|---|---|---|---|\n"
+            )
+            text += "".join(
+                f"| {r['label']} | {r['hq_fraction']:.3f} | {r['kl_uniform']:.3f} | {r['cost']:.1f} | {r['objective']:.3f} |\n"
+                for r in hand
+            )
             verdict = "at least as good as" if t["objective"] >= top["objective"] else "worse than"
-            text += (f"\nTuned without any hand-set option: **{res['chosen']}** ({', '.join(f'{k} {v}' for k, v in chosen['setting'].items())}), "
-                     f"test objective {t['objective']:.3f} (HQ {t['metrics']['hq_fraction']:.3f}, KL {t['metrics']['kl_uniform']:.3f}) at "
-                     f"{t['cost']['cost']:.1f} passes per sample: {verdict} the best hand-set row within the budget, "
-                     f"{top['label']} ({top['objective']:.3f}).\n")
+            text += (
+                f"\nTuned without any hand-set option: **{res['chosen']}** ({', '.join(f'{k} {v}' for k, v in chosen['setting'].items())}), "
+                f"test objective {t['objective']:.3f} (HQ {t['metrics']['hq_fraction']:.3f}, KL {t['metrics']['kl_uniform']:.3f}) at "
+                f"{t['cost']['cost']:.1f} passes per sample: {verdict} the best hand-set row within the budget, "
+                f"{top['label']} ({top['objective']:.3f}).\n"
+            )
         else:
             hand = hand_rows_trained()
-            text += ("Against the hand-given settings of benchmarks/results/toy2d_gradient.json (same recipe, T given by hand); "
-                     "works = halves the raw low-quality fraction with every mode kept:\n\n"
-                     "| method | tuned (test): HQ / KL / passes | works | best hand-given row: HQ / KL / passes | works |\n|---|---|---|---|---|\n")
+            text += (
+                "Against the hand-given settings of benchmarks/results/toy2d_gradient.json (same recipe, T given by hand); "
+                "works = halves the raw low-quality fraction with every mode kept:\n\n"
+                "| method | tuned (test): HQ / KL / passes | works | best hand-given row: HQ / KL / passes | works |\n|---|---|---|---|---|\n"
+            )
             for m, b in best.items():
                 t = b["test"]
                 mine = [h for h in hand if h["method"] == m]
                 h = max(mine, key=lambda r: r["objective"]) if mine else None
-                tuned = (f"{t['metrics']['hq_fraction']:.3f} / {t['metrics']['kl_uniform']:.3f} / {t['cost']['cost']:.0f}" if t["status"] == "ok"
-                         else f"failed: {t['status']}")
-                hand_txt = f"{h['label']}: {h['hq_fraction']:.3f} / {h['kl_uniform']:.3f} / {h['cost']:.0f}" if h else "–"
+                tuned = (
+                    f"{t['metrics']['hq_fraction']:.3f} / {t['metrics']['kl_uniform']:.3f} / {t['cost']['cost']:.0f}"
+                    if t["status"] == "ok"
+                    else f"failed: {t['status']}"
+                )
+                hand_txt = (
+                    f"{h['label']}: {h['hq_fraction']:.3f} / {h['kl_uniform']:.3f} / {h['cost']:.0f}" if h else "–"
+                )
                 text += f"| {m} | {tuned} | {'yes' if b.get('works') else 'no'} | {hand_txt} | {('yes' if h['works'] else 'no') if h else '–'} |\n"
             raw = rec["raw_test"]
             text += f"\nRaw generator (test seed): HQ {raw['hq_fraction']:.3f}, {raw['modes']} modes, KL {raw['kl_uniform']:.3f}.\n"

@@ -10,6 +10,7 @@ threshold 3 (high quality: within 3 std of the nearest mode), over several seeds
     python benchmarks/wrap_foreign.py                 # writes benchmarks/results/wrap_foreign.{md,json}
     python benchmarks/wrap_foreign.py --n 2000 --seeds 1 --out /tmp/quick
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,12 +53,19 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    G = load_generator(args.weights / "ddls_wgan_25Gauss_G_5000eps_state_dict.pt", arch=f"{EXAMPLE}:generator", latent_shape=2)
+    G = load_generator(
+        args.weights / "ddls_wgan_25Gauss_G_5000eps_state_dict.pt", arch=f"{EXAMPLE}:generator", latent_shape=2
+    )
     mixture = get_mixture("grid25-wgan")
     temps = [float(t) for t in args.temperatures.split(",")]
     rows = []
     for T in temps:
-        ratio = load_discriminator(args.weights / "ddls_wgan_25Gauss_D_5000eps_state_dict.pt", arch=f"{EXAMPLE}:critic", output="critic", temperature=T)
+        ratio = load_discriminator(
+            args.weights / "ddls_wgan_25Gauss_D_5000eps_state_dict.pt",
+            arch=f"{EXAMPLE}:critic",
+            output="critic",
+            temperature=T,
+        )
         target = refine.LatentTarget(G, ratio)
         for method, options in METHODS:
             if method not in refine.list_samplers() or (method == "none" and T != temps[0]):
@@ -67,23 +75,54 @@ def main(argv=None) -> None:
                 t0 = time.perf_counter()
                 res = refine.sample(target, method, n=args.n, rng=torch.Generator().manual_seed(seed), **options)
                 m = mode_metrics(res.x, mixture, threshold=3)
-                per_seed.append({**m, "seed": seed, "wall_time_s": time.perf_counter() - t0,
-                                 "g_evals_per_sample": res.info.get("g_evals_per_sample"), "acceptance_rate": res.info.get("acceptance_rate")})
-                print(f"T={T} {method} seed={seed}: HQ {m['hq_fraction']:.3f}, modes {m['modes']}, KL {m['kl_uniform']:.3f}", flush=True)
-            rows.append({"temperature": None if method == "none" else T, "method": method, "options": options, "seeds": per_seed})
+                per_seed.append(
+                    {
+                        **m,
+                        "seed": seed,
+                        "wall_time_s": time.perf_counter() - t0,
+                        "g_evals_per_sample": res.info.get("g_evals_per_sample"),
+                        "acceptance_rate": res.info.get("acceptance_rate"),
+                    }
+                )
+                print(
+                    f"T={T} {method} seed={seed}: HQ {m['hq_fraction']:.3f}, modes {m['modes']}, KL {m['kl_uniform']:.3f}",
+                    flush=True,
+                )
+            rows.append(
+                {
+                    "temperature": None if method == "none" else T,
+                    "method": method,
+                    "options": options,
+                    "seeds": per_seed,
+                }
+            )
 
-    record = {"script": "benchmarks/wrap_foreign.py", "date": today(), "machine": machine(), "n": args.n, "seeds": args.seeds,
-              "data": "grid25-wgan", "threshold": 3, "rows": rows}
+    record = {
+        "script": "benchmarks/wrap_foreign.py",
+        "date": today(),
+        "machine": machine(),
+        "n": args.n,
+        "seeds": args.seeds,
+        "data": "grid25-wgan",
+        "threshold": 3,
+        "rows": rows,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(record, args.out / "wrap_foreign.json")
-    lines = [f"Foreign 2-D WGAN pair (../shared), loaded from its state_dicts with the architecture in examples/wrap_foreign_wgan.py; "
-             f"n = {args.n} per run, mean ± std over {args.seeds} seeds; grid25-wgan, high quality = within 3 std. "
-             f"{record['machine']}, {record['date']}.", "",
-             "| T | method | HQ fraction | modes (of 25) | KL(hist ‖ uniform) | G evals / sample |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"Foreign 2-D WGAN pair (../shared), loaded from its state_dicts with the architecture in examples/wrap_foreign_wgan.py; "
+        f"n = {args.n} per run, mean ± std over {args.seeds} seeds; grid25-wgan, high quality = within 3 std. "
+        f"{record['machine']}, {record['date']}.",
+        "",
+        "| T | method | HQ fraction | modes (of 25) | KL(hist ‖ uniform) | G evals / sample |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         s = r["seeds"]
-        lines.append(f"| {'–' if r['temperature'] is None else r['temperature']} | {r['method']} | {pm([x['hq_fraction'] for x in s])} | "
-                     f"{pm([x['modes'] for x in s], '{:.1f}')} | {pm([x['kl_uniform'] for x in s])} | {s[0]['g_evals_per_sample']:.0f} |")
+        lines.append(
+            f"| {'–' if r['temperature'] is None else r['temperature']} | {r['method']} | {pm([x['hq_fraction'] for x in s])} | "
+            f"{pm([x['modes'] for x in s], '{:.1f}')} | {pm([x['kl_uniform'] for x in s])} | {s[0]['g_evals_per_sample']:.0f} |"
+        )
     (args.out / "wrap_foreign.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

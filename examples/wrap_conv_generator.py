@@ -20,6 +20,7 @@ with ``--trust-code``).
 
     python examples/wrap_conv_generator.py --out runs/conv --n 256
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,9 +44,14 @@ class ConvG(nn.Module):
     def __init__(self, nz: int = NZ, ngf: int = 32) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(nz, ngf * 2, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),  # 4x4
-            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),  # 8x8
-            nn.ConvTranspose2d(ngf, 1, 4, 2, 1, bias=False), nn.Tanh(),  # 16x16
+            nn.ConvTranspose2d(nz, ngf * 2, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(ngf * 2),
+            nn.ReLU(True),  # 4x4
+            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ngf),
+            nn.ReLU(True),  # 8x8
+            nn.ConvTranspose2d(ngf, 1, 4, 2, 1, bias=False),
+            nn.Tanh(),  # 16x16
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -58,9 +64,12 @@ class ConvD(nn.Module):
     def __init__(self, ndf: int = 32) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(1, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True),  # 8x8
-            nn.Conv2d(ndf, ndf * 2, 4, 2, 1), nn.LeakyReLU(0.2, True),  # 4x4
-            nn.Conv2d(ndf * 2, 1, 4, 1, 0), nn.Flatten(),
+            nn.Conv2d(1, ndf, 4, 2, 1),
+            nn.LeakyReLU(0.2, True),  # 8x8
+            nn.Conv2d(ndf, ndf * 2, 4, 2, 1),
+            nn.LeakyReLU(0.2, True),  # 4x4
+            nn.Conv2d(ndf * 2, 1, 4, 1, 0),
+            nn.Flatten(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,22 +91,28 @@ def main(argv: list[str] | None = None) -> dict:
         G.load_state_dict(torch.load(args.g_weights, map_location="cpu", weights_only=True))
     if args.d_weights:
         D.load_state_dict(torch.load(args.d_weights, map_location="cpu", weights_only=True))
-    G.eval().requires_grad_(False)  # eval: BatchNorm uses its running statistics, so samples do not depend on their batch
+    G.eval().requires_grad_(
+        False
+    )  # eval: BatchNorm uses its running statistics, so samples do not depend on their batch
     D.eval().requires_grad_(False)
 
     try:
         refine.wrap(G, latent_shape=(NZ, 1, 1), discriminator=D, output="logit")
     except ConfigError as e:
         print(f"without output_range: {e}")
-    target = refine.wrap(G, latent_shape=(NZ, 1, 1), prior="normal", output_range="[-1,1]", discriminator=D, output="logit")
+    target = refine.wrap(
+        G, latent_shape=(NZ, 1, 1), prior="normal", output_range="[-1,1]", discriminator=D, output="logit"
+    )
 
     results = {}
     for method, options in [("none", {}), ("drs", {"gamma": 80, "burn_in": 2048}), ("sir", {"candidates": 10})]:
         res = refine.sample(target, method, n=args.n, rng=torch.Generator().manual_seed(args.seed), **options)
         results[method] = res
         rate = res.info.get("acceptance_rate")
-        print(f"{method}: {tuple(res.x.shape)} samples, mean log r {float(target.log_ratio(res.x).mean()):+.4f}"
-              + (f", acceptance {rate:.3f}" if rate is not None else ""))
+        print(
+            f"{method}: {tuple(res.x.shape)} samples, mean log r {float(target.log_ratio(res.x).mean()):+.4f}"
+            + (f", acceptance {rate:.3f}" if rate is not None else "")
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     save_image_grid(args.out / "drs.png", results["drs"].x[:64], output_range="[-1,1]")
 

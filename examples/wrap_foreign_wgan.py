@@ -19,6 +19,7 @@ The same pair from the command line, with this file's factories as the architect
         --disc-arch examples/wrap_foreign_wgan.py:critic --disc-output critic --disc-temperature 0.25 \\
         --methods none,drs,mh,sir -o mh.k=100 --data grid25-wgan --threshold 3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,16 +83,30 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", type=Path, default=default_weights(), help="folder with the two state_dict files")
     ap.add_argument("--n", type=int, default=10_000, help="samples per method")
-    ap.add_argument("--temperature", type=float, default=0.25, help="log r = critic / T: a WGAN critic is an energy, not a log ratio")
-    ap.add_argument("--methods", default=",".join(m for m, _ in METHODS), help="comma-separated subset of the methods below")
+    ap.add_argument(
+        "--temperature",
+        type=float,
+        default=0.25,
+        help="log r = critic / T: a WGAN critic is an energy, not a log ratio",
+    )
+    ap.add_argument(
+        "--methods", default=",".join(m for m, _ in METHODS), help="comma-separated subset of the methods below"
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     chosen = args.methods.split(",")
 
     G = load(generator(), args.weights / G_FILE)
     D = load(critic(), args.weights / D_FILE)
-    target = refine.wrap(G, latent_shape=2, prior="normal", output_range="none",
-                         discriminator=D, output="critic", temperature=args.temperature)
+    target = refine.wrap(
+        G,
+        latent_shape=2,
+        prior="normal",
+        output_range="none",
+        discriminator=D,
+        output="critic",
+        temperature=args.temperature,
+    )
 
     mixture = get_mixture("grid25-wgan")
     rows = []
@@ -103,7 +118,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         m = mode_metrics(result.x, mixture, threshold=3)
         row = {"method": method, **m, "g_evals_per_sample": result.info.get("g_evals_per_sample")}
         rows.append(row)
-        print(f"{method:<6} {m['hq_fraction']:>10.3f} {m['modes']:>6d} {m['kl_uniform']:>7.3f} {row['g_evals_per_sample']:>15.1f}")
+        print(
+            f"{method:<6} {m['hq_fraction']:>10.3f} {m['modes']:>6d} {m['kl_uniform']:>7.3f} {row['g_evals_per_sample']:>15.1f}"
+        )
     return rows
 
 

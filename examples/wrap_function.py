@@ -15,6 +15,7 @@ and covariance next to the truth.
 A function that leaves torch (here through numpy) gives no gradients: rejection,
 MH and SIR still run on it, and a gradient method says so in one line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,7 +59,9 @@ METHODS = [
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20_000)
-    ap.add_argument("--methods", default=",".join(m for m, _ in METHODS), help="comma-separated subset of the methods below")
+    ap.add_argument(
+        "--methods", default=",".join(m for m, _ in METHODS), help="comma-separated subset of the methods below"
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     chosen = args.methods.split(",")

@@ -16,6 +16,7 @@ transforms, model definitions, ``utils.make_grid`` — import and work. Detectio
 ops such as ``torchvision.ops.nms`` stay unavailable (refine does not use them),
 and ``torchvision.io`` image decoding does not work; refine reads images with PIL.
 """
+
 from __future__ import annotations
 
 import glob
@@ -42,7 +43,9 @@ def _ops_defined() -> bool:
 
 def _load_native(package_dir: str) -> bool:
     """Try to load torchvision's compiled ops the way torchvision itself does."""
-    for path in sorted(glob.glob(os.path.join(package_dir, "_C*.so")) + glob.glob(os.path.join(package_dir, "_C*.pyd"))):
+    for path in sorted(
+        glob.glob(os.path.join(package_dir, "_C*.so")) + glob.glob(os.path.join(package_dir, "_C*.pyd"))
+    ):
         try:
             torch.ops.load_library(path)
             return True

@@ -11,9 +11,10 @@ module, a plain function); ``D`` likewise ``x -> score``. Nothing is moved, put 
 eval mode or copied: pass modules on the device and in the mode you want them used.
 Files from elsewhere load through :mod:`refine.foreign`.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -89,9 +90,20 @@ def wrap(
     if num_classes is not None:
         from .conditional import wrap_conditional
 
-        return wrap_conditional(generator, num_classes=num_classes, label=label, latent_shape=latent_shape, prior=prior, output_range=output_range,
-                                discriminator=discriminator, output=output, temperature=temperature, ratio=ratio, differentiable=differentiable,
-                                check=check)
+        return wrap_conditional(
+            generator,
+            num_classes=num_classes,
+            label=label,
+            latent_shape=latent_shape,
+            prior=prior,
+            output_range=output_range,
+            discriminator=discriminator,
+            output=output,
+            temperature=temperature,
+            ratio=ratio,
+            differentiable=differentiable,
+            check=check,
+        )
     if isinstance(generator, LatentTarget):
         raise ConfigError("wrap() got a LatentTarget, which is already wrapped; pass it to refine.sample directly")
     if not isinstance(check, bool):
@@ -100,7 +112,9 @@ def wrap(
         raise ConfigError(f"unknown output_range {output_range!r}; valid: {', '.join(OUTPUT_RANGES)}")
     if isinstance(generator, LatentGenerator):
         if latent_shape is not None and as_shape(latent_shape, "latent_shape") != generator.latent_shape:
-            raise ConfigError(f"latent_shape {latent_shape} disagrees with the LatentGenerator's {generator.latent_shape}")
+            raise ConfigError(
+                f"latent_shape {latent_shape} disagrees with the LatentGenerator's {generator.latent_shape}"
+            )
         gen = generator
         declared = output_range or gen.output_range
         if output_range is not None and output_range != gen.output_range:
@@ -111,20 +125,32 @@ def wrap(
         if isinstance(prior, dict) and latent_shape is None and prior.get("shape") is not None:
             latent_shape = prior["shape"]
         if latent_shape is None:
-            raise ConfigError("wrap() needs the generator's latent_shape, e.g. latent_shape=128 or latent_shape=(100, 1, 1) (or a Prior object)")
-        gen = LatentGenerator(generator, prior, latent_shape=latent_shape, output_range=output_range or "none", differentiable=differentiable)
+            raise ConfigError(
+                "wrap() needs the generator's latent_shape, e.g. latent_shape=128 or latent_shape=(100, 1, 1) (or a Prior object)"
+            )
+        gen = LatentGenerator(
+            generator,
+            prior,
+            latent_shape=latent_shape,
+            output_range=output_range or "none",
+            differentiable=differentiable,
+        )
         declared = output_range
     if discriminator is not None and ratio is not None:
         raise ConfigError("pass either discriminator= or ratio=, not both")
     if discriminator is not None:
         if output is None:
-            raise ConfigError(f"say what the discriminator returns: output= one of {', '.join(DISCRIMINATOR_OUTPUTS)} "
-                              "('logit' before the sigmoid, 'prob' after it, 'critic' for a WGAN critic)")
+            raise ConfigError(
+                f"say what the discriminator returns: output= one of {', '.join(DISCRIMINATOR_OUTPUTS)} "
+                "('logit' before the sigmoid, 'prob' after it, 'critic' for a WGAN critic)"
+            )
         ratio = DiscriminatorRatio(discriminator, output, temperature=temperature)
     elif output is not None:
         raise ConfigError("output= describes a discriminator; pass discriminator= too (or drop output=)")
     if ratio is not None and not hasattr(ratio, "log_ratio"):
-        raise ConfigError(f"ratio= needs a log_ratio(x) method, got {type(ratio).__name__}; for a network use discriminator= with output=")
+        raise ConfigError(
+            f"ratio= needs a log_ratio(x) method, got {type(ratio).__name__}; for a network use discriminator= with output="
+        )
     if check:
         x = check_generator(gen, output_range=declared)
         if ratio is not None:
@@ -132,8 +158,18 @@ def wrap(
     return LatentTarget(gen, ratio) if ratio is not None else gen
 
 
-def sample(target, method: str = "none", n: int = 1000, *, rng: torch.Generator | None = None, progress: bool = False,
-           real: torch.Tensor | None = None, classes=None, real_y: torch.Tensor | None = None, **options) -> SampleResult:
+def sample(
+    target,
+    method: str = "none",
+    n: int = 1000,
+    *,
+    rng: torch.Generator | None = None,
+    progress: bool = False,
+    real: torch.Tensor | None = None,
+    classes=None,
+    real_y: torch.Tensor | None = None,
+    **options,
+) -> SampleResult:
     """Run sampler ``method`` (see ``refine.list_samplers()``) with ``options`` on ``target``.
 
     ``target`` is what :func:`wrap` returned. A gradient method first checks, on two
@@ -149,20 +185,35 @@ def sample(target, method: str = "none", n: int = 1000, *, rng: torch.Generator 
     from .foreign import check_gradients, gradients_through_generator
 
     if not isinstance(method, str):
-        raise ConfigError(f"method must be a name such as 'drs' (see refine.list_samplers()), got {type(method).__name__} {method!r}")
+        raise ConfigError(
+            f"method must be a name such as 'drs' (see refine.list_samplers()), got {type(method).__name__} {method!r}"
+        )
     sampler = get_sampler(method, **options)
     if is_conditional(target):
-        return sample_conditional(sampler, target, n, classes="balanced" if classes is None else classes, rng=rng, progress=progress,
-                                  real=real, real_y=real_y)
+        return sample_conditional(
+            sampler,
+            target,
+            n,
+            classes="balanced" if classes is None else classes,
+            rng=rng,
+            progress=progress,
+            real=real,
+            real_y=real_y,
+        )
     if classes is not None or real_y is not None:
-        raise ConfigError("classes= and real_y= apply to conditional generators; wrap one with refine.wrap(..., num_classes=K)")
+        raise ConfigError(
+            "classes= and real_y= apply to conditional generators; wrap one with refine.wrap(..., num_classes=K)"
+        )
     if isinstance(target, LatentGenerator):
         if method != "none":
-            raise ConfigError(f"method {method!r} needs a density ratio: wrap the generator with discriminator= (and output=) or ratio=")
+            raise ConfigError(
+                f"method {method!r} needs a density ratio: wrap the generator with discriminator= (and output=) or ratio="
+            )
         target = LatentTarget(target)
     if not isinstance(target, LatentTarget):
         raise ConfigError(f"refine.sample needs what refine.wrap returns (a LatentTarget), got {type(target).__name__}")
     if sampler.needs_gradients:
-        check_gradients(target.generator, target.ratio, method=method, through_generator=gradients_through_generator(sampler))
+        check_gradients(
+            target.generator, target.ratio, method=method, through_generator=gradients_through_generator(sampler)
+        )
     return sampler.sample(target, n, rng=rng, progress=progress, real=real)
-

@@ -9,6 +9,7 @@ call whose work per sample is beyond any sensible setting or whose memory exceed
 machine has free; ``Sampler.sample`` runs it before any work. ``refine sample`` streams a
 large ``n`` to disk in chunks (:func:`chunk_rows`), so its memory does not grow with ``n``.
 """
+
 from __future__ import annotations
 
 import math
@@ -79,9 +80,11 @@ def check(sampler, target, n: int, *, memory: int | None = None) -> Estimate:
     """
     est = estimate(sampler, target, n)
     if est.passes_per_sample > MAX_PASSES_PER_SAMPLE:
-        raise ConfigError(f"{est.method}{_settings(sampler)} would spend {est.passes_per_sample:.3g} generator passes per sample "
-                          f"({est.passes:.3g} for {n} samples), more than refine runs ({MAX_PASSES_PER_SAMPLE:.0e}); "
-                          "lower the option that multiplies the work")
+        raise ConfigError(
+            f"{est.method}{_settings(sampler)} would spend {est.passes_per_sample:.3g} generator passes per sample "
+            f"({est.passes:.3g} for {n} samples), more than refine runs ({MAX_PASSES_PER_SAMPLE:.0e}); "
+            "lower the option that multiplies the work"
+        )
     limit = available_memory() if memory is None else int(memory)
     if est.memory_bytes > limit:
         work = est.work_factor * est.work_rows * est.row_bytes
@@ -89,8 +92,10 @@ def check(sampler, target, n: int, *, memory: int | None = None) -> Estimate:
             remedy = f"lower the rows it holds at once{_settings(sampler)}"
         else:
             remedy = "draw fewer samples per call (refine sample streams any n to disk in chunks)"
-        raise ConfigError(f"{est.method} with n={n} needs about {format_bytes(est.memory_bytes)} of memory "
-                          f"({format_bytes(est.row_bytes)} per sample and latent), {format_bytes(limit)} is free here; {remedy}")
+        raise ConfigError(
+            f"{est.method} with n={n} needs about {format_bytes(est.memory_bytes)} of memory "
+            f"({format_bytes(est.row_bytes)} per sample and latent), {format_bytes(limit)} is free here; {remedy}"
+        )
     return est
 
 

@@ -20,6 +20,7 @@ How the label reaches the networks is declared, as the output range is (:data:`L
 BatchNorm), ``"onehot"`` a float tensor ``(N, K)``. Both networks are called as
 ``G(z, y)`` and ``D(x, y)``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
@@ -62,8 +63,10 @@ MAX_CLASSES = 100_000
 
 def _check_label(label: str) -> str:
     if not isinstance(label, str) or label not in LABELS:
-        raise ConfigError(f"unknown label convention {label!r}; valid: {', '.join(LABELS)} "
-                          "('index': an integer tensor (N,), 'onehot': a float tensor (N, K))")
+        raise ConfigError(
+            f"unknown label convention {label!r}; valid: {', '.join(LABELS)} "
+            "('index': an integer tensor (N,), 'onehot': a float tensor (N, K))"
+        )
     return label
 
 
@@ -112,7 +115,12 @@ class LabelledNet(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         y = torch.full((u.shape[0],), self.label_value, dtype=torch.long, device=u.device)
-        return self.net(u, encode_labels(y, self.num_classes, self.label, dtype=u.dtype if u.is_floating_point() else _net_dtype(self.net)))
+        return self.net(
+            u,
+            encode_labels(
+                y, self.num_classes, self.label, dtype=u.dtype if u.is_floating_point() else _net_dtype(self.net)
+            ),
+        )
 
     def extra_repr(self) -> str:
         return f"y={self.label_value}, label={self.label!r}"
@@ -125,15 +133,25 @@ class ConditionalGenerator:
     Other arguments are those of :class:`LatentGenerator`.
     """
 
-    def __init__(self, net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], num_classes: int, *, label: str = "index",
-                 prior: Prior | str | dict = "normal", latent_shape: Sequence[int] | int | None = None, output_range: str = "none",
-                 differentiable: bool | None = None) -> None:
+    def __init__(
+        self,
+        net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        num_classes: int,
+        *,
+        label: str = "index",
+        prior: Prior | str | dict = "normal",
+        latent_shape: Sequence[int] | int | None = None,
+        output_range: str = "none",
+        differentiable: bool | None = None,
+    ) -> None:
         if not callable(net):
             raise ConfigError(f"generator must be callable (z, y) -> x, got {type(net).__name__}")
         self.net = net
         self.num_classes = _check_classes(num_classes)
         self.label = _check_label(label)
-        base = LatentGenerator(net, prior, latent_shape=latent_shape, output_range=output_range, differentiable=differentiable)
+        base = LatentGenerator(
+            net, prior, latent_shape=latent_shape, output_range=output_range, differentiable=differentiable
+        )
         self.prior, self.output_range, self.differentiable = base.prior, base.output_range, base.differentiable
         self._device = base.device
 
@@ -151,14 +169,20 @@ class ConditionalGenerator:
     def at(self, y: int) -> LatentGenerator:
         """The generator of class ``y``: ``z -> G(z, y)``."""
         y = self.check_class(y)
-        return LatentGenerator(LabelledNet(self.net, y, self.num_classes, self.label), self.prior, output_range=self.output_range,
-                               differentiable=self.differentiable)
+        return LatentGenerator(
+            LabelledNet(self.net, y, self.num_classes, self.label),
+            self.prior,
+            output_range=self.output_range,
+            differentiable=self.differentiable,
+        )
 
     def __call__(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``G(z, y)`` for a batch of latents and class indices ``(N,)``."""
         self.prior.check(z)
         if y.shape != (z.shape[0],):
-            raise ShapeError(f"labels have shape {tuple(y.shape)}; expected ({z.shape[0]},), one class index per latent")
+            raise ShapeError(
+                f"labels have shape {tuple(y.shape)}; expected ({z.shape[0]},), one class index per latent"
+            )
         return self.net(z, encode_labels(y.to(z.device), self.num_classes, self.label, dtype=z.dtype))
 
     def __repr__(self) -> str:
@@ -191,7 +215,9 @@ class ConditionalRatio:
 class ConditionalFunctionRatio(ConditionalRatio):
     """A function ``(x, y) -> log r(x | y)`` (e.g. a closed form in a test) as a conditional ratio."""
 
-    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], num_classes: int, *, differentiable: bool = True) -> None:
+    def __init__(
+        self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], num_classes: int, *, differentiable: bool = True
+    ) -> None:
         self.fn, self.num_classes, self.differentiable = fn, _check_classes(num_classes), differentiable
 
     def log_ratio(self, x, y):
@@ -209,21 +235,33 @@ class ConditionalDiscriminatorRatio(ConditionalRatio):
     mean for :class:`~refine.ratio.discriminator.DiscriminatorRatio`, which ``at(y)`` returns.
     """
 
-    def __init__(self, net: Callable, num_classes: int, output: str = "logit", *, label: str = "index", temperature: float = 1.0) -> None:
+    def __init__(
+        self, net: Callable, num_classes: int, output: str = "logit", *, label: str = "index", temperature: float = 1.0
+    ) -> None:
         if output not in DISCRIMINATOR_OUTPUTS:
             raise ConfigError(f"unknown discriminator output {output!r}; valid: {', '.join(DISCRIMINATOR_OUTPUTS)}")
-        self.net, self.num_classes, self.output, self.label = net, _check_classes(num_classes), output, _check_label(label)
+        self.net, self.num_classes, self.output, self.label = (
+            net,
+            _check_classes(num_classes),
+            output,
+            _check_label(label),
+        )
         self.temperature = DiscriminatorRatio(net, output, temperature=temperature).temperature  # validated there
         self.differentiable = True
 
     def at(self, y: int) -> DiscriminatorRatio:
         c = as_int(y, "class", minimum=0, maximum=self.num_classes - 1)
-        return DiscriminatorRatio(LabelledNet(self.net, c, self.num_classes, self.label), self.output, temperature=self.temperature)
+        return DiscriminatorRatio(
+            LabelledNet(self.net, c, self.num_classes, self.label), self.output, temperature=self.temperature
+        )
 
     def log_ratio(self, x, y):
         net = self.net
-        ratio = DiscriminatorRatio(lambda u: net(u, encode_labels(y.to(u.device), self.num_classes, self.label, dtype=u.dtype)), self.output,
-                                   temperature=self.temperature)
+        ratio = DiscriminatorRatio(
+            lambda u: net(u, encode_labels(y.to(u.device), self.num_classes, self.label, dtype=u.dtype)),
+            self.output,
+            temperature=self.temperature,
+        )
         return ratio.log_ratio(x)
 
     def __repr__(self) -> str:
@@ -236,14 +274,22 @@ class ConditionalTarget:
     ``ratio=None`` is the raw conditional generator (method ``none`` only).
     """
 
-    def __init__(self, generator: ConditionalGenerator, ratio: ConditionalRatio | None = None, *, prior_term: bool = True) -> None:
+    def __init__(
+        self, generator: ConditionalGenerator, ratio: ConditionalRatio | None = None, *, prior_term: bool = True
+    ) -> None:
         if not isinstance(generator, ConditionalGenerator):
-            raise ConfigError(f"generator must be a refine.conditional.ConditionalGenerator, got {type(generator).__name__}; "
-                              "wrap your network with refine.wrap(..., num_classes=K)")
+            raise ConfigError(
+                f"generator must be a refine.conditional.ConditionalGenerator, got {type(generator).__name__}; "
+                "wrap your network with refine.wrap(..., num_classes=K)"
+            )
         if ratio is not None and not isinstance(ratio, ConditionalRatio):
-            raise ConfigError(f"a conditional target needs a conditional ratio (log_ratio(x, y)), got {type(ratio).__name__}")
+            raise ConfigError(
+                f"a conditional target needs a conditional ratio (log_ratio(x, y)), got {type(ratio).__name__}"
+            )
         if ratio is not None and ratio.num_classes != generator.num_classes:
-            raise ConfigError(f"the ratio knows {ratio.num_classes} classes but the generator {generator.num_classes}; they must be trained on the same labels")
+            raise ConfigError(
+                f"the ratio knows {ratio.num_classes} classes but the generator {generator.num_classes}; they must be trained on the same labels"
+            )
         self.generator, self.ratio, self.prior_term = generator, ratio, prior_term
 
     @property
@@ -259,7 +305,9 @@ class ConditionalTarget:
         return self.generator.device
 
     def at(self, y: int) -> LatentTarget:
-        return LatentTarget(self.generator.at(y), None if self.ratio is None else self.ratio.at(y), prior_term=self.prior_term)
+        return LatentTarget(
+            self.generator.at(y), None if self.ratio is None else self.ratio.at(y), prior_term=self.prior_term
+        )
 
     def __repr__(self) -> str:
         return f"ConditionalTarget({self.generator!r}, {self.ratio!r})"
@@ -279,7 +327,9 @@ def parse_classes(spec: str | int | Sequence[int] | Mapping[int, int] | None, nu
         try:
             values = [int(p) for p in text.split(",") if p.strip()]
         except ValueError:
-            raise ConfigError(f"--classes {spec!r}: expected 'balanced' or class indices such as 3,7 (0 to {num_classes - 1})") from None
+            raise ConfigError(
+                f"--classes {spec!r}: expected 'balanced' or class indices such as 3,7 (0 to {num_classes - 1})"
+            ) from None
         return values
     return spec
 
@@ -310,7 +360,9 @@ def class_plan(n: int, classes="balanced", num_classes: int | None = None) -> li
     if classes is None or (isinstance(classes, str) and classes == "balanced"):
         order = list(range(k))
     elif isinstance(classes, str):
-        raise ConfigError(f"classes={classes!r}: expected 'balanced', a class index, a list of them or a mapping {{class: count}}")
+        raise ConfigError(
+            f"classes={classes!r}: expected 'balanced', a class index, a list of them or a mapping {{class: count}}"
+        )
     elif isinstance(classes, torch.Tensor) and classes.dim() == 0:
         order = [cls(classes)]
     elif isinstance(classes, (Sequence, torch.Tensor)):
@@ -318,7 +370,9 @@ def class_plan(n: int, classes="balanced", num_classes: int | None = None) -> li
         if not order:
             raise ConfigError("classes is empty; give at least one class index, or 'balanced'")
         if len(set(order)) != len(order):
-            raise ConfigError(f"classes {order} repeat a class; give each class once (or a mapping {{class: count}} for unequal counts)")
+            raise ConfigError(
+                f"classes {order} repeat a class; give each class once (or a mapping {{class: count}} for unequal counts)"
+            )
     else:
         order = [cls(classes)]
     q, r = divmod(n, len(order))
@@ -340,7 +394,13 @@ _TOTALS = ("g_evals", "d_evals", "wall_time_s")
 
 def _merge_info(method: str, plan: list[tuple[int, int]], infos: list[dict]) -> dict:
     n = sum(m for _, m in plan)
-    out: dict = {"method": method, "n": n, "conditional": True, "classes": [c for c, _ in plan], "counts": {str(c): m for c, m in plan}}
+    out: dict = {
+        "method": method,
+        "n": n,
+        "conditional": True,
+        "classes": [c for c, _ in plan],
+        "counts": {str(c): m for c, m in plan},
+    }
     for key in _TOTALS:
         if all(isinstance(i.get(key), (int, float)) for i in infos):
             out[key] = sum(i[key] for i in infos)
@@ -357,15 +417,28 @@ def _class_real(real, real_y, c: int):
     if real is None:
         return None
     if real_y is None:
-        raise ConfigError("a conditional run given real samples needs their labels too (real_y=, one class index per row)")
+        raise ConfigError(
+            "a conditional run given real samples needs their labels too (real_y=, one class index per row)"
+        )
     if real_y.shape != (real.shape[0],):
-        raise ShapeError(f"real_y has shape {tuple(real_y.shape)}; expected ({real.shape[0]},), one class index per real sample")
+        raise ShapeError(
+            f"real_y has shape {tuple(real_y.shape)}; expected ({real.shape[0]},), one class index per real sample"
+        )
     return real[real_y.to(real.device) == c]
 
 
-def sample_conditional(sampler, target: ConditionalTarget | ConditionalGenerator, n: int, *, classes="balanced", seed: int | None = None,
-                       rng: torch.Generator | None = None, progress: bool = False, real: torch.Tensor | None = None,
-                       real_y: torch.Tensor | None = None) -> ConditionalSampleResult:
+def sample_conditional(
+    sampler,
+    target: ConditionalTarget | ConditionalGenerator,
+    n: int,
+    *,
+    classes="balanced",
+    seed: int | None = None,
+    rng: torch.Generator | None = None,
+    progress: bool = False,
+    real: torch.Tensor | None = None,
+    real_y: torch.Tensor | None = None,
+) -> ConditionalSampleResult:
     """Run ``sampler`` once per class of :func:`class_plan` ``(n, classes)`` and gather the results.
 
     Class ``c`` draws on a generator seeded by ``shard_seed(seed, c)``; without ``seed``, one
@@ -379,21 +452,32 @@ def sample_conditional(sampler, target: ConditionalTarget | ConditionalGenerator
     if isinstance(target, ConditionalGenerator):
         target = ConditionalTarget(target)
     if not isinstance(target, ConditionalTarget):
-        raise ConfigError(f"sample_conditional needs a ConditionalTarget (what refine.wrap(..., num_classes=K) returns), got {type(target).__name__}")
+        raise ConfigError(
+            f"sample_conditional needs a ConditionalTarget (what refine.wrap(..., num_classes=K) returns), got {type(target).__name__}"
+        )
     method = sampler.name or type(sampler).__name__
     if target.ratio is None and method != "none":
-        raise ConfigError(f"method {method!r} needs a density ratio: wrap the generator with discriminator= (and output=) or ratio=")
+        raise ConfigError(
+            f"method {method!r} needs a density ratio: wrap the generator with discriminator= (and output=) or ratio="
+        )
     plan = class_plan(n, classes, target.num_classes)
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,), generator=rng))
     seed = as_int(seed, "seed", minimum=0, maximum=2**63 - 1)
     if sampler.needs_gradients:
         first = target.at(plan[0][0])
-        check_gradients(first.generator, first.ratio, method=method, through_generator=gradients_through_generator(sampler))
+        check_gradients(
+            first.generator, first.ratio, method=method, through_generator=gradients_through_generator(sampler)
+        )
     xs, zs, ys, infos = [], [], [], []
     for c, m in plan:
-        result = sampler.sample(target.at(c), m, rng=torch.Generator().manual_seed(shard_seed(seed, c)), progress=progress,
-                                real=_class_real(real, real_y, c))
+        result = sampler.sample(
+            target.at(c),
+            m,
+            rng=torch.Generator().manual_seed(shard_seed(seed, c)),
+            progress=progress,
+            real=_class_real(real, real_y, c),
+        )
         xs.append(result.x)
         zs.append(result.z)
         ys.append(torch.full((len(result.x),), c, dtype=torch.long, device=result.x.device))
@@ -415,26 +499,51 @@ def probe(generator: ConditionalGenerator, ratio: ConditionalRatio | None = None
         try:
             x = generator(z, y)
         except (RuntimeError, IndexError, TypeError, ValueError, AssertionError) as e:
-            raise ShapeError(f"the generator ({type(generator.net).__name__}) cannot be called as G(z, y) with {how}: "
-                             f"{(str(e).splitlines() or [type(e).__name__])[0][:160]}; check num_classes and label= ('index' or 'onehot')") from None
+            raise ShapeError(
+                f"the generator ({type(generator.net).__name__}) cannot be called as G(z, y) with {how}: "
+                f"{(str(e).splitlines() or [type(e).__name__])[0][:160]}; check num_classes and label= ('index' or 'onehot')"
+            ) from None
     if not isinstance(x, torch.Tensor) or x.shape[0] != 2:
-        raise ShapeError(f"the generator returned {type(x).__name__} {tuple(getattr(x, 'shape', ()))} for 2 latents; expected a tensor (2, ...)")
+        raise ShapeError(
+            f"the generator returned {type(x).__name__} {tuple(getattr(x, 'shape', ()))} for 2 latents; expected a tensor (2, ...)"
+        )
     if ratio is not None:
         net = getattr(ratio, "net", None)
         with torch.no_grad(), unchanged_buffers(net):
             try:
                 out = ratio.log_ratio(x, y)
             except (RuntimeError, IndexError, TypeError, ValueError, AssertionError) as e:
-                err = network_error(e, "conditional ratio", x, "is it the discriminator trained with this generator?") if isinstance(e, RuntimeError) else None
-                raise (err or ShapeError(f"the conditional ratio ({type(net or ratio).__name__}) cannot be called as D(x, y) on the generator's samples with {how}: "
-                                         f"{(str(e).splitlines() or [type(e).__name__])[0][:160]}")) from None
+                err = (
+                    network_error(e, "conditional ratio", x, "is it the discriminator trained with this generator?")
+                    if isinstance(e, RuntimeError)
+                    else None
+                )
+                raise (
+                    err
+                    or ShapeError(
+                        f"the conditional ratio ({type(net or ratio).__name__}) cannot be called as D(x, y) on the generator's samples with {how}: "
+                        f"{(str(e).splitlines() or [type(e).__name__])[0][:160]}"
+                    )
+                ) from None
         check_log_ratio(out, 2, "conditional ratio")
     return x
 
 
-def wrap_conditional(generator, *, num_classes: int, label: str = "index", latent_shape=None, prior="normal", output_range: str | None = None,
-                     discriminator=None, output: str | None = None, temperature: float = 1.0, ratio=None, differentiable: bool | None = None,
-                     check: bool = True) -> ConditionalTarget | ConditionalGenerator:
+def wrap_conditional(
+    generator,
+    *,
+    num_classes: int,
+    label: str = "index",
+    latent_shape=None,
+    prior="normal",
+    output_range: str | None = None,
+    discriminator=None,
+    output: str | None = None,
+    temperature: float = 1.0,
+    ratio=None,
+    differentiable: bool | None = None,
+    check: bool = True,
+) -> ConditionalTarget | ConditionalGenerator:
     """:func:`refine.wrap` for a conditional generator ``G(z, y)`` (and ``D(x, y)``); see its docs.
 
     ``ratio=`` must be a :class:`ConditionalRatio`. With ``check``, both networks are run on two
@@ -445,29 +554,48 @@ def wrap_conditional(generator, *, num_classes: int, label: str = "index", laten
     from .foreign import check_generator, check_pair
 
     if isinstance(generator, (ConditionalTarget, LatentTarget)):
-        raise ConfigError(f"wrap() got a {type(generator).__name__}, which is already wrapped; pass it to refine.sample directly")
+        raise ConfigError(
+            f"wrap() got a {type(generator).__name__}, which is already wrapped; pass it to refine.sample directly"
+        )
     if isinstance(generator, (LatentGenerator, ConditionalGenerator)):
-        raise ConfigError("wrap(..., num_classes=K) takes the conditional network G(z, y) itself, not a wrapped generator")
+        raise ConfigError(
+            "wrap(..., num_classes=K) takes the conditional network G(z, y) itself, not a wrapped generator"
+        )
     if isinstance(prior, Prior) and latent_shape is None:
         latent_shape = prior.shape
     if isinstance(prior, dict) and latent_shape is None and prior.get("shape") is not None:
         latent_shape = prior["shape"]
     if latent_shape is None:
-        raise ConfigError("wrap() needs the generator's latent_shape, e.g. latent_shape=128 or latent_shape=(100, 1, 1) (or a Prior object)")
-    gen = ConditionalGenerator(generator, num_classes, label=label, prior=prior, latent_shape=latent_shape, output_range=output_range or "none",
-                               differentiable=differentiable)
+        raise ConfigError(
+            "wrap() needs the generator's latent_shape, e.g. latent_shape=128 or latent_shape=(100, 1, 1) (or a Prior object)"
+        )
+    gen = ConditionalGenerator(
+        generator,
+        num_classes,
+        label=label,
+        prior=prior,
+        latent_shape=latent_shape,
+        output_range=output_range or "none",
+        differentiable=differentiable,
+    )
     if discriminator is not None and ratio is not None:
         raise ConfigError("pass either discriminator= or ratio=, not both")
     if discriminator is not None:
         if output is None:
-            raise ConfigError(f"say what the discriminator returns: output= one of {', '.join(DISCRIMINATOR_OUTPUTS)} "
-                              "('logit' before the sigmoid, 'prob' after it, 'critic' for a WGAN critic)")
-        ratio = ConditionalDiscriminatorRatio(discriminator, gen.num_classes, output, label=gen.label, temperature=temperature)
+            raise ConfigError(
+                f"say what the discriminator returns: output= one of {', '.join(DISCRIMINATOR_OUTPUTS)} "
+                "('logit' before the sigmoid, 'prob' after it, 'critic' for a WGAN critic)"
+            )
+        ratio = ConditionalDiscriminatorRatio(
+            discriminator, gen.num_classes, output, label=gen.label, temperature=temperature
+        )
     elif output is not None:
         raise ConfigError("output= describes a discriminator; pass discriminator= too (or drop output=)")
     if ratio is not None and not isinstance(ratio, ConditionalRatio):
-        raise ConfigError(f"ratio= of a conditional generator must be a refine.conditional.ConditionalRatio (log_ratio(x, y)), got {type(ratio).__name__}; "
-                          "for a network D(x, y) use discriminator= with output=")
+        raise ConfigError(
+            f"ratio= of a conditional generator must be a refine.conditional.ConditionalRatio (log_ratio(x, y)), got {type(ratio).__name__}; "
+            "for a network D(x, y) use discriminator= with output="
+        )
     target = ConditionalTarget(gen, ratio) if ratio is not None else None
     if check:
         x = probe(gen, ratio)
@@ -484,7 +612,9 @@ def conditional_from_checkpoint(entry, gnet, prior: Prior, output_range: str, dn
     from .errors import CheckpointError
 
     if not isinstance(entry, dict) or set(entry) - {"num_classes", "label"} or "num_classes" not in entry:
-        raise CheckpointError(f"{path}: the conditional entry must be {{'num_classes': K, 'label': 'index'|'onehot'}}, got {entry!r:.120}")
+        raise CheckpointError(
+            f"{path}: the conditional entry must be {{'num_classes': K, 'label': 'index'|'onehot'}}, got {entry!r:.120}"
+        )
     try:
         k, label = _check_classes(entry["num_classes"]), _check_label(entry.get("label", "index"))
     except ConfigError as e:
@@ -492,7 +622,9 @@ def conditional_from_checkpoint(entry, gnet, prior: Prior, output_range: str, dn
     for role, net in (("generator", gnet), ("discriminator", dnet)):
         declared = getattr(net, "num_classes", k)
         if net is not None and declared != k:
-            raise CheckpointError(f"{path}: the {role} is built for {declared} classes but the checkpoint declares num_classes={k}")
+            raise CheckpointError(
+                f"{path}: the {role} is built for {declared} classes but the checkpoint declares num_classes={k}"
+            )
     gen = ConditionalGenerator(gnet, k, label=label, prior=prior, output_range=output_range)
     ratio = None if dnet is None else ConditionalDiscriminatorRatio(dnet, k, output or "logit", label=label)
     return gen, ratio

@@ -28,15 +28,17 @@ Feature statistics
     samples, the same as one process would compute. Rank 0 writes them to
     ``OUT/feature_stats.npz`` (``mu``, ``sigma``: the pytorch-fid format).
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -118,7 +120,9 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ConfigError(f"environment variable {name}={raw!r} is not an integer; launch with torchrun, which sets it") from None
+        raise ConfigError(
+            f"environment variable {name}={raw!r} is not an integer; launch with torchrun, which sets it"
+        ) from None
 
 
 def init(device: torch.device | str = "cpu", *, backend: str | None = None) -> DistContext:
@@ -131,7 +135,9 @@ def init(device: torch.device | str = "cpu", *, backend: str | None = None) -> D
     dist = torch.distributed
     if not dist.is_available():  # pragma: no cover - torch builds without distributed
         if launched_distributed():
-            raise ConfigError("this torch build has no torch.distributed; run one process, or install a torch with distributed support")
+            raise ConfigError(
+                "this torch build has no torch.distributed; run one process, or install a torch with distributed support"
+            )
         return DistContext(device=device)
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
@@ -143,7 +149,9 @@ def init(device: torch.device | str = "cpu", *, backend: str | None = None) -> D
     rank, local = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
     missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
     if missing:
-        raise ConfigError(f"WORLD_SIZE={world} but {', '.join(missing)} is not set; launch with torchrun --nproc_per_node N -m refine ...")
+        raise ConfigError(
+            f"WORLD_SIZE={world} but {', '.join(missing)} is not set; launch with torchrun --nproc_per_node N -m refine ..."
+        )
     device = _rank_device(device, local, world)
     if backend is None:
         backend = "nccl" if device.type == "cuda" else "gloo"
@@ -163,7 +171,9 @@ def init(device: torch.device | str = "cpu", *, backend: str | None = None) -> D
 def _rank_device(device: torch.device, local_rank: int, world: int) -> torch.device:
     if device.type == "cuda" and device.index is None and world > 1:
         if local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"local rank {local_rank} has no GPU: {torch.cuda.device_count()} CUDA device(s) present; start at most that many processes per node")
+            raise ConfigError(
+                f"local rank {local_rank} has no GPU: {torch.cuda.device_count()} CUDA device(s) present; start at most that many processes per node"
+            )
         return torch.device("cuda", local_rank)
     return device
 
@@ -210,9 +220,18 @@ def plan_shards(n: int, *, seed: int, world_size: int = 1, shard_size: int | Non
 
 # --------------------------------------------------------------------------- running
 def _shard_key(shard: Shard, method: str, options: dict, n: int, seed: int, shard_size: int, fingerprint: Any) -> dict:
-    key = {"method": method, "options": options, "n": n, "seed": seed, "shard_size": shard_size,
-           "index": shard.index, "start": shard.start, "size": shard.size, "shard_seed": shard.seed,
-           "fingerprint": fingerprint}
+    key = {
+        "method": method,
+        "options": options,
+        "n": n,
+        "seed": seed,
+        "shard_size": shard_size,
+        "index": shard.index,
+        "start": shard.start,
+        "size": shard.size,
+        "shard_seed": shard.seed,
+        "fingerprint": fingerprint,
+    }
     return json.loads(json.dumps(key, sort_keys=True, default=str))
 
 
@@ -234,11 +253,17 @@ def _read_shard(folder: Path, shard: Shard) -> tuple[dict, dict[str, np.ndarray]
         with np.load(npz_path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except FileNotFoundError as e:
-        raise CheckpointError(f"shard {shard.index} is missing ({e.filename}); every process must write to the same --out folder (one machine or a shared filesystem)") from None
+        raise CheckpointError(
+            f"shard {shard.index} is missing ({e.filename}); every process must write to the same --out folder (one machine or a shared filesystem)"
+        ) from None
     except (OSError, ValueError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"shard file {npz_path} or {rec_path} is unreadable ({str(e).splitlines()[0][:120]}); delete the shards folder and run again") from None
+        raise CheckpointError(
+            f"shard file {npz_path} or {rec_path} is unreadable ({str(e).splitlines()[0][:120]}); delete the shards folder and run again"
+        ) from None
     if len(arrays.get("x", ())) != shard.size:
-        raise CheckpointError(f"{npz_path} holds {len(arrays.get('x', ()))} samples, the plan says {shard.size}; delete the shards folder and run again")
+        raise CheckpointError(
+            f"{npz_path} holds {len(arrays.get('x', ()))} samples, the plan says {shard.size}; delete the shards folder and run again"
+        )
     return rec, arrays
 
 
@@ -345,7 +370,9 @@ def all_reduce_stats(acc, ctx: DistContext):
     dist.all_gather(dims, dim_t)
     known = {int(d[0]) for d in dims if int(d[1]) > 0}
     if len(known) > 1:
-        raise ShapeError(f"processes hold features of different dimensions {sorted(known)}; every rank must use the same feature network")
+        raise ShapeError(
+            f"processes hold features of different dimensions {sorted(known)}; every rank must use the same feature network"
+        )
     if not known:
         return acc
     dim = known.pop()
@@ -364,7 +391,9 @@ def all_reduce_stats(acc, ctx: DistContext):
     flat = flat.cpu().numpy()
     total = int(round(flat[0]))
     s_all, o_all = flat[1 : 1 + dim], flat[1 + dim :].reshape(dim, dim)
-    reduced = type(acc).from_state_dict({"count": total, "dim": dim, "mean": c + s_all / total, "m2": o_all - np.outer(s_all, s_all) / total})
+    reduced = type(acc).from_state_dict(
+        {"count": total, "dim": dim, "mean": c + s_all / total, "m2": o_all - np.outer(s_all, s_all) / total}
+    )
     return reduced
 
 
@@ -438,8 +467,17 @@ def sample_sharded(
         "world_size": ctx.world_size,
         "backend": ctx.backend,
         "shard_size": size,
-        "shards": [{"index": s.index, "start": s.start, "size": s.size, "seed": s.seed, "rank": s.index % ctx.world_size,
-                    "file": f"{_SHARD_DIR}/{s.name}.npz"} for s in shards],
+        "shards": [
+            {
+                "index": s.index,
+                "start": s.start,
+                "size": s.size,
+                "seed": s.seed,
+                "rank": s.index % ctx.world_size,
+                "file": f"{_SHARD_DIR}/{s.name}.npz",
+            }
+            for s in shards
+        ],
         "resumed_on_rank0": resumed,
     }
     arrays = {"x": x} if z is None else {"x": x, "z": z}

@@ -2,6 +2,7 @@
 
 The CLI prints these as one line without a traceback; anything else is a bug.
 """
+
 from __future__ import annotations
 
 __all__ = [

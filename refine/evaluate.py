@@ -1,7 +1,8 @@
 """Before/after comparisons: run several samplers on one target and score each output."""
+
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -21,13 +22,24 @@ def split_method_options(methods: Iterable[str], options: dict[str, str]) -> lis
             raise ConfigError(f"option {key}={value}: name the method it is for, e.g. -o drs.gamma=90")
         m, k = key.split(".", 1)
         if m not in per:
-            raise ConfigError(f"option {key}={value} is for method {m!r}, which is not in --methods ({', '.join(methods)})")
+            raise ConfigError(
+                f"option {key}={value} is for method {m!r}, which is not in --methods ({', '.join(methods)})"
+            )
         per[m][k] = value
     return [(m, per[m]) for m in methods]
 
 
-def compare_methods(target, methods: list[tuple[str, dict]], n: int, *, seed: int, score: Callable[[torch.Tensor], dict],
-                    progress: bool = False, real: torch.Tensor | None = None, rng_device="cpu") -> list[dict]:
+def compare_methods(
+    target,
+    methods: list[tuple[str, dict]],
+    n: int,
+    *,
+    seed: int,
+    score: Callable[[torch.Tensor], dict],
+    progress: bool = False,
+    real: torch.Tensor | None = None,
+    rng_device="cpu",
+) -> list[dict]:
     """One row per method: its scores plus cost (time, G/D evaluations per sample, acceptance).
 
     Every method gets a fresh generator seeded with ``seed``, so rows are paired comparisons.
@@ -38,22 +50,26 @@ def compare_methods(target, methods: list[tuple[str, dict]], n: int, *, seed: in
 
     for name, s in samplers:
         if s.needs_gradients:  # data-space methods need gradients through the ratio only
-            check_gradients(target.generator, target.ratio, method=name, through_generator=gradients_through_generator(s))
+            check_gradients(
+                target.generator, target.ratio, method=name, through_generator=gradients_through_generator(s)
+            )
     rows = []
     for name, s in samplers:
         rng = torch.Generator(device=rng_device).manual_seed(seed)
         res = s.sample(target, n, rng=rng, progress=progress, real=real)
         info = res.info
-        rows.append({
-            "method": name,
-            "options": s.options(),
-            **score(res.x),
-            "wall_time_s": info.get("wall_time_s"),
-            "g_evals_per_sample": info.get("g_evals_per_sample"),
-            "d_evals_per_sample": info.get("d_evals_per_sample"),
-            "acceptance_rate": info.get("acceptance_rate"),
-            "_x": res.x,
-        })
+        rows.append(
+            {
+                "method": name,
+                "options": s.options(),
+                **score(res.x),
+                "wall_time_s": info.get("wall_time_s"),
+                "g_evals_per_sample": info.get("g_evals_per_sample"),
+                "d_evals_per_sample": info.get("d_evals_per_sample"),
+                "acceptance_rate": info.get("acceptance_rate"),
+                "_x": res.x,
+            }
+        )
     return rows
 
 

@@ -6,6 +6,7 @@ checkpoint loaders, sample-file readers and image datasets go through it, so tha
 device (``/dev/zero``), a FIFO, a file larger than memory or an ``.npz`` whose header
 declares more rows than it holds is one clear error before anything is read.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,14 @@ import numpy as np
 
 from .errors import CheckpointError, DataError, NonFiniteError, RefineError
 
-__all__ = ["available_memory", "check_regular_file", "read_regular_file", "read_npz", "check_finite_array", "format_bytes"]
+__all__ = [
+    "available_memory",
+    "check_regular_file",
+    "read_regular_file",
+    "read_npz",
+    "check_finite_array",
+    "format_bytes",
+]
 
 
 def format_bytes(n: float) -> str:
@@ -57,7 +65,9 @@ def available_memory() -> int:
     return int(avail)
 
 
-def check_regular_file(path: str | os.PathLike, what: str, *, error: type[RefineError] = CheckpointError, max_bytes: int | None = None) -> int:
+def check_regular_file(
+    path: str | os.PathLike, what: str, *, error: type[RefineError] = CheckpointError, max_bytes: int | None = None
+) -> int:
     """The size of ``path`` if it is a non-empty regular file (symlinks followed) that fits in
     ``max_bytes`` (default: half the memory available); else one-line ``error``."""
     p = Path(path)
@@ -70,17 +80,31 @@ def check_regular_file(path: str | os.PathLike, what: str, *, error: type[Refine
     if stat.S_ISDIR(st.st_mode):
         raise error(f"{what} {p} is a directory, expected a file")
     if not stat.S_ISREG(st.st_mode):
-        kind = "a character device" if stat.S_ISCHR(st.st_mode) else "a block device" if stat.S_ISBLK(st.st_mode) else "a pipe" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file"
+        kind = (
+            "a character device"
+            if stat.S_ISCHR(st.st_mode)
+            else "a block device"
+            if stat.S_ISBLK(st.st_mode)
+            else "a pipe"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(st.st_mode)
+            else "not a regular file"
+        )
         raise error(f"{what} {p} is {kind}; refine reads only regular files")
     if st.st_size == 0:
         raise error(f"{what} {p} is empty")
     limit = available_memory() // 2 if max_bytes is None else max_bytes
     if st.st_size > limit:
-        raise error(f"{what} {p} is {format_bytes(st.st_size)}, more than refine will read into memory here ({format_bytes(limit)})")
+        raise error(
+            f"{what} {p} is {format_bytes(st.st_size)}, more than refine will read into memory here ({format_bytes(limit)})"
+        )
     return int(st.st_size)
 
 
-def read_regular_file(path: str | os.PathLike, what: str, *, error: type[RefineError] = CheckpointError, max_bytes: int | None = None) -> bytes:
+def read_regular_file(
+    path: str | os.PathLike, what: str, *, error: type[RefineError] = CheckpointError, max_bytes: int | None = None
+) -> bytes:
     """All bytes of a regular file checked by :func:`check_regular_file`."""
     size = check_regular_file(path, what, error=error, max_bytes=max_bytes)
     with open(path, "rb") as f:
@@ -100,7 +124,9 @@ def _npy_header(fp) -> tuple[tuple[int, ...], bool, np.dtype]:
     raise ValueError(f"unsupported .npy version {version}")
 
 
-def read_npz(path: str | os.PathLike, what: str = "sample file", *, keys: tuple[str, ...] | None = None, finite: bool = True) -> dict[str, np.ndarray]:
+def read_npz(
+    path: str | os.PathLike, what: str = "sample file", *, keys: tuple[str, ...] | None = None, finite: bool = True
+) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` file, read with ``allow_pickle=False`` after checking each member's
     header: a plain numeric dtype (no objects), and a declared size that the member's bytes hold.
 
@@ -111,7 +137,9 @@ def read_npz(path: str | os.PathLike, what: str = "sample file", *, keys: tuple[
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as e:
-        raise DataError(f"{what} {path} is not an .npz archive ({(str(e).splitlines() or [type(e).__name__])[0][:120]}); write it with numpy.savez") from None
+        raise DataError(
+            f"{what} {path} is not an .npz archive ({(str(e).splitlines() or [type(e).__name__])[0][:120]}); write it with numpy.savez"
+        ) from None
     out: dict[str, np.ndarray] = {}
     with zf:
         members = {info.filename[:-4]: info for info in zf.infolist() if info.filename.endswith(".npy")}
@@ -131,10 +159,14 @@ def read_npz(path: str | os.PathLike, what: str = "sample file", *, keys: tuple[
                     need = count * dtype.itemsize
                     have = info.file_size - fp.tell()
                     if need > have:
-                        raise DataError(f"{what} {path}: array {name!r} declares shape {shape} ({format_bytes(need)}) but holds {format_bytes(max(have, 0))}; the file is truncated or forged")
+                        raise DataError(
+                            f"{what} {path}: array {name!r} declares shape {shape} ({format_bytes(need)}) but holds {format_bytes(max(have, 0))}; the file is truncated or forged"
+                        )
                     limit = available_memory() // 2
                     if need > limit:
-                        raise DataError(f"{what} {path}: array {name!r} of shape {shape} needs {format_bytes(need)}, more than fits in memory here ({format_bytes(limit)})")
+                        raise DataError(
+                            f"{what} {path}: array {name!r} of shape {shape} needs {format_bytes(need)}, more than fits in memory here ({format_bytes(limit)})"
+                        )
                     buf = fp.read(need)
                     if len(buf) != need:
                         raise DataError(f"{what} {path}: array {name!r} is truncated")
@@ -142,8 +174,19 @@ def read_npz(path: str | os.PathLike, what: str = "sample file", *, keys: tuple[
                     arr = arr.reshape(shape, order="F" if fortran else "C").copy()
             except RefineError:
                 raise
-            except (ValueError, OSError, zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError, SyntaxError, KeyError) as e:
-                raise DataError(f"{what} {path}: array {name!r} cannot be read ({(str(e).splitlines() or [type(e).__name__])[0][:160]})") from None
+            except (
+                ValueError,
+                OSError,
+                zipfile.BadZipFile,
+                EOFError,
+                RuntimeError,
+                NotImplementedError,
+                SyntaxError,
+                KeyError,
+            ) as e:
+                raise DataError(
+                    f"{what} {path}: array {name!r} cannot be read ({(str(e).splitlines() or [type(e).__name__])[0][:160]})"
+                ) from None
             if finite:
                 check_finite_array(arr, f"{what} {path}: array {name!r}")
             out[name] = arr
@@ -155,4 +198,6 @@ def check_finite_array(arr: np.ndarray, what: str) -> None:
     if arr.dtype.kind in "fc":
         bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
         if bad:
-            raise NonFiniteError(f"{what} holds {bad} NaN or inf value(s) of {arr.size}; refine scores only finite samples")
+            raise NonFiniteError(
+                f"{what} holds {bad} NaN or inf value(s) of {arr.size}; refine scores only finite samples"
+            )

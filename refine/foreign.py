@@ -32,6 +32,7 @@ the network's first layer does not take, generator samples the discriminator doe
 not take, images without a declared output range, and a network that gradients do
 not flow through when a gradient method is asked for.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,15 +46,16 @@ import re
 import sys
 import warnings
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from .files import available_memory, format_bytes, read_regular_file
 from .errors import CheckpointError, ConfigError, NotDifferentiableError, RefineError, ShapeError
+from .files import available_memory, format_bytes, read_regular_file
 from .generator import OUTPUT_RANGES, LatentGenerator, Prior, make_prior, unchanged_buffers
 from .nets import planned_state
 
@@ -83,14 +85,20 @@ FORMATS = ("state_dict", "safetensors", "torchscript", "export", "pickle")
 CODE_FORMATS = ("torchscript", "export", "pickle")
 
 _OPT_IN = "pass --trust-code (Python: trust_code=True) only if you trust its source"
-_SAFE_ROUTE = ("the safe route is the weights alone, torch.save(net.state_dict(), 'g.pt') or safetensors.torch.save_file(net.state_dict(), 'g.safetensors'), "
-               "loaded with --arch package.module:factory naming code you trust")
+_SAFE_ROUTE = (
+    "the safe route is the weights alone, torch.save(net.state_dict(), 'g.pt') or safetensors.torch.save_file(net.state_dict(), 'g.safetensors'), "
+    "loaded with --arch package.module:factory naming code you trust"
+)
 
 
 def _trust(trust_code: bool, allow_pickle: bool | None) -> bool:
     """``allow_pickle`` is the old name of ``trust_code``; either opts in."""
     if allow_pickle is not None:
-        warnings.warn("allow_pickle is now called trust_code (it covers pickles, TorchScript and torch.export programs)", DeprecationWarning, stacklevel=3)
+        warnings.warn(
+            "allow_pickle is now called trust_code (it covers pickles, TorchScript and torch.export programs)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
         return bool(trust_code or allow_pickle)
     return bool(trust_code)
 
@@ -102,7 +110,9 @@ def _load_safetensors(data: bytes, path, what: str) -> dict[str, torch.Tensor]:
     try:
         return st_load(data)
     except (SafetensorError, ValueError, RuntimeError, OSError) as e:
-        raise CheckpointError(f"{what} {path} is not a valid safetensors file ({(str(e).splitlines() or [type(e).__name__])[0][:160]})") from None
+        raise CheckpointError(
+            f"{what} {path} is not a valid safetensors file ({(str(e).splitlines() or [type(e).__name__])[0][:160]})"
+        ) from None
 
 
 # --------------------------------------------------------------------------- reading and recognising files
@@ -118,7 +128,7 @@ def _safetensors_header(data: bytes) -> dict | None:
     if n < 2 or 8 + n > len(data):
         return None
     try:
-        head = json.loads(data[8:8 + n])
+        head = json.loads(data[8 : 8 + n])
     except (ValueError, UnicodeDecodeError):
         return None
     return head if isinstance(head, dict) else None
@@ -129,7 +139,13 @@ def _zip_names(data: bytes) -> list[str] | None:
         return None
     try:
         return zipfile.ZipFile(io.BytesIO(data)).namelist()
-    except (zipfile.BadZipFile, ValueError, NotImplementedError, EOFError, OSError):  # corrupt, or a zip feature Python lacks
+    except (
+        zipfile.BadZipFile,
+        ValueError,
+        NotImplementedError,
+        EOFError,
+        OSError,
+    ):  # corrupt, or a zip feature Python lacks
         return None
 
 
@@ -148,7 +164,11 @@ def _sniff(data: bytes) -> str:
         # a legacy (non-zip) torch.save file or a plain pickle both start with a pickle opcode
         return "torch" if data[:1] == b"\x80" else "unknown"
     rel = {_rel(n) for n in names}
-    if "archive_format" in rel or "serialized_exported_program.json" in rel or any(r.startswith("models/") and r.endswith(".json") for r in rel):
+    if (
+        "archive_format" in rel
+        or "serialized_exported_program.json" in rel
+        or any(r.startswith("models/") and r.endswith(".json") for r in rel)
+    ):
         return "export"
     if "constants.pkl" in rel and any(r.startswith("code/") for r in rel):
         return "torchscript"
@@ -192,18 +212,24 @@ def _torch_load(data: bytes, path, what: str, *, allow_pickle: bool, device="cpu
             return torch.load(io.BytesIO(data), map_location=device, weights_only=False)
     except pickle.UnpicklingError as e:
         text = str(e)
-        if not allow_pickle and any(s in text.lower() for s in ("weights only", "weights_only", "unsupported global", "unsupported operand")):
+        if not allow_pickle and any(
+            s in text.lower() for s in ("weights only", "weights_only", "unsupported global", "unsupported operand")
+        ):
             found = re.search(r"GLOBAL ([\w.]+)", text)
             obj = f" ({found.group(1)})" if found else ""
             raise CheckpointError(
                 f"{what} {path} is a pickle of Python objects{obj}, which refine does not load by default because unpickling can run code; "
                 f"{_SAFE_ROUTE}; or {_OPT_IN}"
             ) from None
-        raise CheckpointError(f"{what} {path} is not a valid torch file ({(text.splitlines() or [type(e).__name__])[0][:160]})") from None
+        raise CheckpointError(
+            f"{what} {path} is not a valid torch file ({(text.splitlines() or [type(e).__name__])[0][:160]})"
+        ) from None
     except Exception as e:  # noqa: BLE001 - torch's unpickler fails on corrupt bytes with any exception (KeyError, struct.error, ...)
         first = (str(e).splitlines() or [type(e).__name__])[0][:160]
         if allow_pickle and isinstance(e, (AttributeError, ModuleNotFoundError)):
-            raise CheckpointError(f"{what} {path} pickles a class that cannot be imported here ({first}); make its module importable, or re-save it as a state_dict") from None
+            raise CheckpointError(
+                f"{what} {path} pickles a class that cannot be imported here ({first}); make its module importable, or re-save it as a state_dict"
+            ) from None
         raise CheckpointError(f"{what} {path} is truncated or corrupt ({first})") from None
 
 
@@ -217,7 +243,9 @@ def parse_kwargs(text: str | dict | None, flag: str = "--arch-kwargs") -> dict:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"{flag} {text!r} is not JSON ({e.msg} at character {e.pos}); write e.g. {flag} '{{\"nz\": 100}}'") from None
+        raise ConfigError(
+            f"{flag} {text!r} is not JSON ({e.msg} at character {e.pos}); write e.g. {flag} '{{\"nz\": 100}}'"
+        ) from None
     if not isinstance(obj, dict):
         raise ConfigError(f"{flag} must be a JSON object of keyword arguments, got {type(obj).__name__}: {text!r}")
     return obj
@@ -235,9 +263,13 @@ def _import_module(modname: str, spec: str):
                 return importlib.import_module(modname)
             except ModuleNotFoundError:
                 pass
-        raise ConfigError(f"--arch {spec}: cannot import module {modname!r} ({e}); install it or run from the folder that holds it") from None
+        raise ConfigError(
+            f"--arch {spec}: cannot import module {modname!r} ({e}); install it or run from the folder that holds it"
+        ) from None
     except Exception as e:  # noqa: BLE001 - the user's module failed while importing
-        raise ConfigError(f"--arch {spec}: importing {modname!r} failed: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}") from None
+        raise ConfigError(
+            f"--arch {spec}: importing {modname!r} failed: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
+        ) from None
 
 
 def _import_file(filename: str, spec: str):
@@ -256,7 +288,9 @@ def _import_file(filename: str, spec: str):
         mspec.loader.exec_module(mod)
     except Exception as e:  # noqa: BLE001
         del sys.modules[name]
-        raise ConfigError(f"--arch {spec}: running {p} failed: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}") from None
+        raise ConfigError(
+            f"--arch {spec}: running {p} failed: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
+        ) from None
     return mod
 
 
@@ -275,21 +309,33 @@ def import_factory(spec: str | Callable) -> Callable[..., Any]:
 
         if spec in ARCHS:
             return ARCHS[spec]
-        raise ConfigError(f"--arch {spec!r} is neither 'package.module:factory' (or 'file.py:factory') nor a refine architecture ({', '.join(list_archs())})")
+        raise ConfigError(
+            f"--arch {spec!r} is neither 'package.module:factory' (or 'file.py:factory') nor a refine architecture ({', '.join(list_archs())})"
+        )
     modname, attr = spec.rsplit(":", 1)
-    mod = _import_file(modname, spec) if modname.endswith(".py") or "/" in modname or "\\" in modname else _import_module(modname, spec)
+    mod = (
+        _import_file(modname, spec)
+        if modname.endswith(".py") or "/" in modname or "\\" in modname
+        else _import_module(modname, spec)
+    )
     obj = mod
     for part in attr.split("."):
         if not hasattr(obj, part):
             public = sorted(n for n, v in vars(mod).items() if callable(v) and not n.startswith("_"))[:12]
-            raise ConfigError(f"--arch {spec}: {modname} has no attribute {attr!r}; callables there: {', '.join(public) or 'none'}")
+            raise ConfigError(
+                f"--arch {spec}: {modname} has no attribute {attr!r}; callables there: {', '.join(public) or 'none'}"
+            )
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ConfigError(f"--arch {spec}: {attr} is a {type(obj).__name__}, not a class or function that builds the network")
+        raise ConfigError(
+            f"--arch {spec}: {attr} is a {type(obj).__name__}, not a class or function that builds the network"
+        )
     return obj
 
 
-def check_planned_size(planned: dict | None, weights: dict | None, *, what: str, source, flag: str, weights_path=None) -> None:
+def check_planned_size(
+    planned: dict | None, weights: dict | None, *, what: str, source, flag: str, weights_path=None
+) -> None:
     """Before a network is built for real: refuse one larger than memory, and weights whose
     shapes disagree with it (both known from a build on the ``meta`` device)."""
     if planned is None:
@@ -297,16 +343,26 @@ def check_planned_size(planned: dict | None, weights: dict | None, *, what: str,
     need = sum(b for _, b in planned.values())
     limit = available_memory() // 2
     if need > limit:
-        raise ConfigError(f"{what} ({source}) would hold {format_bytes(need)} of weights, more than fits in memory here ({format_bytes(limit)}); check {flag}")
+        raise ConfigError(
+            f"{what} ({source}) would hold {format_bytes(need)} of weights, more than fits in memory here ({format_bytes(limit)}); check {flag}"
+        )
     weights = weights or {}
     for k, (shape, _) in planned.items():  # in the architecture's order, so the first mismatch is the first layer's
         v = weights.get(k)
         if isinstance(v, torch.Tensor) and tuple(v.shape) != shape:
-            raise CheckpointError(f"{weights_path or what}: the {what.removeprefix('the ')} weights do not fit the architecture ({k} is {list(v.shape)} in the file but {list(shape)} in the architecture); check {flag}")
+            raise CheckpointError(
+                f"{weights_path or what}: the {what.removeprefix('the ')} weights do not fit the architecture ({k} is {list(v.shape)} in the file but {list(shape)} in the architecture); check {flag}"
+            )
 
 
-def build_arch(arch: str | Callable, arch_kwargs: dict | str | None = None, *, role: str = "generator", weights: dict | None = None,
-               weights_path=None) -> nn.Module:
+def build_arch(
+    arch: str | Callable,
+    arch_kwargs: dict | str | None = None,
+    *,
+    role: str = "generator",
+    weights: dict | None = None,
+    weights_path=None,
+) -> nn.Module:
     """Call the factory with its keyword arguments and check that it built an ``nn.Module``.
 
     The factory runs once on the ``meta`` device first: a network larger than memory, or one
@@ -322,23 +378,35 @@ def build_arch(arch: str | Callable, arch_kwargs: dict | str | None = None, *, r
         try:
             sig.bind(**kwargs)
         except TypeError as e:
-            raise ConfigError(f"the {role} architecture {name} does not take {kwargs or 'no arguments'} ({e}); its signature is {name.split(':')[-1]}{sig}") from None
+            raise ConfigError(
+                f"the {role} architecture {name} does not take {kwargs or 'no arguments'} ({e}); its signature is {name.split(':')[-1]}{sig}"
+            ) from None
     flag = "--disc-arch/--disc-arch-kwargs" if role == "discriminator" else "--arch/--arch-kwargs"
-    check_planned_size(planned_state(factory, kwargs), weights, what=f"the {role}", source=name, flag=flag, weights_path=weights_path)
+    check_planned_size(
+        planned_state(factory, kwargs), weights, what=f"the {role}", source=name, flag=flag, weights_path=weights_path
+    )
     try:
         net = factory(**kwargs)
     except RefineError:
         raise
     except Exception as e:  # noqa: BLE001 - the user's factory failed
-        raise ConfigError(f"building the {role} with {name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}") from None
+        raise ConfigError(
+            f"building the {role} with {name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
+        ) from None
     if not isinstance(net, nn.Module):
-        raise ConfigError(f"the {role} architecture {name} returned a {type(net).__name__}, expected a torch.nn.Module to load the weights into")
+        raise ConfigError(
+            f"the {role} architecture {name} returned a {type(net).__name__}, expected a torch.nn.Module to load the weights into"
+        )
     return net
 
 
 # --------------------------------------------------------------------------- state_dicts
 def _is_state_dict(obj) -> bool:
-    return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
 
 
 def _nested_state_dicts(obj: dict, prefix: str = "", depth: int = 0) -> list[str]:
@@ -357,7 +425,9 @@ def extract_state_dict(obj: Any, state_key: str | None, path, role: str = "gener
     if isinstance(obj, nn.Module):
         return obj.state_dict()
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a state_dict (a dict of tensors) for the {role}")
+        raise CheckpointError(
+            f"{path} holds a {type(obj).__name__}, expected a state_dict (a dict of tensors) for the {role}"
+        )
     if state_key:
         cur: Any = obj
         for part in state_key.split("."):
@@ -376,15 +446,19 @@ def extract_state_dict(obj: Any, state_key: str | None, path, role: str = "gener
     if len(nested) == 1:
         return extract_state_dict(obj, nested[0], path, role)
     if nested:
-        raise CheckpointError(f"{path} holds several state_dicts ({', '.join(nested)}); choose the {role}'s with {flag} KEY")
-    raise CheckpointError(f"{path} holds no state_dict (top-level entries: {', '.join(map(str, obj.keys()))[:200] or 'none'})")
+        raise CheckpointError(
+            f"{path} holds several state_dicts ({', '.join(nested)}); choose the {role}'s with {flag} KEY"
+        )
+    raise CheckpointError(
+        f"{path} holds no state_dict (top-level entries: {', '.join(map(str, obj.keys()))[:200] or 'none'})"
+    )
 
 
 def _load_state(net: nn.Module, state: dict, path, role: str) -> list[str]:
     notes = []
     own = set(net.state_dict())
     if own and not (set(state) & own) and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
         notes.append("removed the 'module.' prefix (DataParallel)")
     try:
         net.load_state_dict(state)
@@ -392,7 +466,10 @@ def _load_state(net: nn.Module, state: dict, path, role: str) -> list[str]:
         text = str(e)
         missing = re.search(r"Missing key\(s\) in state_dict: ([^.]*\.[^.]*)", text)
         unexpected = re.search(r"Unexpected key\(s\) in state_dict: ([^.]*\.[^.]*)", text)
-        size = re.search(r"size mismatch for ([^:]+): copying a param with shape torch.Size\((\[[^\]]*\])\) from checkpoint, the shape in current model is torch.Size\((\[[^\]]*\])\)", text)
+        size = re.search(
+            r"size mismatch for ([^:]+): copying a param with shape torch.Size\((\[[^\]]*\])\) from checkpoint, the shape in current model is torch.Size\((\[[^\]]*\])\)",
+            text,
+        )
         if size:
             why = f"{size.group(1)} is {size.group(2)} in the file but {size.group(3)} in the architecture"
         else:
@@ -421,7 +498,7 @@ class _FixedBatch(nn.Module):
             return self.inner(z)
         outs = []
         for i in range(0, n, b):
-            chunk = z[i:i + b]
+            chunk = z[i : i + b]
             k = chunk.shape[0]
             if k < b:
                 chunk = torch.cat([chunk, chunk[-1:].detach().expand(b - k, *chunk.shape[1:])])
@@ -461,8 +538,14 @@ class LoadedNetwork:
 
 
 def _code_refused(kind: str, path, what: str) -> CheckpointError:
-    name = {"torchscript": "a TorchScript archive", "export": "a torch.export program", "pickle": "a pickle of Python objects"}[kind]
-    return CheckpointError(f"{what} {path} is {name}, which carries code; refine runs no code from a file by default; {_SAFE_ROUTE}; or {_OPT_IN}")
+    name = {
+        "torchscript": "a TorchScript archive",
+        "export": "a torch.export program",
+        "pickle": "a pickle of Python objects",
+    }[kind]
+    return CheckpointError(
+        f"{what} {path} is {name}, which carries code; refine runs no code from a file by default; {_SAFE_ROUTE}; or {_OPT_IN}"
+    )
 
 
 def load_network(
@@ -493,35 +576,51 @@ def load_network(
     prov: dict = {"path": str(path), "sha256": hashlib.sha256(data).hexdigest()}
     kind = _sniff(data)
     if kind == "unknown":
-        raise CheckpointError(f"{what} {path} is not a file written by torch.save, safetensors, torch.jit.save or torch.export.save")
+        raise CheckpointError(
+            f"{what} {path} is not a file written by torch.save, safetensors, torch.jit.save or torch.export.save"
+        )
     flag_prefix = "--disc-" if role == "discriminator" else "--"
     if arch is not None:
         if kind in ("torchscript", "export"):
-            raise ConfigError(f"{what} {path} is a {'TorchScript file' if kind == 'torchscript' else 'torch.export program'}, which holds its own architecture; drop {flag_prefix}arch")
+            raise ConfigError(
+                f"{what} {path} is a {'TorchScript file' if kind == 'torchscript' else 'torch.export program'}, which holds its own architecture; drop {flag_prefix}arch"
+            )
         if kind == "safetensors":
             if state_key:
-                raise ConfigError(f"{flag_prefix}state-key applies to a file of several state_dicts; {path} is one safetensors state_dict")
+                raise ConfigError(
+                    f"{flag_prefix}state-key applies to a file of several state_dicts; {path} is one safetensors state_dict"
+                )
             state = _load_safetensors(data, path, what)
         else:
             obj = _torch_load(data, path, what, allow_pickle=trust)
             if isinstance(obj, dict) and obj.get("format") == "refine.gan":
-                raise ConfigError(f"{what} {path} is a refine checkpoint, which names its own architecture; drop {flag_prefix}arch")
+                raise ConfigError(
+                    f"{what} {path} is a refine checkpoint, which names its own architecture; drop {flag_prefix}arch"
+                )
             state = extract_state_dict(obj, state_key, path, role)
         net = build_arch(arch, arch_kwargs, role=role, weights=state, weights_path=path)
         notes = _load_state(net, state, path, role)
         net.eval().requires_grad_(False).to(device)
-        prov.update(format=kind if kind == "safetensors" else "state_dict", arch=arch if isinstance(arch, str) else getattr(arch, "__qualname__", repr(arch)), arch_kwargs=parse_kwargs(arch_kwargs))
+        prov.update(
+            format=kind if kind == "safetensors" else "state_dict",
+            arch=arch if isinstance(arch, str) else getattr(arch, "__qualname__", repr(arch)),
+            arch_kwargs=parse_kwargs(arch_kwargs),
+        )
         if state_key:
             prov["state_key"] = state_key
         if notes:
             prov["notes"] = notes
-        return LoadedNetwork(net, "state_dict", f"{role} {path} ({prov['format']}, architecture {prov['arch']})", None, prov)
+        return LoadedNetwork(
+            net, "state_dict", f"{role} {path} ({prov['format']}, architecture {prov['arch']})", None, prov
+        )
     if arch_kwargs:
         raise ConfigError(f"{flag_prefix}arch-kwargs needs {flag_prefix}arch")
     if state_key and kind != "torch":
         raise ConfigError(f"{flag_prefix}state-key applies to a file of state_dicts; {path} is a {kind} file")
     if kind == "safetensors":
-        raise ConfigError(f"{what} {path} is a safetensors state_dict (weights without an architecture); pass {flag_prefix}arch package.module:factory (and {flag_prefix}arch-kwargs JSON) to build the network it belongs to")
+        raise ConfigError(
+            f"{what} {path} is a safetensors state_dict (weights without an architecture); pass {flag_prefix}arch package.module:factory (and {flag_prefix}arch-kwargs JSON) to build the network it belongs to"
+        )
     if kind in ("torchscript", "export") and not trust:
         raise _code_refused(kind, path, what)
     if kind == "torchscript":
@@ -530,7 +629,9 @@ def load_network(
                 warnings.simplefilter("ignore", DeprecationWarning)
                 net = torch.jit.load(io.BytesIO(data), map_location=device)
         except Exception as e:  # noqa: BLE001 - torch raises RuntimeError and friends for bad archives
-            raise CheckpointError(f"{what} {path}: torch.jit.load failed ({(str(e).strip().splitlines() or [type(e).__name__])[0][:160]})") from None
+            raise CheckpointError(
+                f"{what} {path}: torch.jit.load failed ({(str(e).strip().splitlines() or [type(e).__name__])[0][:160]})"
+            ) from None
         net.eval()
         for p in net.parameters():
             p.requires_grad_(False)
@@ -542,7 +643,9 @@ def load_network(
                 warnings.simplefilter("ignore")
                 ep = torch.export.load(io.BytesIO(data))
         except Exception as e:  # noqa: BLE001
-            raise CheckpointError(f"{what} {path}: torch.export.load failed ({(str(e).strip().splitlines() or [type(e).__name__])[0][:160]})") from None
+            raise CheckpointError(
+                f"{what} {path}: torch.export.load failed ({(str(e).strip().splitlines() or [type(e).__name__])[0][:160]})"
+            ) from None
         shape = _export_input(ep)
         net = ep.module()
         for p in net.parameters():
@@ -551,26 +654,44 @@ def load_network(
             try:
                 net = net.to(device)
             except Exception as e:  # noqa: BLE001
-                raise ConfigError(f"{what} {path}: the torch.export program cannot move to {device} ({str(e)[:120]}); export it on that device") from None
+                raise ConfigError(
+                    f"{what} {path}: the torch.export program cannot move to {device} ({str(e)[:120]}); export it on that device"
+                ) from None
         if shape is None:
-            raise ShapeError(f"{what} {path} is a torch.export program that does not take exactly one tensor; refine calls it with one latent batch")
+            raise ShapeError(
+                f"{what} {path} is a torch.export program that does not take exactly one tensor; refine calls it with one latent batch"
+            )
         dims, fixed = shape
         if fixed:
             net = _FixedBatch(net, dims[0])
-        prov.update(format="export", input_shape=[d if d is not None else "N" for d in dims], fixed_batch=dims[0] if fixed else None)
-        return LoadedNetwork(net, "export", f"{role} {path} (torch.export program, loaded with --trust-code)", dims, prov)
+        prov.update(
+            format="export",
+            input_shape=[d if d is not None else "N" for d in dims],
+            fixed_batch=dims[0] if fixed else None,
+        )
+        return LoadedNetwork(
+            net, "export", f"{role} {path} (torch.export program, loaded with --trust-code)", dims, prov
+        )
     # a torch.save file without an architecture
     obj = _torch_load(data, path, what, allow_pickle=trust)
     if isinstance(obj, dict) and obj.get("format") == "refine.gan":
-        raise ConfigError(f"{what} {path} is a refine checkpoint; load it with refine.load_gan (CLI: --ckpt without foreign options)")
+        raise ConfigError(
+            f"{what} {path} is a refine checkpoint; load it with refine.load_gan (CLI: --ckpt without foreign options)"
+        )
     if isinstance(obj, dict):
-        raise ConfigError(f"{what} {path} holds a state_dict (weights without an architecture); pass {flag_prefix}arch package.module:factory (and {flag_prefix}arch-kwargs JSON) to build the network it belongs to")
+        raise ConfigError(
+            f"{what} {path} holds a state_dict (weights without an architecture); pass {flag_prefix}arch package.module:factory (and {flag_prefix}arch-kwargs JSON) to build the network it belongs to"
+        )
     if isinstance(obj, nn.Module):
         obj.eval().requires_grad_(False).to(device)
     elif not callable(obj):
-        raise CheckpointError(f"{what} {path} holds a {type(obj).__name__}, which is neither a network nor a state_dict")
+        raise CheckpointError(
+            f"{what} {path} holds a {type(obj).__name__}, which is neither a network nor a state_dict"
+        )
     prov["format"] = "pickle"
-    return LoadedNetwork(obj, "pickle", f"{role} {path} (pickled {type(obj).__name__}, loaded with --trust-code)", None, prov)
+    return LoadedNetwork(
+        obj, "pickle", f"{role} {path} (pickled {type(obj).__name__}, loaded with --trust-code)", None, prov
+    )
 
 
 # --------------------------------------------------------------------------- parsing the CLI's declarations
@@ -584,7 +705,9 @@ def parse_latent_shape(text: str | int | Sequence[int] | None) -> tuple[int, ...
         try:
             parts = [int(p) for p in re.split(r"[,x× ]+", text.strip().strip("()[]")) if p]
         except ValueError:
-            raise ConfigError(f"--latent-shape {text!r} is not a list of sizes; write e.g. --latent-shape 100 or --latent-shape 100,1,1") from None
+            raise ConfigError(
+                f"--latent-shape {text!r} is not a list of sizes; write e.g. --latent-shape 100 or --latent-shape 100,1,1"
+            ) from None
     else:
         parts = [int(p) for p in text]
     if not parts or any(p <= 0 for p in parts):
@@ -631,12 +754,23 @@ def _first_line(e: BaseException) -> str:
 
 def _warn_training(net, role: str) -> None:
     if isinstance(net, nn.Module) and not isinstance(net, torch.jit.ScriptModule) and net.training:
-        if any(isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.modules.dropout._DropoutNd)) for m in net.modules()):
-            warnings.warn(f"the {role} is in training mode and has BatchNorm/Dropout layers, so each sample depends on its batch; call .eval() on it before wrapping", stacklevel=3)
+        if any(
+            isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.modules.dropout._DropoutNd))
+            for m in net.modules()
+        ):
+            warnings.warn(
+                f"the {role} is in training mode and has BatchNorm/Dropout layers, so each sample depends on its batch; call .eval() on it before wrapping",
+                stacklevel=3,
+            )
 
 
-def check_generator(generator: LatentGenerator, *, output_range: str | None = None, source: str | None = None,
-                    latent_flag: str = "latent_shape") -> torch.Tensor:
+def check_generator(
+    generator: LatentGenerator,
+    *,
+    output_range: str | None = None,
+    source: str | None = None,
+    latent_flag: str = "latent_shape",
+) -> torch.Tensor:
     """Run the generator on two latents from its prior; return the samples (no gradients).
 
     Raises a one-line ShapeError when the latent shape does not fit the network, and a
@@ -655,22 +789,36 @@ def check_generator(generator: LatentGenerator, *, output_range: str | None = No
                 raise  # refine's own message (sample count, return type, dtype/device) already says it all
             layer = _first_layer(generator.net)
             hint = f"its first layer is {layer}" if layer else "check the latent size the network was built for"
-            raise ShapeError(f"{who} does not take latents of shape (N, {', '.join(map(str, generator.latent_shape))}): {_first_line(cause)}; {hint}; pass the right {latent_flag}") from None
+            raise ShapeError(
+                f"{who} does not take latents of shape (N, {', '.join(map(str, generator.latent_shape))}): {_first_line(cause)}; {hint}; pass the right {latent_flag}"
+            ) from None
     if not torch.is_floating_point(x):
         raise ShapeError(f"{who} returned a {x.dtype} tensor; expected floating-point samples")
     if output_range is None and x.dim() >= 4:
-        raise ConfigError(f"{who} returns images of shape (N, {', '.join(map(str, x.shape[1:]))}) but no output range was declared; "
-                          "declare it: output_range='[-1,1]' (tanh output) or '[0,1]' (sigmoid output) (CLI: --output-range)")
+        raise ConfigError(
+            f"{who} returns images of shape (N, {', '.join(map(str, x.shape[1:]))}) but no output range was declared; "
+            "declare it: output_range='[-1,1]' (tanh output) or '[0,1]' (sigmoid output) (CLI: --output-range)"
+        )
     declared = output_range or generator.output_range
     if declared in ("[-1,1]", "[0,1]") and torch.isfinite(x).all():
         lo, hi = (-1.0, 1.0) if declared == "[-1,1]" else (0.0, 1.0)
         xmin, xmax = float(x.min()), float(x.max())
         if xmin < lo - 0.05 or xmax > hi + 0.05:
-            warnings.warn(f"{who} produced values in [{xmin:.3g}, {xmax:.3g}], outside its declared output range {declared}; check the declaration", stacklevel=2)
+            warnings.warn(
+                f"{who} produced values in [{xmin:.3g}, {xmax:.3g}], outside its declared output range {declared}; check the declaration",
+                stacklevel=2,
+            )
     return x
 
 
-def check_pair(generator: LatentGenerator, ratio, *, x: torch.Tensor | None = None, source: str | None = None, gen_source: str | None = None) -> None:
+def check_pair(
+    generator: LatentGenerator,
+    ratio,
+    *,
+    x: torch.Tensor | None = None,
+    source: str | None = None,
+    gen_source: str | None = None,
+) -> None:
     """Check that the ratio (discriminator) takes the generator's samples and returns one score each."""
     if ratio is None:
         return
@@ -679,7 +827,9 @@ def check_pair(generator: LatentGenerator, ratio, *, x: torch.Tensor | None = No
     if x is None:
         x = check_generator(generator, output_range=generator.output_range, source=gen_source)
     net = getattr(ratio, "net", None)
-    who = source or (f"the discriminator ({type(net).__name__})" if net is not None else f"the ratio ({type(ratio).__name__})")
+    who = source or (
+        f"the discriminator ({type(net).__name__})" if net is not None else f"the ratio ({type(ratio).__name__})"
+    )
     _warn_training(net, "discriminator")
     with torch.no_grad(), unchanged_buffers(net):
         try:
@@ -689,8 +839,10 @@ def check_pair(generator: LatentGenerator, ratio, *, x: torch.Tensor | None = No
         except (RuntimeError, AssertionError, IndexError, ValueError, TypeError) as e:
             layer = _first_layer(net)
             hint = f"; its first layer is {layer}" if layer else ""
-            raise ShapeError(f"{who} does not take the generator's samples of shape (N, {', '.join(map(str, x.shape[1:]))}): {_first_line(e)}{hint}; "
-                             "is it the discriminator trained with this generator?") from None
+            raise ShapeError(
+                f"{who} does not take the generator's samples of shape (N, {', '.join(map(str, x.shape[1:]))}): {_first_line(e)}{hint}; "
+                "is it the discriminator trained with this generator?"
+            ) from None
     try:
         check_log_ratio(out, x.shape[0], who)
     except ShapeError as e:
@@ -715,8 +867,15 @@ def gradients_through_generator(sampler) -> bool:
     return not sampler.moves_in_data_space
 
 
-def check_gradients(generator: LatentGenerator, ratio, *, method: str = "this method", source: str | None = None, ratio_source: str | None = None,
-                    through_generator: bool = True) -> None:
+def check_gradients(
+    generator: LatentGenerator,
+    ratio,
+    *,
+    method: str = "this method",
+    source: str | None = None,
+    ratio_source: str | None = None,
+    through_generator: bool = True,
+) -> None:
     """Raise NotDifferentiableError (one line, naming the part) unless ``d log r(G(z)) / dz`` exists and is finite.
 
     Checked on two latents: the generator's output must depend on ``z`` with autograd
@@ -727,7 +886,9 @@ def check_gradients(generator: LatentGenerator, ratio, *, method: str = "this me
     alt = _gradient_free()
     tail = f"method {method} needs gradients with respect to z; use a gradient-free method ({alt}) or a differentiable network"
     if ratio is not None and getattr(ratio, "differentiable", True) is False:
-        raise NotDifferentiableError(f"the density ratio {ratio!r} is not differentiable (e.g. an isotonic calibration); {tail}")
+        raise NotDifferentiableError(
+            f"the density ratio {ratio!r} is not differentiable (e.g. an isotonic calibration); {tail}"
+        )
     if through_generator and generator.differentiable is False:
         raise NotDifferentiableError(f"{gen_who} is declared non-differentiable; {tail}")
     z = generator.prior.sample(2, rng=torch.Generator().manual_seed(0), device=generator.device)
@@ -741,9 +902,13 @@ def check_gradients(generator: LatentGenerator, ratio, *, method: str = "this me
         try:
             x = generator(z) if z is not None else x
         except RuntimeError as e:
-            raise NotDifferentiableError(f"{gen_who} fails when gradients are tracked: {_first_line(e)}; {tail}") from None
+            raise NotDifferentiableError(
+                f"{gen_who} fails when gradients are tracked: {_first_line(e)}; {tail}"
+            ) from None
         if z is not None and not x.requires_grad:
-            raise NotDifferentiableError(f"no gradient flows from the output of {gen_who} back to z (it runs under no_grad/inference mode or detaches its output); {tail}")
+            raise NotDifferentiableError(
+                f"no gradient flows from the output of {gen_who} back to z (it runs under no_grad/inference mode or detaches its output); {tail}"
+            )
         if z is not None:
             try:
                 (g,) = torch.autograd.grad(x.float().sum(), z, allow_unused=True)
@@ -760,9 +925,13 @@ def check_gradients(generator: LatentGenerator, ratio, *, method: str = "this me
         try:
             s = ratio.log_ratio(xd)
         except RuntimeError as e:
-            raise NotDifferentiableError(f"{r_who} fails when gradients are tracked: {_first_line(e)}; {tail}") from None
+            raise NotDifferentiableError(
+                f"{r_who} fails when gradients are tracked: {_first_line(e)}; {tail}"
+            ) from None
         if not isinstance(s, torch.Tensor) or not s.requires_grad:
-            raise NotDifferentiableError(f"no gradient flows through {r_who} to its input (it runs under no_grad/inference mode or detaches its score); {tail}")
+            raise NotDifferentiableError(
+                f"no gradient flows through {r_who} to its input (it runs under no_grad/inference mode or detaches its score); {tail}"
+            )
         try:
             (gx,) = torch.autograd.grad(s.float().sum(), xd, allow_unused=True)
         except RuntimeError as e:
@@ -790,25 +959,43 @@ def load_generator(
     ``latent_shape`` is required except for a ``torch.export`` program, whose input
     shape is read from the program. ``output_range`` must be declared for images.
     """
-    loaded = load_network(path, arch=arch, arch_kwargs=arch_kwargs, state_key=state_key, trust_code=_trust(trust_code, allow_pickle), device=device, role="generator")
-    return generator_from_loaded(loaded, latent_shape=latent_shape, prior=prior, output_range=output_range, device=device)
+    loaded = load_network(
+        path,
+        arch=arch,
+        arch_kwargs=arch_kwargs,
+        state_key=state_key,
+        trust_code=_trust(trust_code, allow_pickle),
+        device=device,
+        role="generator",
+    )
+    return generator_from_loaded(
+        loaded, latent_shape=latent_shape, prior=prior, output_range=output_range, device=device
+    )
 
 
-def generator_from_loaded(loaded: LoadedNetwork, *, latent_shape=None, prior="normal", output_range=None, device="cpu") -> LatentGenerator:
+def generator_from_loaded(
+    loaded: LoadedNetwork, *, latent_shape=None, prior="normal", output_range=None, device="cpu"
+) -> LatentGenerator:
     shape = parse_latent_shape(latent_shape) if not isinstance(latent_shape, tuple) else latent_shape
     if loaded.input_shape is not None:
         rest = loaded.input_shape[1:]
         if any(d is None for d in rest):
             if shape is None:
-                raise ConfigError(f"{loaded.source} takes inputs with symbolic sizes {loaded.input_shape}; pass --latent-shape")
+                raise ConfigError(
+                    f"{loaded.source} takes inputs with symbolic sizes {loaded.input_shape}; pass --latent-shape"
+                )
         else:
             if shape is not None and tuple(shape) != tuple(rest):
-                raise ShapeError(f"--latent-shape {','.join(map(str, shape))} disagrees with {loaded.source}, which takes latents of shape (N, {', '.join(map(str, rest))})")
+                raise ShapeError(
+                    f"--latent-shape {','.join(map(str, shape))} disagrees with {loaded.source}, which takes latents of shape (N, {', '.join(map(str, rest))})"
+                )
             shape = tuple(rest)
     if shape is None:
         layer = _first_layer(loaded.net)
         hint = f" (its first layer is {layer})" if layer else ""
-        raise ConfigError(f"{loaded.source} needs its latent shape{hint}: pass --latent-shape, e.g. 100 or 100,1,1 (Python: latent_shape=)")
+        raise ConfigError(
+            f"{loaded.source} needs its latent shape{hint}: pass --latent-shape, e.g. 100 or 100,1,1 (Python: latent_shape=)"
+        )
     if output_range is not None and output_range not in OUTPUT_RANGES:
         raise ConfigError(f"unknown output range {output_range!r}; valid: {', '.join(OUTPUT_RANGES)}")
     p = parse_prior(prior, shape)
@@ -835,5 +1022,13 @@ def load_discriminator(
     """
     from .ratio.discriminator import DiscriminatorRatio
 
-    loaded = load_network(path, arch=arch, arch_kwargs=arch_kwargs, state_key=state_key, trust_code=_trust(trust_code, allow_pickle), device=device, role="discriminator")
+    loaded = load_network(
+        path,
+        arch=arch,
+        arch_kwargs=arch_kwargs,
+        state_key=state_key,
+        trust_code=_trust(trust_code, allow_pickle),
+        device=device,
+        role="discriminator",
+    )
     return DiscriminatorRatio(loaded.net, output, temperature=temperature)

@@ -4,12 +4,13 @@ A :class:`LatentGenerator` wraps *any* callable ``z -> x`` (an ``nn.Module``, a
 TorchScript or ``torch.export`` module, a plain function) together with the prior
 its latents come from. Nothing here moves the user's module or changes its mode.
 """
+
 from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -17,7 +18,15 @@ from torch import nn
 from .errors import ConfigError, ShapeError
 from .validate import MAX_SAMPLES, as_float, as_int, as_rng, as_shape
 
-__all__ = ["Prior", "NormalPrior", "UniformPrior", "LatentGenerator", "make_prior", "unchanged_buffers", "OUTPUT_RANGES"]
+__all__ = [
+    "Prior",
+    "NormalPrior",
+    "UniformPrior",
+    "LatentGenerator",
+    "make_prior",
+    "unchanged_buffers",
+    "OUTPUT_RANGES",
+]
 
 #: Declared output conventions of a generator; refine never guesses them.
 OUTPUT_RANGES = ("[-1,1]", "[0,1]", "none")
@@ -61,7 +70,9 @@ class Prior:
 
     def check(self, z: torch.Tensor) -> None:
         if tuple(z.shape[1:]) != self.shape:
-            raise ShapeError(f"latent batch has shape {tuple(z.shape)}, expected (N, {', '.join(map(str, self.shape))})")
+            raise ShapeError(
+                f"latent batch has shape {tuple(z.shape)}, expected (N, {', '.join(map(str, self.shape))})"
+            )
 
     def to_config(self) -> dict:
         raise NotImplementedError
@@ -127,7 +138,9 @@ def make_prior(config: dict | str, shape: Sequence[int] | int | None = None) -> 
     if isinstance(config, str):
         config = {"name": config, "shape": shape}
     if not isinstance(config, dict):
-        raise ConfigError(f"a prior is a name ('normal', 'uniform') or a dict such as {{'name': 'normal', 'shape': [100]}}, got {type(config).__name__}")
+        raise ConfigError(
+            f"a prior is a name ('normal', 'uniform') or a dict such as {{'name': 'normal', 'shape': [100]}}, got {type(config).__name__}"
+        )
     config = dict(config)
     name = config.pop("name", None)
     if not isinstance(name, str) or name not in _PRIORS:
@@ -138,7 +151,9 @@ def make_prior(config: dict | str, shape: Sequence[int] | int | None = None) -> 
     allowed = {"uniform": {"low", "high"}}.get(name, set())
     unknown = sorted(map(str, set(config) - allowed))
     if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for prior {name!r}; valid: {', '.join(sorted(allowed)) or 'none besides shape'}")
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)} for prior {name!r}; valid: {', '.join(sorted(allowed)) or 'none besides shape'}"
+        )
     return _PRIORS[name](shp, **config)
 
 
@@ -224,8 +239,12 @@ class LatentGenerator:
             raise ConfigError(f"generator must be callable z -> x, got {type(net).__name__}")
         if isinstance(prior, dict):  # {"name": "normal", "shape": [100]}, as checkpoints store it
             if latent_shape is not None:
-                if prior.get("shape") is not None and as_shape(prior["shape"], "prior shape") != as_shape(latent_shape, "latent_shape"):
-                    raise ShapeError(f"latent_shape {as_shape(latent_shape, 'latent_shape')} disagrees with the prior's shape {as_shape(prior['shape'], 'prior shape')}")
+                if prior.get("shape") is not None and as_shape(prior["shape"], "prior shape") != as_shape(
+                    latent_shape, "latent_shape"
+                ):
+                    raise ShapeError(
+                        f"latent_shape {as_shape(latent_shape, 'latent_shape')} disagrees with the prior's shape {as_shape(prior['shape'], 'prior shape')}"
+                    )
                 prior = {**prior, "shape": latent_shape}
             prior = make_prior(prior)
         elif isinstance(prior, str):
@@ -233,7 +252,9 @@ class LatentGenerator:
                 raise ConfigError("pass latent_shape together with a prior name, e.g. latent_shape=(100, 1, 1)")
             prior = make_prior(prior, as_shape(latent_shape, "latent_shape"))
         elif not isinstance(prior, Prior):
-            raise ConfigError(f"prior must be a Prior, a name ('normal', 'uniform') or a dict such as {{'name': 'normal', 'shape': [100]}}, got {type(prior).__name__}")
+            raise ConfigError(
+                f"prior must be a Prior, a name ('normal', 'uniform') or a dict such as {{'name': 'normal', 'shape': [100]}}, got {type(prior).__name__}"
+            )
         elif latent_shape is not None:
             shp = as_shape(latent_shape, "latent_shape")
             if shp != prior.shape:
@@ -262,7 +283,12 @@ class LatentGenerator:
         try:
             x = self.net(z)
         except RuntimeError as e:
-            err = network_error(e, "generator", z, f"the prior gives latents of shape {self.prior.shape}; check the latent shape the network was built for")
+            err = network_error(
+                e,
+                "generator",
+                z,
+                f"the prior gives latents of shape {self.prior.shape}; check the latent shape the network was built for",
+            )
             if err is None:
                 raise
             raise err from e

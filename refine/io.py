@@ -15,6 +15,7 @@ A ratio file (``refine fit-ratio``) is ``{"format": "refine.ratio", "version": 1
 destination folder and renamed into place, so a failed run never leaves a
 half-written file where a good one was.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,10 +25,10 @@ import math
 import os
 import pickle
 import tempfile
-import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -76,7 +77,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; outputs get ordinary permissions
     except OSError as e:
-        raise CheckpointError(f"cannot write to {folder}: {e.strerror or e}; choose a writable output location") from None
+        raise CheckpointError(
+            f"cannot write to {folder}: {e.strerror or e}; choose a writable output location"
+        ) from None
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -154,13 +157,19 @@ def safe_load(path: str | os.PathLike, *, what: str = "checkpoint") -> Any:
     check_regular_file(p, what)
     with open(p, "rb") as f:
         head = f.read(12)
-    if not (head.startswith(b"PK") or head.startswith(b"\x80")):  # torch.save writes a zip archive (or, long ago, a pickle)
+    if not (
+        head.startswith(b"PK") or head.startswith(b"\x80")
+    ):  # torch.save writes a zip archive (or, long ago, a pickle)
         raise CheckpointError(f"{what} {p} is not a file written by torch.save (it begins with {head!r})")
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e).splitlines()[0] if str(e) else ""
-        if "weights only" in str(e).lower() or "weights_only" in str(e).lower() or "unsupported global" in str(e).lower():
+        if (
+            "weights only" in str(e).lower()
+            or "weights_only" in str(e).lower()
+            or "unsupported global" in str(e).lower()
+        ):
             raise CheckpointError(
                 f"{what} {p} contains pickled Python objects, which refine does not load (they can run code); "
                 "re-save it with refine (plain values and tensors only)"
@@ -178,7 +187,9 @@ def _expect(cond: bool, path, msg: str) -> None:
 
 def _build(entry: dict, path, role: str, device) -> nn.Module:
     """A stored network (``{"arch": ..., "state": ...}``), checked before it is built (see :func:`refine.nets.load_checked`)."""
-    net = load_checked(entry.get("arch"), entry.get("state"), path=path, role=role, memory_limit=available_memory() // 2)
+    net = load_checked(
+        entry.get("arch"), entry.get("state"), path=path, role=role, memory_limit=available_memory() // 2
+    )
     return net.eval().requires_grad_(False).to(device)
 
 
@@ -187,13 +198,27 @@ _KIND = {GAN_FORMAT: "GAN checkpoint", RATIO_FORMAT: "ratio file"}
 
 def _check_schema(ckpt: Any, path, fmt: str) -> dict:
     """The fields every refine file shares: a dict with the format tag, the version, a dict ``meta``."""
-    _expect(isinstance(ckpt, dict) and ckpt.get("format") == fmt, path, f"not a refine {_KIND[fmt]} (expected format {fmt!r}; found {ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__!r})")
-    _expect(type(ckpt.get("version")) is int and ckpt.get("version") == VERSION, path, f"unsupported file version {ckpt.get('version')!r} (this refine reads {VERSION})")
+    _expect(
+        isinstance(ckpt, dict) and ckpt.get("format") == fmt,
+        path,
+        f"not a refine {_KIND[fmt]} (expected format {fmt!r}; found {ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__!r})",
+    )
+    _expect(
+        type(ckpt.get("version")) is int and ckpt.get("version") == VERSION,
+        path,
+        f"unsupported file version {ckpt.get('version')!r} (this refine reads {VERSION})",
+    )
     _expect(isinstance(ckpt.get("meta", {}), dict), path, f"meta must be a dict, got {type(ckpt.get('meta')).__name__}")
-    _expect(isinstance(ckpt.get("extra", {}), dict), path, f"extra must be a dict, got {type(ckpt.get('extra')).__name__}")
+    _expect(
+        isinstance(ckpt.get("extra", {}), dict), path, f"extra must be a dict, got {type(ckpt.get('extra')).__name__}"
+    )
     for key in ("dataset", "data"):  # the names refine acts on (a dataset to compare with, real samples to draw)
         value = ckpt.get("meta", {}).get(key)
-        _expect(value is None or isinstance(value, str), path, f"meta.{key} must be a dataset name, got {type(value).__name__}")
+        _expect(
+            value is None or isinstance(value, str),
+            path,
+            f"meta.{key} must be a dataset name, got {type(value).__name__}",
+        )
     return ckpt
 
 
@@ -256,14 +281,30 @@ def gan_from_dict(ckpt: dict, *, device: str | torch.device = "cpu", path=None) 
     path = path or "checkpoint"
     _check_schema(ckpt, path, GAN_FORMAT)
     g = ckpt.get("generator")
-    _expect(isinstance(g, dict) and {"arch", "state", "prior"} <= set(g), path, "generator entry needs arch, state and prior")
+    _expect(
+        isinstance(g, dict) and {"arch", "state", "prior"} <= set(g),
+        path,
+        "generator entry needs arch, state and prior",
+    )
     output_range = g.get("output_range", "none")
-    _expect(isinstance(output_range, str) and output_range in OUTPUT_RANGES, path, f"generator output_range must be one of {', '.join(OUTPUT_RANGES)}, got {output_range!r}")
+    _expect(
+        isinstance(output_range, str) and output_range in OUTPUT_RANGES,
+        path,
+        f"generator output_range must be one of {', '.join(OUTPUT_RANGES)}, got {output_range!r}",
+    )
     d = ckpt.get("discriminator")
-    _expect(d is None or (isinstance(d, dict) and {"arch", "state"} <= set(d)), path, "discriminator entry must be None or hold arch and state")
+    _expect(
+        d is None or (isinstance(d, dict) and {"arch", "state"} <= set(d)),
+        path,
+        "discriminator entry must be None or hold arch and state",
+    )
     if d is not None:
         out = d.get("output", "logit")
-        _expect(isinstance(out, str) and out in DISCRIMINATOR_OUTPUTS, path, f"discriminator output must be one of {', '.join(DISCRIMINATOR_OUTPUTS)}, got {out!r}")
+        _expect(
+            isinstance(out, str) and out in DISCRIMINATOR_OUTPUTS,
+            path,
+            f"discriminator output must be one of {', '.join(DISCRIMINATOR_OUTPUTS)}, got {out!r}",
+        )
     try:
         prior = make_prior(g["prior"])
     except ConfigError as e:
@@ -277,7 +318,9 @@ def gan_from_dict(ckpt: dict, *, device: str | torch.device = "cpu", path=None) 
     if ckpt.get("conditional") is not None:
         from .conditional import conditional_from_checkpoint
 
-        generator, ratio = conditional_from_checkpoint(ckpt["conditional"], gnet, prior, output_range, dnet, d.get("output", "logit") if d else None, path)
+        generator, ratio = conditional_from_checkpoint(
+            ckpt["conditional"], gnet, prior, output_range, dnet, d.get("output", "logit") if d else None, path
+        )
     return LoadedGAN(generator, ratio, dnet, ckpt, str(path))
 
 
@@ -299,7 +342,10 @@ def register_ratio_loader(kind: str):
 
 
 def save_ratio(path: str | os.PathLike, *, kind: str, payload: dict, meta: dict | None = None) -> None:
-    atomic_save({"format": RATIO_FORMAT, "version": VERSION, "kind": kind, **plain(payload), "meta": plain(dict(meta or {}))}, path)
+    atomic_save(
+        {"format": RATIO_FORMAT, "version": VERSION, "kind": kind, **plain(payload), "meta": plain(dict(meta or {}))},
+        path,
+    )
 
 
 def save_discriminator_ratio(path, ratio: DiscriminatorRatio, arch: dict, *, meta: dict | None = None) -> None:
@@ -316,11 +362,23 @@ def save_discriminator_ratio(path, ratio: DiscriminatorRatio, arch: dict, *, met
 @register_ratio_loader("discriminator")
 def _load_discriminator_ratio(obj: dict, device, path: str) -> DiscriminatorRatio:
     out = obj.get("output", "logit")
-    _expect(isinstance(out, str) and out in DISCRIMINATOR_OUTPUTS, path, f"output must be one of {', '.join(DISCRIMINATOR_OUTPUTS)}, got {out!r}")
+    _expect(
+        isinstance(out, str) and out in DISCRIMINATOR_OUTPUTS,
+        path,
+        f"output must be one of {', '.join(DISCRIMINATOR_OUTPUTS)}, got {out!r}",
+    )
     temperature = obj.get("temperature", 1.0)
-    _expect(type(temperature) in (int, float) and math.isfinite(temperature) and temperature > 0, path, f"temperature must be a positive number, got {temperature!r}")
+    _expect(
+        type(temperature) in (int, float) and math.isfinite(temperature) and temperature > 0,
+        path,
+        f"temperature must be a positive number, got {temperature!r}",
+    )
     cal_cfg = obj.get("calibration")
-    _expect(cal_cfg is None or isinstance(cal_cfg, dict), path, f"calibration must be None or a dict, got {type(cal_cfg).__name__}")
+    _expect(
+        cal_cfg is None or isinstance(cal_cfg, dict),
+        path,
+        f"calibration must be None or a dict, got {type(cal_cfg).__name__}",
+    )
     try:
         cal = calibration_from_config(cal_cfg)
     except (ConfigError, KeyError, TypeError, ValueError) as e:
@@ -337,4 +395,3 @@ def load_ratio(path: str | os.PathLike, *, device: str | torch.device = "cpu"):
     if not isinstance(kind, str) or kind not in _RATIO_LOADERS:
         raise CheckpointError(f"{path}: unknown ratio kind {kind!r}; known kinds: {', '.join(sorted(_RATIO_LOADERS))}")
     return _RATIO_LOADERS[kind](obj, device, str(path))
-

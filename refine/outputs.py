@@ -17,6 +17,7 @@
 chunk, so that drawing 10^8 samples never holds more than one chunk in memory. The file
 is an ordinary ``.npz`` (stored, zip64 where needed) that ``numpy.load`` reads.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,8 +27,9 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -48,8 +50,10 @@ def check_disk_space(folder: str | os.PathLike, needed: int, what: str) -> None:
     """A one-line ConfigError when ``folder``'s filesystem has less than ``needed`` bytes free."""
     free = shutil.disk_usage(folder).free
     if needed > free:
-        raise ConfigError(f"{what} take about {format_bytes(needed)} on disk and {folder} has {format_bytes(free)} free; "
-                          "lower -n or write to a larger disk")
+        raise ConfigError(
+            f"{what} take about {format_bytes(needed)} on disk and {folder} has {format_bytes(free)} free; "
+            "lower -n or write to a larger disk"
+        )
 
 
 class _Lock:
@@ -61,7 +65,9 @@ class _Lock:
         self._fallback = None
 
     def acquire(self) -> None:
-        busy = ConfigError(f"--out {self.folder} is being written by another refine run; wait for it to finish or choose another folder")
+        busy = ConfigError(
+            f"--out {self.folder} is being written by another refine run; wait for it to finish or choose another folder"
+        )
         try:
             import fcntl
         except ImportError:  # no flock (Windows): a lock file from filelock
@@ -108,7 +114,7 @@ class RunFolder:
         self._staging: Path | None = None
         self.committed = False
 
-    def __enter__(self) -> "RunFolder":
+    def __enter__(self) -> RunFolder:
         self._lock.acquire()
         return self
 
@@ -138,7 +144,11 @@ class RunFolder:
                 listed = json.load(f).get("files", [])
         except (OSError, ValueError, AttributeError):
             return []
-        return [n for n in listed if isinstance(n, str) and n and Path(n).name == n and not n.startswith(".") and n != self.record]
+        return [
+            n
+            for n in listed
+            if isinstance(n, str) and n and Path(n).name == n and not n.startswith(".") and n != self.record
+        ]
 
     def commit(self, record: dict[str, Any]) -> list[str]:
         """Put the staged files in place and write ``record`` (with ``"files"``: their names) last."""
@@ -166,7 +176,9 @@ class RunFolder:
         finally:
             shutil.rmtree(trash, ignore_errors=True)
         _fsync_dir(self.out)
-        for left in self.out.glob(_STAGING_PREFIX + "*"):  # staging of runs killed before their commit (we hold the lock)
+        for left in self.out.glob(
+            _STAGING_PREFIX + "*"
+        ):  # staging of runs killed before their commit (we hold the lock)
             if left != staging:
                 shutil.rmtree(left, ignore_errors=True)
         self.committed = True
@@ -207,7 +219,9 @@ class NpzWriter:
 
     def _header(self, f, row_shape: tuple[int, ...]) -> None:
         np.lib.format.write_array_header_1_0(
-            f, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (self.n, *row_shape)})
+            f,
+            {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (self.n, *row_shape)},
+        )
 
     def _open(self, chunk: dict[str, np.ndarray]) -> None:
         self._zip = zipfile.ZipFile(self.path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
@@ -264,7 +278,7 @@ class NpzWriter:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(p)
 
-    def __enter__(self) -> "NpzWriter":
+    def __enter__(self) -> NpzWriter:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
@@ -306,7 +320,7 @@ class Uint8NpzWriter:
     def abort(self) -> None:
         self._npz.abort()
 
-    def __enter__(self) -> "Uint8NpzWriter":
+    def __enter__(self) -> Uint8NpzWriter:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
@@ -346,7 +360,9 @@ class PngFolderWriter:
             raise ValueError(f"more than the declared {self.n} samples")
         self.folder.mkdir(exist_ok=True)
         for im in images:
-            Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).save(self.folder / f"{self._rows:0{self.width}d}.png")
+            Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).save(
+                self.folder / f"{self._rows:0{self.width}d}.png"
+            )
             self._rows += 1
 
     def close(self) -> None:
@@ -356,7 +372,7 @@ class PngFolderWriter:
     def abort(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def __enter__(self) -> "PngFolderWriter":
+    def __enter__(self) -> PngFolderWriter:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:

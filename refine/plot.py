@@ -1,4 +1,5 @@
 """Pictures: scatter plots for 2-D samples, grids for images (PNG, written atomically)."""
+
 from __future__ import annotations
 
 import math
@@ -12,8 +13,15 @@ from .io import atomic_write
 __all__ = ["save_scatter_panels", "save_image_grid", "image_grid"]
 
 
-def save_scatter_panels(path: str | os.PathLike, panels: dict[str, np.ndarray], *, means=None, lim: float | None = None, max_points: int = 5000,
-                        subtitles: dict[str, str] | None = None) -> None:
+def save_scatter_panels(
+    path: str | os.PathLike,
+    panels: dict[str, np.ndarray],
+    *,
+    means=None,
+    lim: float | None = None,
+    max_points: int = 5000,
+    subtitles: dict[str, str] | None = None,
+) -> None:
     """One scatter plot per entry of ``panels`` (title -> (N, 2) array), side by side."""
     import matplotlib
 
@@ -49,7 +57,9 @@ def save_scatter_panels(path: str | os.PathLike, panels: dict[str, np.ndarray], 
     plt.close(fig)
 
 
-def image_grid(x: torch.Tensor, *, output_range: str = "[-1,1]", nrow: int | None = None, padding: int = 2) -> np.ndarray:
+def image_grid(
+    x: torch.Tensor, *, output_range: str = "[-1,1]", nrow: int | None = None, padding: int = 2
+) -> np.ndarray:
     """Tile images (N, C, H, W) into one uint8 array (H', W', C)."""
     x = x.detach().float().cpu()
     if output_range == "[-1,1]":
@@ -61,12 +71,18 @@ def image_grid(x: torch.Tensor, *, output_range: str = "[-1,1]", nrow: int | Non
     grid = torch.ones(c, ncol * (h + padding) + padding, nrow * (w + padding) + padding)
     for i in range(n):
         r, q = divmod(i, nrow)
-        grid[:, padding + r * (h + padding): padding + r * (h + padding) + h, padding + q * (w + padding): padding + q * (w + padding) + w] = x[i]
+        grid[
+            :,
+            padding + r * (h + padding) : padding + r * (h + padding) + h,
+            padding + q * (w + padding) : padding + q * (w + padding) + w,
+        ] = x[i]
     arr = (grid * 255).round().byte().permute(1, 2, 0).numpy()
     return arr[:, :, 0] if c == 1 else arr
 
 
-def save_image_grid(path: str | os.PathLike, x: torch.Tensor, *, output_range: str = "[-1,1]", nrow: int | None = None) -> None:
+def save_image_grid(
+    path: str | os.PathLike, x: torch.Tensor, *, output_range: str = "[-1,1]", nrow: int | None = None
+) -> None:
     from PIL import Image
 
     arr = image_grid(x, output_range=output_range, nrow=nrow)

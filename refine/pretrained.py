@@ -3,6 +3,7 @@
 The folder is found through ``$REFINE_PRETRAINED`` or next to the package (a source
 checkout or editable install). Files are checked against the manifest's sha256.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,9 @@ def pretrained_dir() -> Path:
     env = os.environ.get("REFINE_PRETRAINED")
     d = Path(env) if env else Path(__file__).resolve().parent.parent / "pretrained"
     if not (d / "manifest.json").is_file():
-        raise CheckpointError(f"no shipped checkpoints found at {d} (expected manifest.json); set REFINE_PRETRAINED to the repository's pretrained/ folder, or pass --ckpt")
+        raise CheckpointError(
+            f"no shipped checkpoints found at {d} (expected manifest.json); set REFINE_PRETRAINED to the repository's pretrained/ folder, or pass --ckpt"
+        )
     return d
 
 
@@ -43,5 +46,7 @@ def pretrained_path(name: str, *, verify: bool = True) -> Path:
             raise CheckpointError(f"shipped checkpoint {p} is missing")
         got = file_sha256(p)
         if got != e["sha256"]:
-            raise CheckpointError(f"shipped checkpoint {p} has sha256 {got[:12]}..., the manifest says {e['sha256'][:12]}...; it was modified or corrupted")
+            raise CheckpointError(
+                f"shipped checkpoint {p} has sha256 {got[:12]}..., the manifest says {e['sha256'][:12]}...; it was modified or corrupted"
+            )
     return p

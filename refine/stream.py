@@ -6,9 +6,10 @@ seed; chunk ``i > 0`` with :func:`refine.distributed.shard_seed` ``(seed, i)``, 
 keeps the streams of different chunks independent. The result depends on ``n``, ``seed``
 and the chunk size only.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from tqdm.auto import tqdm

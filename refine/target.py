@@ -5,6 +5,7 @@ the prior and need only the weight ``log r(G(z))``; gradient methods need
 ``grad_z log pi``. Gradients flow to ``z`` only: no parameter of the user's modules
 gets a ``.grad``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,7 +40,9 @@ class LatentTarget:
 
     def __init__(self, generator: LatentGenerator, ratio=None, *, prior_term: bool = True) -> None:
         if not isinstance(generator, LatentGenerator):
-            raise ConfigError(f"generator must be a refine.LatentGenerator, got {type(generator).__name__}; wrap your network with refine.wrap(...)")
+            raise ConfigError(
+                f"generator must be a refine.LatentGenerator, got {type(generator).__name__}; wrap your network with refine.wrap(...)"
+            )
         if ratio is not None and not hasattr(ratio, "log_ratio"):
             raise ConfigError(f"ratio must have log_ratio(x), got {type(ratio).__name__}")
         self.generator = generator
@@ -56,11 +59,18 @@ class LatentTarget:
 
     def log_ratio(self, x: torch.Tensor) -> torch.Tensor:
         if self.ratio is None:
-            raise ConfigError("this target has no density ratio; only method 'none' runs without one: pass a discriminator or ratio")
+            raise ConfigError(
+                "this target has no density ratio; only method 'none' runs without one: pass a discriminator or ratio"
+            )
         try:
             out = self.ratio.log_ratio(x)
         except RuntimeError as e:
-            err = network_error(e, "ratio", x, "the ratio does not fit this generator's samples (was it fitted for another generator or dataset?)")
+            err = network_error(
+                e,
+                "ratio",
+                x,
+                "the ratio does not fit this generator's samples (was it fitted for another generator or dataset?)",
+            )
             if err is None:
                 raise
             raise err from e
@@ -82,21 +92,33 @@ class LatentTarget:
     def check_differentiable(self) -> None:
         """Raise NotDifferentiableError up front if gradients cannot reach ``z``."""
         if self.ratio is None:
-            raise ConfigError("this target has no density ratio; gradient methods need one: pass a discriminator or ratio")
+            raise ConfigError(
+                "this target has no density ratio; gradient methods need one: pass a discriminator or ratio"
+            )
         if getattr(self.ratio, "differentiable", True) is False:
-            raise NotDifferentiableError(f"the ratio {self.ratio!r} is not differentiable; use a sampler that needs no gradients (rs, drs, mh, sir) or an uncalibrated/logistic ratio")
+            raise NotDifferentiableError(
+                f"the ratio {self.ratio!r} is not differentiable; use a sampler that needs no gradients (rs, drs, mh, sir) or an uncalibrated/logistic ratio"
+            )
         if self.generator.differentiable is False:
-            raise NotDifferentiableError("the generator is marked non-differentiable; gradient methods need gradients from x back to z")
-        z = self.generator.sample_latent(2, rng=torch.Generator().manual_seed(0)).requires_grad_(True)  # never touch the global RNG
+            raise NotDifferentiableError(
+                "the generator is marked non-differentiable; gradient methods need gradients from x back to z"
+            )
+        z = self.generator.sample_latent(2, rng=torch.Generator().manual_seed(0)).requires_grad_(
+            True
+        )  # never touch the global RNG
         with torch.enable_grad():
             try:
-                out = self.log_ratio(self.generator(z)).sum()  # not log_density: the prior term alone would require grad
+                out = self.log_ratio(
+                    self.generator(z)
+                ).sum()  # not log_density: the prior term alone would require grad
             except RuntimeError as e:  # pragma: no cover - depends on the user's network
                 raise NotDifferentiableError(f"evaluating the target with gradients failed: {e}") from None
             # requires_grad alone is not enough: the ratio's own parameters may require grad
             g = torch.autograd.grad(out, z, allow_unused=True)[0] if out.requires_grad else None
             if g is None:
-                raise NotDifferentiableError("no gradient flows from log r(G(z)) to z (the generator or ratio detaches its output, or runs under no_grad)")
+                raise NotDifferentiableError(
+                    "no gradient flows from log r(G(z)) to z (the generator or ratio detaches its output, or runs under no_grad)"
+                )
 
     def value_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(log pi(z), grad_z log pi(z), G(z))``; gradients reach ``z`` only."""

@@ -5,11 +5,13 @@ Each function takes a value a user gave, returns it in the one type refine works
 a one-line :class:`~refine.errors.ConfigError` that names the argument, what was expected
 and what was found.
 """
+
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -42,17 +44,29 @@ def as_int(value: Any, name: str, *, minimum: int | None = None, maximum: int | 
             raise ConfigError(f"{name} must be {expected}, got {type(value).__name__} {_found(value)}")
     if isinstance(value, torch.Tensor):
         if value.numel() != 1 or value.dtype.is_floating_point or value.dtype == torch.bool:
-            raise ConfigError(f"{name} must be {expected}, got a tensor of shape {tuple(value.shape)} and dtype {value.dtype}")
+            raise ConfigError(
+                f"{name} must be {expected}, got a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+            )
         value = value.item()
     value = int(value)
     if minimum is not None and value < minimum:
-        raise ConfigError(f"{name} must be {expected}, got {value}" if minimum in (0, 1) else f"{name} must be >= {minimum}, got {value}")
+        raise ConfigError(
+            f"{name} must be {expected}, got {value}"
+            if minimum in (0, 1)
+            else f"{name} must be >= {minimum}, got {value}"
+        )
     if maximum is not None and value > maximum:
-        raise ConfigError(f"{name} must be <= {maximum:.4g}, got {value:.4g}" if value > 10**6 else f"{name} must be <= {maximum}, got {value}")
+        raise ConfigError(
+            f"{name} must be <= {maximum:.4g}, got {value:.4g}"
+            if value > 10**6
+            else f"{name} must be <= {maximum}, got {value}"
+        )
     return value
 
 
-def as_float(value: Any, name: str, *, minimum: float | None = None, maximum: float | None = None, open_min: bool = False) -> float:
+def as_float(
+    value: Any, name: str, *, minimum: float | None = None, maximum: float | None = None, open_min: bool = False
+) -> float:
     """``value`` as a finite Python float within the bounds (``open_min``: strictly above ``minimum``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ConfigError(f"{name} must be a number, got {type(value).__name__} {_found(value)}")
@@ -73,13 +87,17 @@ def as_shape(value: Any, name: str = "latent_shape", *, max_numel: int = MAX_LAT
     if isinstance(value, (numbers.Integral, float)) and not isinstance(value, bool):
         value = (value,)
     if not isinstance(value, (Sequence, torch.Size)):
-        raise ConfigError(f"{name} must be a size or a tuple of sizes such as 100 or (100, 1, 1), got {type(value).__name__} {_found(value)}")
+        raise ConfigError(
+            f"{name} must be a size or a tuple of sizes such as 100 or (100, 1, 1), got {type(value).__name__} {_found(value)}"
+        )
     if len(value) == 0 or len(value) > 8:
         raise ConfigError(f"{name} must have 1 to 8 dimensions, got {_found(value)}")
     shape = tuple(as_int(s, f"{name} entry", minimum=1) for s in value)
     numel = math.prod(shape)
     if numel > max_numel:
-        raise ConfigError(f"{name} {shape} has {numel:.3g} elements per sample, more than refine supports ({max_numel:.3g})")
+        raise ConfigError(
+            f"{name} {shape} has {numel:.3g} elements per sample, more than refine supports ({max_numel:.3g})"
+        )
     return shape
 
 
@@ -88,5 +106,9 @@ def as_rng(rng: Any, name: str = "rng") -> torch.Generator | None:
     if rng is None or isinstance(rng, torch.Generator):
         return rng
     if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
-        raise ConfigError(f"{name} must be a torch.Generator, got the int {rng}; pass rng=torch.Generator().manual_seed({rng})")
-    raise ConfigError(f"{name} must be a torch.Generator (e.g. torch.Generator().manual_seed(0)), got {type(rng).__name__}")
+        raise ConfigError(
+            f"{name} must be a torch.Generator, got the int {rng}; pass rng=torch.Generator().manual_seed({rng})"
+        )
+    raise ConfigError(
+        f"{name} must be a torch.Generator (e.g. torch.Generator().manual_seed(0)), got {type(rng).__name__}"
+    )

@@ -1,4 +1,5 @@
 """refine.wrap / refine.sample: any generator in, refined samples out; mistakes fail up front in one line."""
+
 import math
 import typing
 import warnings
@@ -10,7 +11,7 @@ from torch import nn
 
 import refine
 from refine.errors import ConfigError, NotDifferentiableError, ShapeError
-from refine.samplers.base import SAMPLERS, SampleResult, Sampler
+from refine.samplers.base import SAMPLERS, Sampler, SampleResult
 
 
 def mlp(i, o, h=8):
@@ -75,18 +76,34 @@ def test_wrap_takes_a_prior_object_or_a_latent_generator():
         refine.wrap(target)
 
 
-@pytest.mark.parametrize("kwargs,err,needle", [
-    ({}, ConfigError, "latent_shape"),
-    ({"latent_shape": 2, "discriminator": mlp(2, 1)}, ConfigError, "output="),
-    ({"latent_shape": 2, "output": "logit"}, ConfigError, "discriminator="),
-    ({"latent_shape": 2, "discriminator": mlp(2, 1), "output": "logit", "ratio": refine.FunctionRatio(lambda x: x[:, 0])}, ConfigError, "not both"),
-    ({"latent_shape": 2, "discriminator": mlp(2, 1), "output": "odds"}, ConfigError, "logit, prob, critic"),
-    ({"latent_shape": 2, "output_range": "0-1"}, ConfigError, "output_range"),
-    ({"latent_shape": 3}, ShapeError, "first layer is Linear(in_features=2)"),
-    ({"latent_shape": 2, "discriminator": mlp(3, 1), "output": "logit"}, ShapeError, "does not take the generator's samples of shape (N, 2)"),
-    ({"latent_shape": 2, "discriminator": mlp(2, 4), "output": "logit"}, ShapeError, "expected (2,) or (2, 1)"),
-    ({"latent_shape": 2, "ratio": object()}, ConfigError, "log_ratio"),
-])
+@pytest.mark.parametrize(
+    "kwargs,err,needle",
+    [
+        ({}, ConfigError, "latent_shape"),
+        ({"latent_shape": 2, "discriminator": mlp(2, 1)}, ConfigError, "output="),
+        ({"latent_shape": 2, "output": "logit"}, ConfigError, "discriminator="),
+        (
+            {
+                "latent_shape": 2,
+                "discriminator": mlp(2, 1),
+                "output": "logit",
+                "ratio": refine.FunctionRatio(lambda x: x[:, 0]),
+            },
+            ConfigError,
+            "not both",
+        ),
+        ({"latent_shape": 2, "discriminator": mlp(2, 1), "output": "odds"}, ConfigError, "logit, prob, critic"),
+        ({"latent_shape": 2, "output_range": "0-1"}, ConfigError, "output_range"),
+        ({"latent_shape": 3}, ShapeError, "first layer is Linear(in_features=2)"),
+        (
+            {"latent_shape": 2, "discriminator": mlp(3, 1), "output": "logit"},
+            ShapeError,
+            "does not take the generator's samples of shape (N, 2)",
+        ),
+        ({"latent_shape": 2, "discriminator": mlp(2, 4), "output": "logit"}, ShapeError, "expected (2,) or (2, 1)"),
+        ({"latent_shape": 2, "ratio": object()}, ConfigError, "log_ratio"),
+    ],
+)
 def test_wrap_mistakes_fail_in_one_line(kwargs, err, needle):
     with pytest.raises(err) as info:
         refine.wrap(mlp(2, 2), **kwargs)
@@ -164,7 +181,7 @@ def test_function_generator_with_closed_form_ratio_is_exact():
 
     def log_r(x):
         x = x[:, 0]
-        return -0.5 * ((x - mu) / s) ** 2 - math.log(s) + 0.5 * x ** 2
+        return -0.5 * ((x - mu) / s) ** 2 - math.log(s) + 0.5 * x**2
 
     target = refine.wrap(lambda z: z, latent_shape=1, ratio=refine.FunctionRatio(log_r))
     x = refine.sample(target, "rs", n=n, rng=torch.Generator().manual_seed(5)).x[:, 0].double()

@@ -13,6 +13,7 @@ row are paths from the ``files`` fixture (``{out}``: an output folder that does 
 ``{out_pt}``: a checkpoint path inside it). A row whose ``needs`` names a sampler or training
 method that is not registered is skipped.
 """
+
 from __future__ import annotations
 
 import errno
@@ -20,10 +21,9 @@ import math
 import os
 import re
 import shlex
-import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -41,7 +41,7 @@ from refine.ratio import DiscriminatorRatio, FunctionRatio, calibrate
 from refine.samplers import SAMPLERS, get_sampler
 from refine.target import LatentTarget
 from refine.train import METHODS
-from refine.train.checkpointing import read_training_state, restore_training_state
+from refine.train.checkpointing import read_training_state
 from refine.train.loop import fit
 from refine.train.toy2d import train_toy
 
@@ -67,8 +67,15 @@ def _nets(seed=0, g_arch=G_ARCH, d_arch=D_ARCH):
 
 
 def _save(path, g, d, *, g_arch=G_ARCH, d_arch=D_ARCH, prior=None, meta=None):
-    save_gan(path, generator=g, generator_arch=g_arch, prior=prior or NormalPrior((2,)), discriminator=d, discriminator_arch=d_arch,
-             meta={"dataset": "grid25"} if meta is None else meta)
+    save_gan(
+        path,
+        generator=g,
+        generator_arch=g_arch,
+        prior=prior or NormalPrior((2,)),
+        discriminator=d,
+        discriminator_arch=d_arch,
+        meta={"dataset": "grid25"} if meta is None else meta,
+    )
 
 
 def _unwritable_dir(root: Path) -> Path | None:
@@ -123,7 +130,9 @@ def files(tmp_path_factory):
     for name, edit in {
         "v2": lambda c: c.update(version=2),
         "badarch": lambda c: c["generator"].update(arch={"name": "no-such-arch", "kwargs": {}}),
-        "badweights": lambda c: c["generator"].update(state=_nets(0, arch_config("mlp", in_dim=2, out_dim=2, hidden=16, depth=1))[0].state_dict()),
+        "badweights": lambda c: c["generator"].update(
+            state=_nets(0, arch_config("mlp", in_dim=2, out_dim=2, hidden=16, depth=1))[0].state_dict()
+        ),
         "latent3": lambda c: c["generator"].update(prior={"name": "normal", "shape": [3]}),
     }.items():
         c = torch.load(p["gan"], weights_only=True)
@@ -133,7 +142,9 @@ def files(tmp_path_factory):
     del ckpt
 
     d3 = build_from_config(arch_config("mlp", in_dim=3, out_dim=1, hidden=8, depth=1))
-    save_discriminator_ratio(root / "ratio_dim3.pt", DiscriminatorRatio(d3), arch_config("mlp", in_dim=3, out_dim=1, hidden=8, depth=1))
+    save_discriminator_ratio(
+        root / "ratio_dim3.pt", DiscriminatorRatio(d3), arch_config("mlp", in_dim=3, out_dim=1, hidden=8, depth=1)
+    )
     p["ratio_dim3"] = root / "ratio_dim3.pt"
     for name, value in {"ratio_nan": math.nan, "ratio_inf": math.inf}.items():
         dd = _nets()[1]
@@ -148,7 +159,11 @@ def files(tmp_path_factory):
             layer.bias.zero_()
         peaky.layers[0].weight[0, 0] = 1.0
         peaky.layers[1].weight[0, 0] = 1000.0
-    save_discriminator_ratio(root / "ratio_peaky.pt", DiscriminatorRatio(peaky), arch_config("mlp", in_dim=2, out_dim=1, hidden=8, depth=1, activation="elu"))
+    save_discriminator_ratio(
+        root / "ratio_peaky.pt",
+        DiscriminatorRatio(peaky),
+        arch_config("mlp", in_dim=2, out_dim=1, hidden=8, depth=1, activation="elu"),
+    )
     p["ratio_peaky"] = root / "ratio_peaky.pt"
     real = torch.randn(400, 2, generator=torch.Generator().manual_seed(0))
     fake = torch.randn(400, 2, generator=torch.Generator().manual_seed(1)) + 0.5
@@ -169,8 +184,25 @@ def files(tmp_path_factory):
     (root / "a_dir").mkdir()
     p["a_dir"] = root / "a_dir"
 
-    res = CliRunner().invoke(app, ["train", "--epochs", "1", "--n-train", "512", "--batch-size", "128", "--hidden", "8", "--device", "cpu",
-                                   "--no-progress", "--out", str(root / "trained.pt")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--epochs",
+            "1",
+            "--n-train",
+            "512",
+            "--batch-size",
+            "128",
+            "--hidden",
+            "8",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out",
+            str(root / "trained.pt"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     p["trained"] = root / "trained.pt"
     p["unwritable"] = _unwritable_dir(root)
@@ -230,9 +262,21 @@ CLI_CASES = [
     Cli("ckpt-weights-do-not-fit", S + " --ckpt {badweights}", r"do not fit"),
     Cli("ckpt-latent-size-mismatch", S + " --ckpt {latent3} -n 10", r"latent|shape"),
     Cli("ckpt-bare-state-dict", S + " --ckpt {state_dict}", r"--arch"),
-    Cli("foreign-arch-not-importable", S + " --ckpt {state_dict} --arch no_such_pkg.nets:G --latent-shape 2", r"cannot import"),
-    Cli("foreign-latent-shape-not-numbers", S + " --ckpt {state_dict} --arch mlp --arch-kwargs '{{\"hidden\": 8, \"depth\": 1}}' --latent-shape abc", r"latent-shape"),
-    Cli("foreign-disc-without-output", S2.replace(" --ratio {ratio}", "") + " -m sir --disc {state_dict}", r"disc-output|--disc"),
+    Cli(
+        "foreign-arch-not-importable",
+        S + " --ckpt {state_dict} --arch no_such_pkg.nets:G --latent-shape 2",
+        r"cannot import",
+    ),
+    Cli(
+        "foreign-latent-shape-not-numbers",
+        S + ' --ckpt {state_dict} --arch mlp --arch-kwargs \'{{"hidden": 8, "depth": 1}}\' --latent-shape abc',
+        r"latent-shape",
+    ),
+    Cli(
+        "foreign-disc-without-output",
+        S2.replace(" --ratio {ratio}", "") + " -m sir --disc {state_dict}",
+        r"disc-output|--disc",
+    ),
     # --- ratios and scores
     Cli("ratio-missing", S + " --ckpt {gan} --ratio {missing} -m sir", r"does not exist"),
     Cli("ratio-is-a-gan-checkpoint", S + " --ckpt {gan} --ratio {gan} -m sir", r"not a refine ratio file"),
@@ -241,7 +285,12 @@ CLI_CASES = [
     Cli("scores-nan", S + " --ckpt {gan} --ratio {ratio_nan} -m sir -n 10", r"NaN"),
     Cli("scores-inf", S + " --ckpt {gan} --ratio {ratio_inf} -m rs -n 10", r"inf"),
     Cli("no-ratio-at-all", S + " --ckpt {gan_nod} -m drs", r"no discriminator"),
-    Cli("gradient-method-non-differentiable-ratio", S + " --ckpt {gan} --ratio {ratio_isotonic} -m ddls -n 10", r"differentiable", needs=("ddls",)),
+    Cli(
+        "gradient-method-non-differentiable-ratio",
+        S + " --ckpt {gan} --ratio {ratio_isotonic} -m ddls -n 10",
+        r"differentiable",
+        needs=("ddls",),
+    ),
     # --- sample counts, methods and options
     Cli("n-zero", S2 + " -n 0", r"positive"),
     Cli("n-negative", S2 + " -n -5", r"positive"),
@@ -263,8 +312,11 @@ CLI_CASES = [
     Cli("dgflow-step-size-zero", S2 + " -m dgflow -o step_size=0", r"step_size", needs=("dgflow",)),
     Cli("dot-step-size-zero", S2 + " -m dot -o step_size=0", r"step_size", needs=("dot",)),
     Cli("ddls-steps-zero", S2 + " -m ddls -o steps=0", r"steps", needs=("ddls",)),
-    Cli("rs-proposal-budget-exhausted", S + " --ckpt {gan} --ratio {ratio_peaky} -m rs -n 100 -o budget=2 -o burn_in=64 -o batch_size=64",
-        r"rs: \d+ of 100 samples after \d+ proposals.*raise -o budget"),
+    Cli(
+        "rs-proposal-budget-exhausted",
+        S + " --ckpt {gan} --ratio {ratio_peaky} -m rs -n 100 -o budget=2 -o burn_in=64 -o batch_size=64",
+        r"rs: \d+ of 100 samples after \d+ proposals.*raise -o budget",
+    ),
     Cli("mh-init-unknown", S2 + " -m mh -o init=sideways", r"expected one of generated, real"),
     Cli("drs-eps-zero", S2 + " -m drs -o eps=0", r"eps must be > 0"),
     Cli("ddls-noise-scale-negative", S2 + " -m ddls -o noise_scale=-1", r"noise_scale", needs=("ddls",)),
@@ -276,7 +328,11 @@ CLI_CASES = [
     Cli("foreign-flag-on-a-refine-checkpoint", S2 + " --output-range [0,1]", r"refine checkpoint.*drop --output-range"),
     Cli("resume-without-distributed", S2 + " --resume", r"--resume.*--distributed"),
     Cli("distributed-shard-size-zero", S2 + " --distributed --shard-size 0", r"shard size"),
-    Cli("mh-init-real-without-data", S + " --ckpt {gan_nometa} -m mh -o init=real -n 10", r"held-out real samples.*init=generated"),
+    Cli(
+        "mh-init-real-without-data",
+        S + " --ckpt {gan_nometa} -m mh -o init=real -n 10",
+        r"held-out real samples.*init=generated",
+    ),
     # --- seed, device, output location
     Cli("seed-negative", S2 + " --seed -1", r"--seed must be a non-negative integer"),
     Cli("seed-beyond-64-bits", S2 + " --seed 100000000000000000000", r"--seed must be <="),
@@ -313,8 +369,16 @@ CLI_CASES = [
     Cli("train-resume-missing", T + " --resume {missing}", r"does not exist"),
     Cli("train-resume-without-state", T + " --resume {gan}", r"no training state"),
     Cli("train-resume-pickle-payload", T + " --resume {payload}", r"pickle"),
-    Cli("train-resume-other-data", "train --no-progress --resume {trained} --epochs 2 --data ring8 --out {out_pt}", r"disagrees"),
-    Cli("train-resume-already-done", "train --no-progress --resume {trained} --epochs 1 --out {out_pt}", r"already completed"),
+    Cli(
+        "train-resume-other-data",
+        "train --no-progress --resume {trained} --epochs 2 --data ring8 --out {out_pt}",
+        r"disagrees",
+    ),
+    Cli(
+        "train-resume-already-done",
+        "train --no-progress --resume {trained} --epochs 1 --out {out_pt}",
+        r"already completed",
+    ),
     Cli("train-device-cuda-without-gpu", T + " --device cuda", r"no CUDA GPU", when="no-cuda"),
     # --- fitting a ratio
     Cli("fit-ratio-ckpt-missing", F + " --ckpt {missing}", r"does not exist"),
@@ -323,14 +387,26 @@ CLI_CASES = [
     Cli("fit-ratio-kind-unknown", F + " --ckpt {gan} --kind kde", r"--kind"),
     Cli("fit-ratio-data-unknown", F + " --ckpt {gan} --data grid-26", r"--data"),
     Cli("fit-ratio-feature-sp-needs-images", F + " --ckpt {gan} --kind feature-sp", r"image dataset"),
-    Cli("fit-ratio-image-data-with-a-2d-generator", F + " --ckpt {gan} --data mnist:{empty_dir}", r"image dataset.*shape \(2,\)"),
-    Cli("fit-ratio-feature-sp-with-a-2d-generator", F + " --ckpt {gan} --kind feature-sp --data mnist:{empty_dir}", r"not images"),
+    Cli(
+        "fit-ratio-image-data-with-a-2d-generator",
+        F + " --ckpt {gan} --data mnist:{empty_dir}",
+        r"image dataset.*shape \(2,\)",
+    ),
+    Cli(
+        "fit-ratio-feature-sp-with-a-2d-generator",
+        F + " --ckpt {gan} --kind feature-sp --data mnist:{empty_dir}",
+        r"not images",
+    ),
     Cli("fit-ratio-lr-negative", F + " --ckpt {gan} --lr -1", r"--lr must be > 0"),
     Cli("fit-ratio-out-is-a-folder", F.replace("--out {out_pt}", "--out {a_dir}") + " --ckpt {gan}", r"is a folder"),
     # --- evaluation
     Cli("eval-samples-missing", EV + " --samples {missing} --data grid25", r"does not exist"),
     Cli("eval-samples-without-x", EV + " --samples {samples_nox} --data grid25", r"no array 'x'"),
-    Cli("eval-samples-pickled-objects", EV + " --samples {samples_obj} --data grid25", r"not a readable|pickle|dtype object"),
+    Cli(
+        "eval-samples-pickled-objects",
+        EV + " --samples {samples_obj} --data grid25",
+        r"not a readable|pickle|dtype object",
+    ),
     Cli("eval-samples-not-npz", EV + " --samples {samples_text} --data grid25", r"not an .npz"),
     Cli("eval-samples-without-data", EV + " --samples {samples_nox}", r"--data"),
     Cli("eval-methods-empty", EV + " --ckpt {gan} --methods ,", r"--methods is empty"),
@@ -340,9 +416,19 @@ CLI_CASES = [
     Cli("eval-threshold-negative", EV + " --ckpt {gan} --threshold -1", r"--threshold"),
     Cli("eval-option-out-of-range", EV + " --ckpt {gan} --methods none,rs -o rs.budget=0", r"budget must be > 0"),
     Cli("eval-scores-nan", EV + " --ckpt {gan} --ratio {ratio_nan} --methods none,sir -n 10", r"NaN"),
-    Cli("eval-image-data-with-a-2d-generator", EV + " --ckpt {gan} --data mnist:{empty_dir} -n 10 --methods none", r"image dataset.*shape \(2,\)"),
-    Cli("eval-image-data-with-2d-samples", EV + " --samples {samples_nox} --data mnist:{empty_dir}", r"expected images"),
-    Cli("eval-image-flag-on-2d-data", EV + " --ckpt {gan} --data grid25 --inception-weights {missing} --methods none -n 10", r"apply to image datasets"),
+    Cli(
+        "eval-image-data-with-a-2d-generator",
+        EV + " --ckpt {gan} --data mnist:{empty_dir} -n 10 --methods none",
+        r"image dataset.*shape \(2,\)",
+    ),
+    Cli(
+        "eval-image-data-with-2d-samples", EV + " --samples {samples_nox} --data mnist:{empty_dir}", r"expected images"
+    ),
+    Cli(
+        "eval-image-flag-on-2d-data",
+        EV + " --ckpt {gan} --data grid25 --inception-weights {missing} --methods none -n 10",
+        r"apply to image datasets",
+    ),
     Cli("eval-n-zero", EV + " --ckpt {gan} -n 0", r"positive"),
     Cli("eval-out-is-a-file", EV.replace("--out {out}", "--out {a_file}") + " --ckpt {gan}", r"not a folder"),
 ]
@@ -459,7 +545,9 @@ def _disk_full(files):
 
 
 API_CASES = [
-    Api("sample-method-unknown", lambda f: refine.sample(_toy_target(), "bogus", n=5), E.ConfigError, r"unknown method"),
+    Api(
+        "sample-method-unknown", lambda f: refine.sample(_toy_target(), "bogus", n=5), E.ConfigError, r"unknown method"
+    ),
     Api("sample-n-zero", lambda f: refine.sample(_toy_target(), "sir", n=0), E.ConfigError, r"positive"),
     Api("sample-n-negative", lambda f: refine.sample(_toy_target(), "rs", n=-2), E.ConfigError, r"positive"),
     Api("sample-n-float", lambda f: refine.sample(_toy_target(), "mh", n=2.5), E.ConfigError, r"positive integer"),
@@ -474,36 +562,165 @@ API_CASES = [
     Api("rs-budget-zero", lambda f: get_sampler("rs", budget=0), E.ConfigError, r"budget"),
     Api("rs-budget-inf", lambda f: get_sampler("rs", budget=float("inf")), E.ConfigError, r"budget"),
     Api("batch-size-zero", lambda f: get_sampler("sir", batch_size=0), E.ConfigError, r"batch_size"),
-    Api("ddls-step-size-zero", lambda f: get_sampler("ddls", step_size=0.0), E.ConfigError, r"step_size", needs=("ddls",)),
-    Api("dgflow-step-size-negative", lambda f: get_sampler("dgflow", step_size=-1.0), E.ConfigError, r"step_size", needs=("dgflow",)),
+    Api(
+        "ddls-step-size-zero",
+        lambda f: get_sampler("ddls", step_size=0.0),
+        E.ConfigError,
+        r"step_size",
+        needs=("ddls",),
+    ),
+    Api(
+        "dgflow-step-size-negative",
+        lambda f: get_sampler("dgflow", step_size=-1.0),
+        E.ConfigError,
+        r"step_size",
+        needs=("dgflow",),
+    ),
     Api("dcd-steps-zero", lambda f: get_sampler("dcd", steps=0), E.ConfigError, r"steps", needs=("dcd",)),
-    Api("wrap-output-range-unknown", lambda f: refine.wrap(nn.Linear(2, 2), latent_shape=2, output_range="0-255"), E.ConfigError, r"output_range|output range"),
-    Api("wrap-prior-unknown", lambda f: refine.wrap(nn.Linear(2, 2), latent_shape=2, prior="cauchy"), E.ConfigError, r"unknown prior"),
-    Api("wrap-latent-shape-disagrees", lambda f: refine.wrap(nn.Linear(2, 2), latent_shape=3, prior=NormalPrior((2,))), E.ShapeError, r"disagree"),
-    Api("wrap-latent-size-wrong", lambda f: refine.wrap(nn.Linear(3, 2), latent_shape=2, discriminator=nn.Linear(2, 1), output="logit"), E.ShapeError, r"latent|shape"),
-    Api("wrap-discriminator-input-wrong", lambda f: refine.wrap(nn.Linear(2, 2), latent_shape=2, discriminator=nn.Linear(3, 1), output="logit"), E.ShapeError, r"shape"),
-    Api("wrap-discriminator-and-ratio", lambda f: refine.wrap(nn.Linear(2, 2), latent_shape=2, discriminator=nn.Linear(2, 1), ratio=FunctionRatio(lambda x: x[:, 0])),
-        E.ConfigError, r"either"),
-    Api("discriminator-output-unknown", lambda f: DiscriminatorRatio(nn.Linear(2, 1), "energy"), E.ConfigError, r"unknown discriminator output"),
-    Api("temperature-zero", lambda f: DiscriminatorRatio(nn.Linear(2, 1), "critic", temperature=0.0), E.ConfigError, r"temperature"),
-    Api("temperature-nan", lambda f: DiscriminatorRatio(nn.Linear(2, 1), "critic", temperature=float("nan")), E.ConfigError, r"temperature"),
+    Api(
+        "wrap-output-range-unknown",
+        lambda f: refine.wrap(nn.Linear(2, 2), latent_shape=2, output_range="0-255"),
+        E.ConfigError,
+        r"output_range|output range",
+    ),
+    Api(
+        "wrap-prior-unknown",
+        lambda f: refine.wrap(nn.Linear(2, 2), latent_shape=2, prior="cauchy"),
+        E.ConfigError,
+        r"unknown prior",
+    ),
+    Api(
+        "wrap-latent-shape-disagrees",
+        lambda f: refine.wrap(nn.Linear(2, 2), latent_shape=3, prior=NormalPrior((2,))),
+        E.ShapeError,
+        r"disagree",
+    ),
+    Api(
+        "wrap-latent-size-wrong",
+        lambda f: refine.wrap(nn.Linear(3, 2), latent_shape=2, discriminator=nn.Linear(2, 1), output="logit"),
+        E.ShapeError,
+        r"latent|shape",
+    ),
+    Api(
+        "wrap-discriminator-input-wrong",
+        lambda f: refine.wrap(nn.Linear(2, 2), latent_shape=2, discriminator=nn.Linear(3, 1), output="logit"),
+        E.ShapeError,
+        r"shape",
+    ),
+    Api(
+        "wrap-discriminator-and-ratio",
+        lambda f: refine.wrap(
+            nn.Linear(2, 2), latent_shape=2, discriminator=nn.Linear(2, 1), ratio=FunctionRatio(lambda x: x[:, 0])
+        ),
+        E.ConfigError,
+        r"either",
+    ),
+    Api(
+        "discriminator-output-unknown",
+        lambda f: DiscriminatorRatio(nn.Linear(2, 1), "energy"),
+        E.ConfigError,
+        r"unknown discriminator output",
+    ),
+    Api(
+        "temperature-zero",
+        lambda f: DiscriminatorRatio(nn.Linear(2, 1), "critic", temperature=0.0),
+        E.ConfigError,
+        r"temperature",
+    ),
+    Api(
+        "temperature-nan",
+        lambda f: DiscriminatorRatio(nn.Linear(2, 1), "critic", temperature=float("nan")),
+        E.ConfigError,
+        r"temperature",
+    ),
     Api("prior-empty-shape", lambda f: NormalPrior((0,)), E.ConfigError, r"latent shape"),
     Api("uniform-prior-empty-box", lambda f: UniformPrior((2,), low=1.0, high=0.0), E.ConfigError, r"high > low"),
-    Api("generator-drops-samples", lambda f: _toy_target(net=lambda z: z[:-1]).log_weight(torch.zeros(4, 2)), E.ShapeError, r"4 latents to 3"),
-    Api("generator-returns-non-tensor", lambda f: _toy_target(net=lambda z: z.tolist()).log_weight(torch.zeros(4, 2)), E.ShapeError, r"expected a tensor"),
-    Api("generator-latent-size-mismatch", lambda f: refine.sample(_mlp_target(g_in=3), "sir", n=4), E.ShapeError, r"generator.*shape"),
-    Api("ratio-input-mismatch", lambda f: refine.sample(_mlp_target(d_in=3), "mh", n=4, k=2), E.ShapeError, r"ratio.*shape"),
-    Api("ratio-wrong-output-shape", lambda f: refine.sample(_toy_target(lambda x: x), "sir", n=4), E.ShapeError, r"shape"),
-    Api("ratio-nan", lambda f: refine.sample(_toy_target(lambda x: x[:, 0] * math.nan), "rs", n=4), E.NonFiniteError, r"NaN"),
-    Api("ratio-inf", lambda f: refine.sample(_toy_target(lambda x: torch.full((len(x),), math.inf)), "mh", n=4, k=2), E.NonFiniteError, r"inf"),
-    Api("latent-batch-wrong-shape", lambda f: _toy_target().log_weight(torch.zeros(4, 3)), E.ShapeError, r"expected \(N, 2\)"),
-    Api("non-differentiable-ratio", lambda f: refine.sample(
-        LatentTarget(LatentGenerator(lambda z: z.clone(), NormalPrior((2,))), load_ratio(f["ratio_isotonic"])), "ddls", n=4, steps=1),
-        E.NotDifferentiableError, r"differentiable", needs=("ddls",)),
-    Api("mh-init-real-without-real", lambda f: refine.sample(_toy_target(), "mh", n=4, k=2, init="real"), E.ConfigError, r"real"),
-    Api("mh-init-real-too-few", lambda f: refine.sample(_toy_target(), "mh", n=4, k=2, init="real", real=torch.zeros(2, 2)), E.ShapeError, r"one real sample per chain"),
-    Api("rs-budget-exhausted", lambda f: refine.sample(_toy_target(lambda x: 1000 * x[:, 0]), "rs", n=50, rng=torch.Generator().manual_seed(0),
-                                                       budget=2, burn_in=64, batch_size=64), E.BudgetExceededError, r"rs: \d+ of 50 samples.*budget"),
+    Api(
+        "generator-drops-samples",
+        lambda f: _toy_target(net=lambda z: z[:-1]).log_weight(torch.zeros(4, 2)),
+        E.ShapeError,
+        r"4 latents to 3",
+    ),
+    Api(
+        "generator-returns-non-tensor",
+        lambda f: _toy_target(net=lambda z: z.tolist()).log_weight(torch.zeros(4, 2)),
+        E.ShapeError,
+        r"expected a tensor",
+    ),
+    Api(
+        "generator-latent-size-mismatch",
+        lambda f: refine.sample(_mlp_target(g_in=3), "sir", n=4),
+        E.ShapeError,
+        r"generator.*shape",
+    ),
+    Api(
+        "ratio-input-mismatch",
+        lambda f: refine.sample(_mlp_target(d_in=3), "mh", n=4, k=2),
+        E.ShapeError,
+        r"ratio.*shape",
+    ),
+    Api(
+        "ratio-wrong-output-shape",
+        lambda f: refine.sample(_toy_target(lambda x: x), "sir", n=4),
+        E.ShapeError,
+        r"shape",
+    ),
+    Api(
+        "ratio-nan",
+        lambda f: refine.sample(_toy_target(lambda x: x[:, 0] * math.nan), "rs", n=4),
+        E.NonFiniteError,
+        r"NaN",
+    ),
+    Api(
+        "ratio-inf",
+        lambda f: refine.sample(_toy_target(lambda x: torch.full((len(x),), math.inf)), "mh", n=4, k=2),
+        E.NonFiniteError,
+        r"inf",
+    ),
+    Api(
+        "latent-batch-wrong-shape",
+        lambda f: _toy_target().log_weight(torch.zeros(4, 3)),
+        E.ShapeError,
+        r"expected \(N, 2\)",
+    ),
+    Api(
+        "non-differentiable-ratio",
+        lambda f: refine.sample(
+            LatentTarget(LatentGenerator(lambda z: z.clone(), NormalPrior((2,))), load_ratio(f["ratio_isotonic"])),
+            "ddls",
+            n=4,
+            steps=1,
+        ),
+        E.NotDifferentiableError,
+        r"differentiable",
+        needs=("ddls",),
+    ),
+    Api(
+        "mh-init-real-without-real",
+        lambda f: refine.sample(_toy_target(), "mh", n=4, k=2, init="real"),
+        E.ConfigError,
+        r"real",
+    ),
+    Api(
+        "mh-init-real-too-few",
+        lambda f: refine.sample(_toy_target(), "mh", n=4, k=2, init="real", real=torch.zeros(2, 2)),
+        E.ShapeError,
+        r"one real sample per chain",
+    ),
+    Api(
+        "rs-budget-exhausted",
+        lambda f: refine.sample(
+            _toy_target(lambda x: 1000 * x[:, 0]),
+            "rs",
+            n=50,
+            rng=torch.Generator().manual_seed(0),
+            budget=2,
+            burn_in=64,
+            batch_size=64,
+        ),
+        E.BudgetExceededError,
+        r"rs: \d+ of 50 samples.*budget",
+    ),
     Api("load-gan-missing", lambda f: load_gan(f["missing"]), E.CheckpointError, r"does not exist"),
     Api("load-gan-truncated", lambda f: load_gan(f["truncated"]), E.CheckpointError, r"truncated|corrupt"),
     Api("load-gan-text", lambda f: load_gan(f["text"]), E.CheckpointError, r"not a file written by torch.save"),
@@ -515,22 +732,77 @@ API_CASES = [
     Api("load-ratio-of-a-gan", lambda f: load_ratio(f["gan"]), E.CheckpointError, r"not a refine ratio file"),
     Api("load-ratio-pickle-payload", lambda f: load_ratio(f["payload"]), E.CheckpointError, r"pickle"),
     Api("resume-state-missing", lambda f: read_training_state(f["gan"]), E.CheckpointError, r"no training state"),
-    Api("resume-into-another-method", lambda f: train_toy("grid25", epochs=2, method="veegan", n_train=512, batch_size=128, hidden=8,
-                                                          resume=read_training_state(f["trained"])[1]), E.CheckpointError, r"resume with the method"),
-    Api("train-option-unknown", lambda f: train_toy("grid25", epochs=1, n_train=256, batch_size=128, hidden=8, method_options={"lrr": 0.1}),
-        E.ConfigError, r"unknown option"),
-    Api("train-option-wrong-type", lambda f: train_toy("grid25", epochs=1, n_train=256, batch_size=128, hidden=8, method_options={"lr": "fast"}),
-        E.ConfigError, r"lr"),
+    Api(
+        "resume-into-another-method",
+        lambda f: train_toy(
+            "grid25",
+            epochs=2,
+            method="veegan",
+            n_train=512,
+            batch_size=128,
+            hidden=8,
+            resume=read_training_state(f["trained"])[1],
+        ),
+        E.CheckpointError,
+        r"resume with the method",
+    ),
+    Api(
+        "train-option-unknown",
+        lambda f: train_toy("grid25", epochs=1, n_train=256, batch_size=128, hidden=8, method_options={"lrr": 0.1}),
+        E.ConfigError,
+        r"unknown option",
+    ),
+    Api(
+        "train-option-wrong-type",
+        lambda f: train_toy("grid25", epochs=1, n_train=256, batch_size=128, hidden=8, method_options={"lr": "fast"}),
+        E.ConfigError,
+        r"lr",
+    ),
     Api("train-data-unknown", lambda f: train_toy("grid-26", epochs=1), E.ConfigError, r"unknown 2-D dataset"),
-    Api("fit-epochs-negative", lambda f: fit(_NaNStep(), torch.zeros(8, 2), epochs=-1, batch_size=4), E.ConfigError, r"epochs"),
-    Api("fit-fewer-samples-than-a-batch", lambda f: fit(_NaNStep(), torch.zeros(8, 2), epochs=1, batch_size=16), E.ConfigError, r"fewer than one batch"),
-    Api("fit-diverges", lambda f: fit(_NaNStep(), torch.zeros(8, 2), epochs=1, batch_size=4), E.NonFiniteError, r"diverged"),
-    Api("save-to-unwritable-place", lambda f: _save(f["a_file"] / "gan.pt", *_nets()), E.CheckpointError, r"cannot write"),
-    Api("fid-weights-missing", lambda f: __import__("refine.metrics.inception", fromlist=["x"]).find_inception_weights(f["missing"]),
-        E.MissingWeightsError, r"Inception weights .* not found"),
-    Api("write-onto-a-folder", lambda f: refine.io.atomic_save({}, f["a_dir"]), E.CheckpointError, r"is a folder|it is a folder"),
-    Api("image-root-empty", lambda f: __import__("refine.data.images", fromlist=["load_images"]).load_images(f"mnist:{f['empty_dir']}", split="train"),
-        E.DataError, r"mnist|idx|folder"),
+    Api(
+        "fit-epochs-negative",
+        lambda f: fit(_NaNStep(), torch.zeros(8, 2), epochs=-1, batch_size=4),
+        E.ConfigError,
+        r"epochs",
+    ),
+    Api(
+        "fit-fewer-samples-than-a-batch",
+        lambda f: fit(_NaNStep(), torch.zeros(8, 2), epochs=1, batch_size=16),
+        E.ConfigError,
+        r"fewer than one batch",
+    ),
+    Api(
+        "fit-diverges",
+        lambda f: fit(_NaNStep(), torch.zeros(8, 2), epochs=1, batch_size=4),
+        E.NonFiniteError,
+        r"diverged",
+    ),
+    Api(
+        "save-to-unwritable-place",
+        lambda f: _save(f["a_file"] / "gan.pt", *_nets()),
+        E.CheckpointError,
+        r"cannot write",
+    ),
+    Api(
+        "fid-weights-missing",
+        lambda f: __import__("refine.metrics.inception", fromlist=["x"]).find_inception_weights(f["missing"]),
+        E.MissingWeightsError,
+        r"Inception weights .* not found",
+    ),
+    Api(
+        "write-onto-a-folder",
+        lambda f: refine.io.atomic_save({}, f["a_dir"]),
+        E.CheckpointError,
+        r"is a folder|it is a folder",
+    ),
+    Api(
+        "image-root-empty",
+        lambda f: __import__("refine.data.images", fromlist=["load_images"]).load_images(
+            f"mnist:{f['empty_dir']}", split="train"
+        ),
+        E.DataError,
+        r"mnist|idx|folder",
+    ),
 ]
 
 

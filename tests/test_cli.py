@@ -1,4 +1,5 @@
 """The CLI in-process: train -> fit-ratio -> sample -> eval on a tiny 2-D GAN, and the shipped default."""
+
 import json
 
 import numpy as np
@@ -21,8 +22,26 @@ def invoke(*args):
 def tiny_ckpt(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     ckpt = d / "gan.pt"
-    res = invoke("train", "--data", "grid25", "--epochs", 1, "--n-train", 2048, "--batch-size", 256, "--hidden", 16, "--seed", 0,
-                 "--device", "cpu", "--out", ckpt, "--no-progress")
+    res = invoke(
+        "train",
+        "--data",
+        "grid25",
+        "--epochs",
+        1,
+        "--n-train",
+        2048,
+        "--batch-size",
+        256,
+        "--hidden",
+        16,
+        "--seed",
+        0,
+        "--device",
+        "cpu",
+        "--out",
+        ckpt,
+        "--no-progress",
+    )
     assert res.exit_code == 0, res.output
     return ckpt
 
@@ -35,15 +54,51 @@ def test_train_writes_a_loadable_checkpoint(tiny_ckpt):
 
 def test_fit_ratio_then_sample_then_eval(tiny_ckpt, tmp_path):
     ratio = tmp_path / "ratio.pt"
-    res = invoke("fit-ratio", "--ckpt", tiny_ckpt, "--epochs", 1, "--n-train", 2048, "--batch-size", 256, "--calibration", "logistic",
-                 "--n-calib", 500, "--device", "cpu", "--out", ratio, "--no-progress")
+    res = invoke(
+        "fit-ratio",
+        "--ckpt",
+        tiny_ckpt,
+        "--epochs",
+        1,
+        "--n-train",
+        2048,
+        "--batch-size",
+        256,
+        "--calibration",
+        "logistic",
+        "--n-calib",
+        500,
+        "--device",
+        "cpu",
+        "--out",
+        ratio,
+        "--no-progress",
+    )
     assert res.exit_code == 0, res.output
     assert "logistic calibration" in res.output
     r = load_ratio(ratio)
     assert r.calibration is not None
     out = tmp_path / "mh"
-    res = invoke("sample", "--ckpt", tiny_ckpt, "--ratio", ratio, "--method", "mh", "-o", "k=5", "-n", 100, "--seed", 3, "--device", "cpu",
-                 "--out", out, "--no-progress")
+    res = invoke(
+        "sample",
+        "--ckpt",
+        tiny_ckpt,
+        "--ratio",
+        ratio,
+        "--method",
+        "mh",
+        "-o",
+        "k=5",
+        "-n",
+        100,
+        "--seed",
+        3,
+        "--device",
+        "cpu",
+        "--out",
+        out,
+        "--no-progress",
+    )
     assert res.exit_code == 0, res.output
     with np.load(out / "samples.npz", allow_pickle=False) as f:
         assert f["x"].shape == (100, 2) and f["z"].shape == (100, 2)
@@ -53,8 +108,24 @@ def test_fit_ratio_then_sample_then_eval(tiny_ckpt, tmp_path):
     assert run["versions"]["torch"] == torch.__version__
     assert (out / "samples.png").stat().st_size > 1000
     ev = tmp_path / "eval"
-    res = invoke("eval", "--ckpt", tiny_ckpt, "--ratio", ratio, "--methods", "none,drs", "-o", "drs.burn_in=512", "-n", 200, "--device", "cpu",
-                 "--out", ev, "--no-progress")
+    res = invoke(
+        "eval",
+        "--ckpt",
+        tiny_ckpt,
+        "--ratio",
+        ratio,
+        "--methods",
+        "none,drs",
+        "-o",
+        "drs.burn_in=512",
+        "-n",
+        200,
+        "--device",
+        "cpu",
+        "--out",
+        ev,
+        "--no-progress",
+    )
     assert res.exit_code == 0, res.output
     rows = json.loads((ev / "eval.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["none", "drs"]
@@ -67,8 +138,24 @@ def test_fit_ratio_then_sample_then_eval(tiny_ckpt, tmp_path):
 def test_same_seed_same_output(tiny_ckpt, tmp_path):
     outs = []
     for name in ("a", "b"):
-        res = invoke("sample", "--ckpt", tiny_ckpt, "--method", "sir", "-o", "candidates=4", "-n", 50, "--seed", 11, "--device", "cpu",
-                     "--out", tmp_path / name, "--no-progress")
+        res = invoke(
+            "sample",
+            "--ckpt",
+            tiny_ckpt,
+            "--method",
+            "sir",
+            "-o",
+            "candidates=4",
+            "-n",
+            50,
+            "--seed",
+            11,
+            "--device",
+            "cpu",
+            "--out",
+            tmp_path / name,
+            "--no-progress",
+        )
         assert res.exit_code == 0, res.output
         with np.load(tmp_path / name / "samples.npz") as f:
             outs.append(f["x"])

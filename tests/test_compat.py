@@ -1,4 +1,5 @@
 """The torchvision compatibility shim, both ways, each in a fresh interpreter."""
+
 import subprocess
 import sys
 import textwrap

@@ -7,6 +7,7 @@
 bounded above by ``log M_y = -2 log s_y`` (different per class), and exact rejection sampling of
 class ``y`` gives ``N(mu_y, s_y^2 I)``.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,17 @@ def target() -> ConditionalTarget:
     return refine.wrap(g_net, latent_shape=2, num_classes=K, ratio=ConditionalFunctionRatio(log_r, K))
 
 
-METHOD_OPTIONS = {"none": {}, "rs": {}, "drs": {}, "mh": {"k": 20}, "sir": {"candidates": 8}, "ddls": {"steps": 5, "step_size": 1e-2},
-                  "dgflow": {"steps": 5}, "dcd": {"steps": 5}, "dot": {"steps": 5, "pairs": 20}}
+METHOD_OPTIONS = {
+    "none": {},
+    "rs": {},
+    "drs": {},
+    "mh": {"k": 20},
+    "sir": {"candidates": 8},
+    "ddls": {"steps": 5, "step_size": 1e-2},
+    "dgflow": {"steps": 5},
+    "dcd": {"steps": 5},
+    "dot": {"steps": 5, "pairs": 20},
+}
 
 
 def test_every_method_is_covered():
@@ -56,10 +66,14 @@ def test_every_method_is_covered():
 
 
 @pytest.mark.parametrize("method", sorted(METHOD_OPTIONS))
-@pytest.mark.parametrize("classes,expected", [("balanced", {0: 34, 1: 33, 2: 33}), ([2, 0], {2: 50, 0: 50}), (1, {1: 100}),
-                                              ({0: 10, 2: 90}, {0: 10, 2: 90})])
+@pytest.mark.parametrize(
+    "classes,expected",
+    [("balanced", {0: 34, 1: 33, 2: 33}), ([2, 0], {2: 50, 0: 50}), (1, {1: 100}), ({0: 10, 2: 90}, {0: 10, 2: 90})],
+)
 def test_exact_class_proportions(method, classes, expected):
-    res = refine.sample(target(), method, 100, rng=torch.Generator().manual_seed(0), classes=classes, **METHOD_OPTIONS[method])
+    res = refine.sample(
+        target(), method, 100, rng=torch.Generator().manual_seed(0), classes=classes, **METHOD_OPTIONS[method]
+    )
     assert res.x.shape == (100, 2) and res.y.shape == (100,)
     assert {c: int((res.y == c).sum()) for c in range(K)} == {c: expected.get(c, 0) for c in range(K)}
     assert res.info["counts"] == {str(c): m for c, m in expected.items()}
@@ -142,8 +156,14 @@ class _Disc(nn.Module):
 def test_wrap_networks_with_either_label_convention(label):
     g = _Gen(label).eval()
     before = g.bn.running_mean.clone()
-    t = refine.wrap(g, latent_shape=2, num_classes=K, label=label, discriminator=_Disc().eval() if label == "index" else None,
-                    output="logit" if label == "index" else None)
+    t = refine.wrap(
+        g,
+        latent_shape=2,
+        num_classes=K,
+        label=label,
+        discriminator=_Disc().eval() if label == "index" else None,
+        output="logit" if label == "index" else None,
+    )
     assert torch.equal(g.bn.running_mean, before)  # the probe left the buffers alone
     if label == "index":
         res = refine.sample(t, "drs", 12, rng=torch.Generator().manual_seed(0), classes="balanced")
@@ -173,14 +193,21 @@ def test_wrap_refuses_what_does_not_fit():
     with pytest.raises(ConfigError, match="needs a density ratio"):
         refine.sample(refine.wrap(g_net, latent_shape=2, num_classes=K), "drs", 10)
     with pytest.raises(ConfigError, match="conditional"):
-        refine.sample(refine.wrap(lambda z: z, latent_shape=2, ratio=refine.FunctionRatio(lambda x: x[:, 0])), "drs", 10, classes=[0])
+        refine.sample(
+            refine.wrap(lambda z: z, latent_shape=2, ratio=refine.FunctionRatio(lambda x: x[:, 0])),
+            "drs",
+            10,
+            classes=[0],
+        )
     with pytest.raises(ConfigError):
         refine.sample(target(), "drs", 10, classes=[K])
 
 
 def test_conditional_discriminator_ratio_reads_the_logit():
     d = _Disc().eval()
-    r = ConditionalDiscriminatorRatio(lambda x, y: torch.sigmoid(d(x, y)), K, "prob", temperature=2.0)  # D(x, y) as a probability
+    r = ConditionalDiscriminatorRatio(
+        lambda x, y: torch.sigmoid(d(x, y)), K, "prob", temperature=2.0
+    )  # D(x, y) as a probability
     x, y = torch.randn(5, 2), torch.tensor([0, 1, 2, 1, 0])
     with torch.no_grad():
         assert torch.allclose(r.log_ratio(x, y), d(x, y) / 2.0, atol=1e-5)
@@ -190,7 +217,9 @@ def test_conditional_discriminator_ratio_reads_the_logit():
 def test_real_samples_are_split_by_label():
     real = torch.cat([MU[c] + 0.1 * torch.randn(40, 2, generator=torch.Generator().manual_seed(c)) for c in range(K)])
     real_y = torch.arange(K).repeat_interleave(40)
-    res = refine.sample(target(), "mh", 30, rng=torch.Generator().manual_seed(0), real=real, real_y=real_y, init="real", k=5)
+    res = refine.sample(
+        target(), "mh", 30, rng=torch.Generator().manual_seed(0), real=real, real_y=real_y, init="real", k=5
+    )
     assert {c: int((res.y == c).sum()) for c in range(K)} == {0: 10, 1: 10, 2: 10}
     with pytest.raises(RefineError):
         refine.sample(target(), "mh", 30, real=real, init="real", k=5)

@@ -1,4 +1,5 @@
 """Priors, the generator adapter, ratios and calibration, the latent target, checkpoints."""
+
 import math
 
 import numpy as np
@@ -59,9 +60,11 @@ def _miscalibrated_scores(n, rng):
     # True log ratio t; the discriminator reports 3 t + 1 (overconfident and biased).
     real = torch.randn(n, 1, generator=rng) * 0.5 + 0.5
     fake = torch.randn(n, 1, generator=rng)
+
     def true_log_ratio(x):
         x = x[:, 0]
         return (-0.5 * ((x - 0.5) / 0.5) ** 2 - math.log(0.5)) - (-0.5 * x**2)
+
     return real, fake, true_log_ratio
 
 
@@ -87,10 +90,20 @@ def test_calibration_stats_known_values():
 
 
 def test_checkpoint_round_trip(tmp_path, rng):
-    g_arch, d_arch = arch_config("mlp", in_dim=3, out_dim=2, hidden=8, depth=2), arch_config("mlp", in_dim=2, out_dim=1, hidden=8, depth=2)
+    g_arch, d_arch = (
+        arch_config("mlp", in_dim=3, out_dim=2, hidden=8, depth=2),
+        arch_config("mlp", in_dim=2, out_dim=1, hidden=8, depth=2),
+    )
     g, d = build_from_config(g_arch), build_from_config(d_arch)
-    save_gan(tmp_path / "g.pt", generator=g, generator_arch=g_arch, prior=UniformPrior((3,)), discriminator=d, discriminator_arch=d_arch,
-             meta={"tuple": (1, 2), "version": torch.__version__})
+    save_gan(
+        tmp_path / "g.pt",
+        generator=g,
+        generator_arch=g_arch,
+        prior=UniformPrior((3,)),
+        discriminator=d,
+        discriminator_arch=d_arch,
+        meta={"tuple": (1, 2), "version": torch.__version__},
+    )
     gan = load_gan(tmp_path / "g.pt")
     z = gan.generator.prior.sample(4, rng=rng)
     assert torch.equal(gan.generator(z), g(z)) and isinstance(gan.generator.prior, UniformPrior)

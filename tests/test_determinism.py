@@ -23,12 +23,12 @@ Batch size (``-o batch_size=``) changes the bits for every method except ``none`
   torch has no per-sample counter-based streams that would make chunks independent of each other.
 The results are equally valid samples for any batch size; only the bits differ.
 """
+
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,7 +40,7 @@ from refine.generator import LatentGenerator, NormalPrior
 from refine.io import save_discriminator_ratio, save_gan
 from refine.nets import arch_config, build_from_config
 from refine.ratio import DiscriminatorRatio
-from refine.samplers import SAMPLERS, get_sampler, list_samplers
+from refine.samplers import get_sampler, list_samplers
 from refine.target import LatentTarget
 from refine.train.toy2d import train_toy
 
@@ -67,7 +67,9 @@ D_ARCH = arch_config("mlp", in_dim=2, out_dim=1, hidden=16, depth=2)
 def _nets():
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return build_from_config(G_ARCH).eval().requires_grad_(False), build_from_config(D_ARCH).eval().requires_grad_(False)
+        return build_from_config(G_ARCH).eval().requires_grad_(False), build_from_config(D_ARCH).eval().requires_grad_(
+            False
+        )
 
 
 @pytest.fixture(scope="module")
@@ -165,13 +167,26 @@ def test_batch_size_invariance_is_as_documented(target, method):
             for o in outs[1:]:
                 torch.testing.assert_close(o, outs[0], rtol=1e-5, atol=1e-6)
     else:
-        assert not same, f"{method} is now batch-size invariant: add it to BATCH_INVARIANT and to the README's Guarantees"
+        assert not same, (
+            f"{method} is now batch-size invariant: add it to BATCH_INVARIANT and to the README's Guarantees"
+        )
 
 
 def test_training_is_deterministic():
     def weights():
-        run = train_toy("grid25", epochs=2, n_train=256, batch_size=64, hidden=8, depth=2, rng=torch.Generator().manual_seed(4), init_seed=4)
-        return [t.clone() for t in run.generator.net.state_dict().values()] + [t.clone() for t in run.discriminator.state_dict().values()]
+        run = train_toy(
+            "grid25",
+            epochs=2,
+            n_train=256,
+            batch_size=64,
+            hidden=8,
+            depth=2,
+            rng=torch.Generator().manual_seed(4),
+            init_seed=4,
+        )
+        return [t.clone() for t in run.generator.net.state_dict().values()] + [
+            t.clone() for t in run.discriminator.state_dict().values()
+        ]
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny networks: one thread is fastest
@@ -186,15 +201,45 @@ def test_training_is_deterministic():
 def test_refine_sample_is_identical_in_a_fresh_process(tmp_path):
     g, d = _nets()
     ckpt, ratio = tmp_path / "gan.pt", tmp_path / "ratio.pt"
-    save_gan(ckpt, generator=g, generator_arch=G_ARCH, prior=NormalPrior((2,)), discriminator=d, discriminator_arch=D_ARCH, meta={"dataset": "grid25"})
+    save_gan(
+        ckpt,
+        generator=g,
+        generator_arch=G_ARCH,
+        prior=NormalPrior((2,)),
+        discriminator=d,
+        discriminator_arch=D_ARCH,
+        meta={"dataset": "grid25"},
+    )
     save_discriminator_ratio(ratio, DiscriminatorRatio(d), D_ARCH)
-    args = ["sample", "--method", "sir", "-n", "200", "-o", "candidates=8", "--ckpt", str(ckpt), "--ratio", str(ratio), "--seed", "3",
-            "--device", "cpu", "--no-progress"]
+    args = [
+        "sample",
+        "--method",
+        "sir",
+        "-n",
+        "200",
+        "-o",
+        "candidates=8",
+        "--ckpt",
+        str(ckpt),
+        "--ratio",
+        str(ratio),
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     res = CliRunner().invoke(app, args + ["--out", str(tmp_path / "a")])
     assert res.exit_code == 0, res.output
     env = {**os.environ, "PYTHONHASHSEED": "12345", "MPLBACKEND": "Agg"}
     code = "import sys; from refine.cli import main; sys.argv = ['refine'] + sys.argv[1:]; main()"
-    proc = subprocess.run([sys.executable, "-c", code, *args, "--out", str(tmp_path / "b")], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args, "--out", str(tmp_path / "b")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     with np.load(tmp_path / "a" / "samples.npz") as a, np.load(tmp_path / "b" / "samples.npz") as b:
         assert a.files == b.files

@@ -1,4 +1,5 @@
 """Sharded sampling: the plan, the merge, and two CPU processes on the gloo backend."""
+
 import json
 import os
 import shutil
@@ -23,7 +24,21 @@ from refine.target import LatentTarget
 
 G_ARCH = arch_config("mlp", in_dim=2, out_dim=2, hidden=16, depth=2)
 D_ARCH = arch_config("mlp", in_dim=2, out_dim=1, hidden=16, depth=2)
-SAMPLE_ARGS = ["-m", "mh", "-n", "70", "-o", "k=4", "--device", "cpu", "--no-progress", "--shard-size", "25", "--seed", "3"]
+SAMPLE_ARGS = [
+    "-m",
+    "mh",
+    "-n",
+    "70",
+    "-o",
+    "k=4",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--shard-size",
+    "25",
+    "--seed",
+    "3",
+]
 
 
 def _nets():
@@ -33,7 +48,10 @@ def _nets():
 
 def _target():
     g, d = _nets()
-    return LatentTarget(LatentGenerator(g.eval().requires_grad_(False), NormalPrior((2,))), DiscriminatorRatio(d.eval().requires_grad_(False)))
+    return LatentTarget(
+        LatentGenerator(g.eval().requires_grad_(False), NormalPrior((2,))),
+        DiscriminatorRatio(d.eval().requires_grad_(False)),
+    )
 
 
 def _features(x):
@@ -55,7 +73,15 @@ def _free_ports(k: int = 1) -> list[int]:
 
 def _write_gan(path: Path) -> Path:
     g, d = _nets()
-    save_gan(path, generator=g, generator_arch=G_ARCH, prior=NormalPrior((2,)), discriminator=d, discriminator_arch=D_ARCH, meta={"dataset": "grid25"})
+    save_gan(
+        path,
+        generator=g,
+        generator_arch=G_ARCH,
+        prior=NormalPrior((2,)),
+        discriminator=d,
+        discriminator_arch=D_ARCH,
+        meta={"dataset": "grid25"},
+    )
     return path
 
 
@@ -68,7 +94,9 @@ def test_plan_covers_every_sample_once_with_distinct_deterministic_seeds():
     assert plan == rd.plan_shards(103, seed=5, world_size=4)
     assert rd.plan_shards(103, seed=6, world_size=4)[0].seed != plan[0].seed
     # A fixed shard size makes the plan independent of the number of processes.
-    assert rd.plan_shards(103, seed=5, world_size=1, shard_size=40) == rd.plan_shards(103, seed=5, world_size=3, shard_size=40)
+    assert rd.plan_shards(103, seed=5, world_size=1, shard_size=40) == rd.plan_shards(
+        103, seed=5, world_size=3, shard_size=40
+    )
     assert all(0 <= s.seed < 2**63 for s in plan)
 
 
@@ -95,8 +123,28 @@ def test_world_size_without_a_rendezvous_address_is_a_config_error(monkeypatch):
 
 
 def test_merge_info_sums_counts_and_weights_rates():
-    a = {"method": "rs", "n": 10, "proposals": 100, "accepted": 10, "acceptance_rate": 0.1, "g_evals": 150, "g_evals_per_sample": 15.0, "wall_time_s": 1.0, "shard": 0}
-    b = {"method": "rs", "n": 30, "proposals": 100, "accepted": 30, "acceptance_rate": 0.3, "g_evals": 150, "g_evals_per_sample": 5.0, "wall_time_s": 2.0, "shard": 1}
+    a = {
+        "method": "rs",
+        "n": 10,
+        "proposals": 100,
+        "accepted": 10,
+        "acceptance_rate": 0.1,
+        "g_evals": 150,
+        "g_evals_per_sample": 15.0,
+        "wall_time_s": 1.0,
+        "shard": 0,
+    }
+    b = {
+        "method": "rs",
+        "n": 30,
+        "proposals": 100,
+        "accepted": 30,
+        "acceptance_rate": 0.3,
+        "g_evals": 150,
+        "g_evals_per_sample": 5.0,
+        "wall_time_s": 2.0,
+        "shard": 1,
+    }
     m = rd.merge_info([a, b])
     assert m["method"] == "rs" and m["n"] == 40 and m["proposals"] == 200 and m["accepted"] == 40
     assert m["acceptance_rate"] == pytest.approx(40 / 200)
@@ -154,14 +202,31 @@ def test_cli_distributed_flag_runs_as_one_process(tmp_path, monkeypatch):
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     ckpt = _write_gan(tmp_path / "gan.pt")
-    r = CliRunner().invoke(app, ["sample", *SAMPLE_ARGS, "--ckpt", str(ckpt), "--out", str(tmp_path / "o"), "--distributed"])
+    r = CliRunner().invoke(
+        app, ["sample", *SAMPLE_ARGS, "--ckpt", str(ckpt), "--out", str(tmp_path / "o"), "--distributed"]
+    )
     assert r.exit_code == 0, r.output
     rec = json.loads((tmp_path / "o" / "run.json").read_text())
     assert rec["info"]["distributed"]["world_size"] == 1 and len(rec["info"]["distributed"]["shards"]) == 3
     assert np.load(tmp_path / "o" / "samples.npz")["x"].shape == (70, 2)
-    bad = CliRunner().invoke(app, ["sample", *SAMPLE_ARGS[:-4], "--shard-size", "0", "--ckpt", str(ckpt), "--out", str(tmp_path / "p"), "--distributed"])
+    bad = CliRunner().invoke(
+        app,
+        [
+            "sample",
+            *SAMPLE_ARGS[:-4],
+            "--shard-size",
+            "0",
+            "--ckpt",
+            str(ckpt),
+            "--out",
+            str(tmp_path / "p"),
+            "--distributed",
+        ],
+    )
     assert bad.exit_code == 2 and "shard size" in bad.output
-    no_images = CliRunner().invoke(app, ["sample", *SAMPLE_ARGS, "--ckpt", str(ckpt), "--out", str(tmp_path / "q"), "--feature-stats", "inception"])
+    no_images = CliRunner().invoke(
+        app, ["sample", *SAMPLE_ARGS, "--ckpt", str(ckpt), "--out", str(tmp_path / "q"), "--feature-stats", "inception"]
+    )
     assert no_images.exit_code == 2 and "image samples" in no_images.output
     assert not (tmp_path / "q" / "samples.npz").exists()
 
@@ -172,15 +237,29 @@ def test_chains_started_at_real_samples_get_their_shards_rows(tmp_path):
     sampler = get_sampler("mh", k=2, init="real")
     res = rd.sample_sharded(sampler, target, 30, seed=0, out=tmp_path, shard_size=12, real=real)
     plan = rd.plan_shards(30, seed=0, shard_size=12)
-    expect = torch.cat([sampler.sample(target, s.size, rng=torch.Generator().manual_seed(s.seed), real=real[s.start:s.start + s.size]).x for s in plan])
+    expect = torch.cat(
+        [
+            sampler.sample(
+                target, s.size, rng=torch.Generator().manual_seed(s.seed), real=real[s.start : s.start + s.size]
+            ).x
+            for s in plan
+        ]
+    )
     assert torch.equal(res.x, expect)
 
 
 # --------------------------------------------------------------------------- two processes, gloo
 def _worker(rank: int, world: int, ports: tuple, root: str, ckpt: str) -> None:
     torch.set_num_threads(1)
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(ports[0])})
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(ports[0]),
+        }
+    )
     # 1. The command line under two processes (it joins and leaves the group itself).
     from refine.cli import app
 
@@ -192,10 +271,28 @@ def _worker(rank: int, world: int, ports: tuple, root: str, ckpt: str) -> None:
     assert ctx.active and ctx.backend == "gloo" and ctx.world_size == world
     try:
         target = _target()
-        res = rd.sample_sharded(get_sampler("drs", burn_in=50), target, 50, seed=7, out=f"{root}/lib", ctx=ctx, shard_size=20, features=_features)
+        res = rd.sample_sharded(
+            get_sampler("drs", burn_in=50),
+            target,
+            50,
+            seed=7,
+            out=f"{root}/lib",
+            ctx=ctx,
+            shard_size=20,
+            features=_features,
+        )
         assert (res is None) == (rank != 0)
         # ... and a run in which rank 1 holds no shard (and no features) at all.
-        rd.sample_sharded(get_sampler("sir", candidates=3), target, 16, seed=1, out=f"{root}/one", ctx=ctx, shard_size=16, features=_features)
+        rd.sample_sharded(
+            get_sampler("sir", candidates=3),
+            target,
+            16,
+            seed=1,
+            out=f"{root}/one",
+            ctx=ctx,
+            shard_size=16,
+            features=_features,
+        )
     finally:
         ctx.close()
 
@@ -218,14 +315,18 @@ def test_two_gloo_processes_match_one_process(tmp_path):
 
     from refine.cli import app
 
-    r = CliRunner().invoke(app, ["sample", *SAMPLE_ARGS, "--ckpt", ckpt, "--out", str(tmp_path / "single"), "--distributed"])
+    r = CliRunner().invoke(
+        app, ["sample", *SAMPLE_ARGS, "--ckpt", ckpt, "--out", str(tmp_path / "single"), "--distributed"]
+    )
     assert r.exit_code == 0, r.output
     assert np.array_equal(np.load(tmp_path / "single" / "samples.npz")["x"], cli["x"])
 
     # The library run: same samples as one process, and statistics reduced across ranks equal
     # the statistics of all samples computed in one place.
     target = _target()
-    single = rd.sample_sharded(get_sampler("drs", burn_in=50), target, 50, seed=7, out=tmp_path / "lib1", shard_size=20, features=_features)
+    single = rd.sample_sharded(
+        get_sampler("drs", burn_in=50), target, 50, seed=7, out=tmp_path / "lib1", shard_size=20, features=_features
+    )
     merged = np.load(tmp_path / "lib" / "samples.npz")
     assert np.array_equal(merged["x"], single.x.numpy())
     mu, sigma = StatsAccumulator().update(_features(single.x)).compute()
@@ -246,8 +347,23 @@ def test_torchrun_two_processes_end_to_end(tmp_path):
     if torchrun is None:
         pytest.skip("torchrun is not installed")
     ckpt = str(_write_gan(tmp_path / "gan.pt"))
-    cmd = [torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_ports()[0]),
-           "-m", "refine", "sample", *SAMPLE_ARGS, "--ckpt", ckpt, "--out", str(tmp_path / "tr")]
+    cmd = [
+        torchrun,
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_ports()[0]),
+        "-m",
+        "refine",
+        "sample",
+        *SAMPLE_ARGS,
+        "--ckpt",
+        ckpt,
+        "--out",
+        str(tmp_path / "tr"),
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert p.returncode == 0, p.stderr[-2000:]
     x, _, infos = rd.load_shards(tmp_path / "tr", rd.plan_shards(70, seed=3, shard_size=25))

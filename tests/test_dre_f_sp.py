@@ -1,4 +1,5 @@
 """DRE-F-SP: the SP loss, the ratio head, the feature network and the ratio file."""
+
 from __future__ import annotations
 
 import math
@@ -40,7 +41,9 @@ def _discrete_case():
 def test_sp_loss_minimiser_is_the_true_ratio(lam):
     fake_idx, real_idx, true = _discrete_case()
     r = torch.ones(4, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([r], lr=1, max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-15, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [r], lr=1, max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-15, line_search_fn="strong_wolfe"
+    )
 
     def closure():
         opt.zero_grad()
@@ -80,7 +83,9 @@ def test_ratio_head_training_lowers_the_loss_and_recovers_the_ratio():
     # real ~ N(0.5, I), generated ~ N(0, I) in 8-D: log r(x) = 0.5 * sum(x) - 8 * 0.125
     f_real, f_fake = _gaussian_features(2000, 0.5, seed=1), _gaussian_features(2000, 0.0, seed=2)
     v_real, v_fake = _gaussian_features(1000, 0.5, seed=3), _gaussian_features(1000, 0.0, seed=4)
-    head, cfg, report = fit_ratio_head(f_real, f_fake, v_real, v_fake, lambdas=(0.0, 0.1), hidden=(32,), epochs=6, batch_size=128, rng=_rng(5))
+    head, cfg, report = fit_ratio_head(
+        f_real, f_fake, v_real, v_fake, lambdas=(0.0, 0.1), hidden=(32,), epochs=6, batch_size=128, rng=_rng(5)
+    )
     assert cfg["name"] == "ratio-head" and report["lambda"] in (0.0, 0.1)
     # validation SP loss of the constant ratio 1 is sigmoid(1) - softplus(1) + ... ; training must beat it
     ones_r, ones_f = torch.ones(len(v_real)), torch.ones(len(v_fake))
@@ -121,12 +126,21 @@ def test_train_feature_net_returns_a_frozen_classifier():
     g = _rng(0)
     labels = torch.arange(16) % 3
     x = torch.randint(0, 256, (16, 1, 16, 16), generator=g, dtype=torch.uint8)
-    net, report = train_feature_net(x, labels, arch=arch_config("resnet34-features", in_channels=1, **TINY_RESNET), epochs=1, batch_size=8,
-                                    val=(x, labels), rng=_rng(1))
+    net, report = train_feature_net(
+        x,
+        labels,
+        arch=arch_config("resnet34-features", in_channels=1, **TINY_RESNET),
+        epochs=1,
+        batch_size=8,
+        val=(x, labels),
+        rng=_rng(1),
+    )
     assert not net.training and not any(p.requires_grad for p in net.parameters())
     assert len(report["history"]) == 1 and math.isfinite(report["history"][0]["loss"]) and 0 <= report["val_acc"] <= 1
     with pytest.raises(refine.errors.DataError):  # labels beyond the classifier's classes
-        train_feature_net(x, labels + 5, arch=arch_config("resnet34-features", in_channels=1, **TINY_RESNET), epochs=1, batch_size=8)
+        train_feature_net(
+            x, labels + 5, arch=arch_config("resnet34-features", in_channels=1, **TINY_RESNET), epochs=1, batch_size=8
+        )
 
 
 # --------------------------------------------------------------------------- the ratio object and its file
@@ -161,8 +175,13 @@ def test_feature_ratio_resizes_other_image_sizes():
 def test_feature_sp_file_roundtrip(tmp_path):
     ratio = _tiny_ratio()
     path = tmp_path / "r.pt"
-    save_feature_ratio(path, ratio, feature_arch=arch_config("resnet34-features", in_channels=1, **TINY_RESNET),
-                       head_arch=arch_config("ratio-head", in_dim=8, hidden=[16], dropout=0.0), meta={"note": "test"})
+    save_feature_ratio(
+        path,
+        ratio,
+        feature_arch=arch_config("resnet34-features", in_channels=1, **TINY_RESNET),
+        head_arch=arch_config("ratio-head", in_dim=8, hidden=[16], dropout=0.0),
+        meta={"note": "test"},
+    )
     loaded = refine.load_ratio(path)
     assert isinstance(loaded, FeatureRatio) and loaded.differentiable
     x = torch.rand(4, 1, 28, 28) * 2 - 1
@@ -178,7 +197,11 @@ def test_feature_ratio_drives_the_samplers():
     """Rejection, MH and SIR take a DRE-F-SP ratio like any other; gradients reach z through it."""
     g = build("dcgan-g", image_size=28, channels=1, nz=8, width=4).eval()
     target = refine.wrap(g, latent_shape=(8, 1, 1), output_range="[-1,1]", ratio=_tiny_ratio())
-    for method, opts in (("rs", {"burn_in": 64, "batch_size": 64}), ("mh", {"k": 3, "batch_size": 64}), ("sir", {"candidates": 4})):
+    for method, opts in (
+        ("rs", {"burn_in": 64, "batch_size": 64}),
+        ("mh", {"k": 3, "batch_size": 64}),
+        ("sir", {"candidates": 4}),
+    ):
         res = refine.sample(target, method, n=8, rng=_rng(0), **opts)
         assert res.x.shape == (8, 1, 28, 28) and torch.isfinite(res.x).all()
     target.check_differentiable()

@@ -6,6 +6,7 @@ FID-Inception weights written to a temporary file and found through ``$REFINE_IN
 (the published weights are not available offline). Inception runs at 299x299, so it sees only a
 handful of images here; most checks use the classifier's feature space.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -44,7 +45,9 @@ def _isolated(monkeypatch, tmp_path, one_thread):
     """One thread (torch and BLAS), nothing downloaded, no Inception weights unless a test sets them, a private cache."""
     from threadpoolctl import threadpool_limits
 
-    limits = threadpool_limits(1)  # a 2048x2048 eigendecomposition on a shared CPU is far slower with contending BLAS threads
+    limits = threadpool_limits(
+        1
+    )  # a 2048x2048 eigendecomposition on a shared CPU is far slower with contending BLAS threads
 
     def no_download(*a, **k):
         raise AssertionError("a download was attempted")
@@ -74,7 +77,7 @@ def _digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     labels = (np.arange(n) % 10).astype(np.uint8)
     images = g.integers(0, 40, size=(n, 28, 28)).astype(np.uint8)
     for i, k in enumerate(labels):
-        images[i, 2 + 2 * k: 5 + 2 * k, 4:24] = 255
+        images[i, 2 + 2 * k : 5 + 2 * k, 4:24] = 255
     return images, labels
 
 
@@ -98,8 +101,16 @@ def gan(tmp_path_factory, mnist) -> Path:
         d_arch = arch_config("dcgan-d", image_size=28, channels=1, width=4, norm="none")
         G, D = build("dcgan-g", **g_arch["kwargs"]), build("dcgan-d", **d_arch["kwargs"])
     path = tmp_path_factory.mktemp("gan") / "g.pt"
-    save_gan(path, generator=G.eval(), generator_arch=g_arch, prior=NormalPrior((8, 1, 1)), discriminator=D.eval(), discriminator_arch=d_arch,
-             output_range="[-1,1]", meta={"dataset": f"mnist:{mnist}"})
+    save_gan(
+        path,
+        generator=G.eval(),
+        generator_arch=g_arch,
+        prior=NormalPrior((8, 1, 1)),
+        discriminator=D.eval(),
+        discriminator_arch=d_arch,
+        output_range="[-1,1]",
+        meta={"dataset": f"mnist:{mnist}"},
+    )
     return path
 
 
@@ -112,7 +123,9 @@ def classifier(tmp_path_factory, mnist) -> Path:
     torch.set_num_threads(1)
     train = load_images(f"mnist:{mnist}", split="train")
     arch = default_classifier_arch(1, 10, feature_dim=8, widths=(4, 4, 8, 8))
-    net, arch, report = train_classifier(train, arch=arch, epochs=1, batch_size=40, rng=torch.Generator().manual_seed(0))
+    net, arch, report = train_classifier(
+        train, arch=arch, epochs=1, batch_size=40, rng=torch.Generator().manual_seed(0)
+    )
     path = tmp_path_factory.mktemp("clf") / "clf.pt"
     save_classifier(path, net, arch, image_size=28, channels=1, classes=train.classes, meta={"dataset": "fake mnist"})
     return path
@@ -202,8 +215,25 @@ def test_samples_from_npz_and_from_a_png_folder_are_the_same_images(tmp_path):
 # --------------------------------------------------------------------------- the command
 def test_eval_generator_in_a_classifier_feature_space(gan, mnist, classifier, tmp_path):
     out = tmp_path / "ev"
-    common = ["eval", "--ckpt", gan, "--features", classifier, "-n", 24, "--is-splits", 2, "--batch-size", 16, "--device", "cpu", "--no-progress"]
-    code, text = _cli(*common, "--methods", "none,sir,drs", "-o", "sir.candidates=4", "-o", "drs.burn_in=64", "--out", out)
+    common = [
+        "eval",
+        "--ckpt",
+        gan,
+        "--features",
+        classifier,
+        "-n",
+        24,
+        "--is-splits",
+        2,
+        "--batch-size",
+        16,
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+    code, text = _cli(
+        *common, "--methods", "none,sir,drs", "-o", "sir.candidates=4", "-o", "drs.burn_in=64", "--out", out
+    )
     assert code == 0, text
     assert "Features: classifier resnet34-features 8-d features from clf.pt" in text
     record = json.loads((out / "eval.json").read_text())
@@ -211,11 +241,22 @@ def test_eval_generator_in_a_classifier_feature_space(gan, mnist, classifier, tm
     assert list(rows) == ["none", "sir", "drs"]
     for r in rows.values():
         assert r["features"] == record["features"]["network"]
-        assert "fid" not in r and r["fd"] >= 0 and 1.0 <= r["is_mean"] <= 10.0 and 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1
+        assert (
+            "fid" not in r
+            and r["fd"] >= 0
+            and 1.0 <= r["is_mean"] <= 10.0
+            and 0 <= r["precision"] <= 1
+            and 0 <= r["recall"] <= 1
+        )
         assert r["n"] == 24 and r["g_evals_per_sample"] >= 1
     assert rows["sir"]["g_evals_per_sample"] == pytest.approx(4.0)
     ref = record["reference"]
-    assert ref["split"] == "test" and ref["n_fid"] == 40 and ref["n_prdc"] == 24 and ref["cache"]["statistics_hit"] is False
+    assert (
+        ref["split"] == "test"
+        and ref["n_fid"] == 40
+        and ref["n_prdc"] == 24
+        and ref["cache"]["statistics_hit"] is False
+    )
     assert (out / "eval.md").read_text().startswith("Features: ") and (out / "eval.png").stat().st_size > 1000
     # the raw generator's row is reproducible, and the second run reuses the cached real statistics
     code, text = _cli(*common, "--methods", "none", "--out", tmp_path / "again")
@@ -236,15 +277,45 @@ def test_eval_in_the_feature_space_of_a_dre_f_sp_ratio(gan, classifier, tmp_path
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         head = RatioHead(8, hidden=(4,)).eval()
-    save_feature_ratio(tmp_path / "r.pt", FeatureRatio(net, head, image_size=28), feature_arch=info["arch"],
-                       head_arch=arch_config("ratio-head", in_dim=8, hidden=[4], dropout=0.0), meta={"dataset": "fake mnist"})
+    save_feature_ratio(
+        tmp_path / "r.pt",
+        FeatureRatio(net, head, image_size=28),
+        feature_arch=info["arch"],
+        head_arch=arch_config("ratio-head", in_dim=8, hidden=[4], dropout=0.0),
+        meta={"dataset": "fake mnist"},
+    )
     out = tmp_path / "ev"
-    code, text = _cli("eval", "--ckpt", gan, "--ratio", tmp_path / "r.pt", "--features", tmp_path / "r.pt", "--methods", "none,sir",
-                      "-o", "sir.candidates=2", "-n", 12, "--is-splits", 2, "--device", "cpu", "--no-progress", "--out", out)
+    code, text = _cli(
+        "eval",
+        "--ckpt",
+        gan,
+        "--ratio",
+        tmp_path / "r.pt",
+        "--features",
+        tmp_path / "r.pt",
+        "--methods",
+        "none,sir",
+        "-o",
+        "sir.candidates=2",
+        "-n",
+        12,
+        "--is-splits",
+        2,
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        out,
+    )
     assert code == 0, text
     record = json.loads((out / "eval.json").read_text())
-    assert record["features"]["kind"] == "DRE-F-SP feature network" and "the ratio's own feature network" in record["features"]["network"]
-    assert [r["method"] for r in record["rows"]] == ["none", "sir"] and all(r["features"] == record["features"]["network"] for r in record["rows"])
+    assert (
+        record["features"]["kind"] == "DRE-F-SP feature network"
+        and "the ratio's own feature network" in record["features"]["network"]
+    )
+    assert [r["method"] for r in record["rows"]] == ["none", "sir"] and all(
+        r["features"] == record["features"]["network"] for r in record["rows"]
+    )
 
 
 def test_a_method_over_its_budget_is_a_row_not_the_end_of_the_table(mnist, classifier):
@@ -258,12 +329,22 @@ def test_a_method_over_its_budget_is_a_row_not_the_end_of_the_table(mnist, class
         def log_ratio(self, x):
             return 300.0 * x[:, 0, 0, 0]
 
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8, 28 * 28), torch.nn.Tanh(), torch.nn.Unflatten(1, (1, 28, 28)))
+    net = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(8, 28 * 28), torch.nn.Tanh(), torch.nn.Unflatten(1, (1, 28, 28))
+    )
     gen = LatentGenerator(net.eval().requires_grad_(False), "normal", latent_shape=(8,), output_range="[-1,1]")
     space = classifier_space(classifier)
     ref = real_reference(space, f"mnist:{mnist}", image_shape=(1, 28, 28), n_prdc=16)
-    rows = evaluate_methods(LatentTarget(gen, Sharp()), [("none", {}), ("rs", {"budget": 2.0, "burn_in": 64}), ("sir", {"candidates": 2})], 16,
-                            seed=0, space=space, reference=ref, output_range="[-1,1]", is_splits=2)
+    rows = evaluate_methods(
+        LatentTarget(gen, Sharp()),
+        [("none", {}), ("rs", {"budget": 2.0, "burn_in": 64}), ("sir", {"candidates": 2})],
+        16,
+        seed=0,
+        space=space,
+        reference=ref,
+        output_range="[-1,1]",
+        is_splits=2,
+    )
     assert [r["method"] for r in rows] == ["none", "rs", "sir"]
     assert "fd" not in rows[1] and "raise -o budget" in rows[1]["error"] and rows[0]["fd"] >= 0 and rows[2]["fd"] >= 0
     assert "| error |" in markdown_report(rows, space, ref).splitlines()[3]
@@ -272,7 +353,9 @@ def test_a_method_over_its_budget_is_a_row_not_the_end_of_the_table(mnist, class
 def test_eval_samples_route_npz_and_folder(gan, mnist, classifier, tmp_path):
     """refine sample -> samples.npz -> PNG files: both score identically; the real test images score FID 0."""
     s = tmp_path / "s"
-    code, text = _cli("sample", "--ckpt", gan, "--method", "none", "-n", 12, "--device", "cpu", "--out", s, "--no-progress")
+    code, text = _cli(
+        "sample", "--ckpt", gan, "--method", "none", "-n", 12, "--device", "cpu", "--out", s, "--no-progress"
+    )
     assert code == 0, text
     x8 = to_uint8(torch.from_numpy(np.load(s / "samples.npz")["x"]), "[-1,1]")
     _write_pngs(tmp_path / "png", x8)
@@ -280,12 +363,32 @@ def test_eval_samples_route_npz_and_folder(gan, mnist, classifier, tmp_path):
 
     _write_pngs(tmp_path / "real", load_images(f"mnist:{mnist}", split="test").images)
     out = tmp_path / "ev"
-    code, text = _cli("eval", "--samples", s / "samples.npz", "--samples", tmp_path / "png", "--samples", tmp_path / "real",
-                      "--data", f"mnist:{mnist}", "--features", classifier, "--is-splits", 2, "--device", "cpu", "--no-progress", "--out", out)
+    code, text = _cli(
+        "eval",
+        "--samples",
+        s / "samples.npz",
+        "--samples",
+        tmp_path / "png",
+        "--samples",
+        tmp_path / "real",
+        "--data",
+        f"mnist:{mnist}",
+        "--features",
+        classifier,
+        "--is-splits",
+        2,
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        out,
+    )
     assert code == 0, text
     rows = json.loads((out / "eval.json").read_text())["rows"]
     assert rows[0]["fd"] == pytest.approx(rows[1]["fd"], rel=1e-12, abs=1e-9)
-    assert rows[0]["precision"] == rows[1]["precision"] and rows[0]["is_mean"] == pytest.approx(rows[1]["is_mean"], rel=1e-12)
+    assert rows[0]["precision"] == rows[1]["precision"] and rows[0]["is_mean"] == pytest.approx(
+        rows[1]["is_mean"], rel=1e-12
+    )
     assert rows[2]["fd"] < 1e-6 * max(rows[0]["fd"], 1e-3) and rows[2]["precision"] == rows[2]["recall"] == 1.0
     assert (out / "eval.png").is_file()
 
@@ -303,8 +406,23 @@ def test_eval_with_inception_offline(inception_weights, tmp_path):
                 f.write(_idx(arr))
     _write_pngs(tmp_path / "png", torch.from_numpy(_digits(4, 1)[0])[:, None])
     out = tmp_path / "ev"
-    code, text = _cli("eval", "--samples", tmp_path / "png", "--data", f"mnist:{root}", "--is-splits", 2, "--batch-size", 4, "--no-cache",
-                      "--device", "cpu", "--no-progress", "--out", out)
+    code, text = _cli(
+        "eval",
+        "--samples",
+        tmp_path / "png",
+        "--data",
+        f"mnist:{root}",
+        "--is-splits",
+        2,
+        "--batch-size",
+        4,
+        "--no-cache",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        out,
+    )
     assert code == 0, text
     record = json.loads((out / "eval.json").read_text())
     f = record["features"]
@@ -312,48 +430,104 @@ def test_eval_with_inception_offline(inception_weights, tmp_path):
     assert "NOT the published weights" in f["network"] and "1008-way" in f["logits"]
     assert record["reference"]["n_fid"] == 4 and record["reference"]["cache"] == {"enabled": False}
     row = record["rows"][0]
-    assert record["reference"]["trace_sigma"] > 1e-2  # features far from zero (He initialisation): the FID below is zero, not tiny by scale
-    assert "fd" not in row and row["fid"] < 1e-6 * record["reference"]["trace_sigma"] and row["precision"] == row["recall"] == row["coverage"] == 1.0
+    assert (
+        record["reference"]["trace_sigma"] > 1e-2
+    )  # features far from zero (He initialisation): the FID below is zero, not tiny by scale
+    assert (
+        "fd" not in row
+        and row["fid"] < 1e-6 * record["reference"]["trace_sigma"]
+        and row["precision"] == row["recall"] == row["coverage"] == 1.0
+    )
     assert 1.0 <= row["is_mean"] <= 2.0 + 1e-9  # two splits of two images: at most 2 classes per split
 
 
 def test_missing_inception_weights_is_one_line(gan, tmp_path):
     out = tmp_path / "ev"
-    code, text = _cli("eval", "--ckpt", gan, "--methods", "none", "-n", 4, "--device", "cpu", "--no-progress", "--out", out)
+    code, text = _cli(
+        "eval", "--ckpt", gan, "--methods", "none", "-n", 4, "--device", "cpu", "--no-progress", "--out", out
+    )
     assert code == 2
     lines = [ln for ln in text.splitlines() if ln.strip()]
-    assert len(lines) == 1 and FID_WEIGHTS_FILE in lines[0] and WEIGHTS_ENV in lines[0] and "--features" in lines[0], text
+    assert len(lines) == 1 and FID_WEIGHTS_FILE in lines[0] and WEIGHTS_ENV in lines[0] and "--features" in lines[0], (
+        text
+    )
     assert "Traceback" not in text and not out.exists()
-    code, text = _cli("eval", "--ckpt", gan, "--methods", "none", "-n", 4, "--inception-weights", tmp_path / "nope.pth", "--no-progress")
+    code, text = _cli(
+        "eval",
+        "--ckpt",
+        gan,
+        "--methods",
+        "none",
+        "-n",
+        4,
+        "--inception-weights",
+        tmp_path / "nope.pth",
+        "--no-progress",
+    )
     assert code == 2 and FID_WEIGHTS_FILE in text and "nope.pth" in text
 
 
-@pytest.mark.parametrize("case", ["ratio-as-features", "gan-as-features", "bad-split", "image-samples-without-data", "2d-with-image-flags",
-                                  "too-few-for-is", "unknown-range", "threshold-on-images"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "ratio-as-features",
+        "gan-as-features",
+        "bad-split",
+        "image-samples-without-data",
+        "2d-with-image-flags",
+        "too-few-for-is",
+        "unknown-range",
+        "threshold-on-images",
+    ],
+)
 def test_image_eval_bad_inputs_are_one_line(case, gan, mnist, classifier, tmp_path):
-    from refine.io import save_discriminator_ratio, load_gan
+    from refine.io import load_gan, save_discriminator_ratio
 
     base = ["eval", "--device", "cpu", "--no-progress", "--out", tmp_path / "o"]
     if case == "ratio-as-features":
         loaded = load_gan(gan)
         save_discriminator_ratio(tmp_path / "r.pt", loaded.ratio, loaded.config["discriminator"]["arch"])
-        args, want = ["--ckpt", gan, "--methods", "none", "-n", 4, "--features", tmp_path / "r.pt"], "ratio file of kind 'discriminator'"
+        args, want = (
+            ["--ckpt", gan, "--methods", "none", "-n", 4, "--features", tmp_path / "r.pt"],
+            "ratio file of kind 'discriminator'",
+        )
     elif case == "gan-as-features":
         args, want = ["--ckpt", gan, "--methods", "none", "-n", 4, "--features", gan], "not a feature network"
     elif case == "bad-split":
-        args, want = ["--ckpt", gan, "--methods", "none", "-n", 4, "--features", classifier, "--split", "val"], "--split"
+        args, want = (
+            ["--ckpt", gan, "--methods", "none", "-n", 4, "--features", classifier, "--split", "val"],
+            "--split",
+        )
     elif case == "image-samples-without-data":
         np.savez(tmp_path / "s.npz", x=np.zeros((4, 1, 28, 28), np.float32))
         args, want = ["--samples", tmp_path / "s.npz", "--features", classifier], "NAME:ROOT"
     elif case == "2d-with-image-flags":
         args, want = ["--methods", "none", "-n", 10, "--features", classifier], "apply to image datasets"
     elif case == "threshold-on-images":
-        args, want = ["--ckpt", gan, "--methods", "none", "-n", 4, "--features", classifier, "--threshold", 2], "--threshold applies to 2-D"
+        args, want = (
+            ["--ckpt", gan, "--methods", "none", "-n", 4, "--features", classifier, "--threshold", 2],
+            "--threshold applies to 2-D",
+        )
     elif case == "too-few-for-is":
-        args, want = ["--ckpt", gan, "--methods", "none", "-n", 6, "--features", classifier], "splits needs at least 10 samples"
+        args, want = (
+            ["--ckpt", gan, "--methods", "none", "-n", 6, "--features", classifier],
+            "splits needs at least 10 samples",
+        )
     else:
         np.savez(tmp_path / "s.npz", x=np.zeros((4, 1, 28, 28), np.float32))
-        args, want = ["--samples", tmp_path / "s.npz", "--data", f"mnist:{mnist}", "--features", classifier, "--samples-range", "0..1"], "--samples-range"
+        args, want = (
+            [
+                "--samples",
+                tmp_path / "s.npz",
+                "--data",
+                f"mnist:{mnist}",
+                "--features",
+                classifier,
+                "--samples-range",
+                "0..1",
+            ],
+            "--samples-range",
+        )
     code, text = _cli(*base, *args)
     assert code == 2, text
     lines = [ln for ln in text.splitlines() if ln.strip()]
@@ -365,16 +539,40 @@ def test_train_classifier_entry_point(mnist, tmp_path, capsys):
     from refine.evaluate_images import _main
 
     out = tmp_path / "clf.pt"
-    assert _main(["train-classifier", "--data", f"mnist:{mnist}", "--out", str(out), "--epochs", "1", "--batch-size", "40", "--widths", "4,4,8,8",
-                  "--feature-dim", "8", "--device", "cpu"]) == 0
+    assert (
+        _main(
+            [
+                "train-classifier",
+                "--data",
+                f"mnist:{mnist}",
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "40",
+                "--widths",
+                "4,4,8,8",
+                "--feature-dim",
+                "8",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     space = classifier_space(out)
-    assert f"trained on mnist:{mnist}, held-out accuracy" in space.network and space.logits.endswith("10-way class logits")
+    assert f"trained on mnist:{mnist}, held-out accuracy" in space.network and space.logits.endswith(
+        "10-way class logits"
+    )
     assert _main(["train-classifier", "--data", f"mnist:{tmp_path / 'none'}", "--out", str(tmp_path / "x.pt")]) == 2
     assert "mnist root" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
 
 
 def test_feature_files_are_checked(tmp_path, classifier):
-    torch.save({"format": FEATURES_FORMAT, "version": 1, "arch": {"name": "mlp", "kwargs": {}}, "state": {}}, tmp_path / "f.pt")
+    torch.save(
+        {"format": FEATURES_FORMAT, "version": 1, "arch": {"name": "mlp", "kwargs": {}}, "state": {}}, tmp_path / "f.pt"
+    )
     with pytest.raises(CheckpointError):
         classifier_space(tmp_path / "f.pt")
     with pytest.raises(CheckpointError, match="does not exist"):
@@ -423,9 +621,30 @@ def test_eval_in_a_timm_space_with_local_weights_records_network_and_hash(mnist,
 
     _write_pngs(tmp_path / "real", load_images(f"mnist:{mnist}", split="test").images[:20])
     out = tmp_path / "ev"
-    code, text = _cli("eval", "--samples", tmp_path / "real", "--data", f"mnist:{mnist}", "--features", "timm:test_resnet",
-                      "--features-weights", timm_weights, "--metrics", "fid,kid,prdc", "--kid-subsets", 5, "--kid-subset-size", 10,
-                      "--batch-size", 20, "--device", "cpu", "--no-progress", "--out", out)
+    code, text = _cli(
+        "eval",
+        "--samples",
+        tmp_path / "real",
+        "--data",
+        f"mnist:{mnist}",
+        "--features",
+        "timm:test_resnet",
+        "--features-weights",
+        timm_weights,
+        "--metrics",
+        "fid,kid,prdc",
+        "--kid-subsets",
+        5,
+        "--kid-subset-size",
+        10,
+        "--batch-size",
+        20,
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        out,
+    )
     assert code == 0, text
     record = json.loads((out / "eval.json").read_text())
     sha = _sha256(timm_weights)
@@ -464,7 +683,17 @@ def test_ref_stats_file_in_pytorch_fid_format_gives_the_same_distance_as_the_dat
     stats = tmp_path / "elsewhere.npz"
     np.savez_compressed(stats, mu=ref.mu, sigma=ref.sigma)
     _write_pngs(tmp_path / "train", load_images(f"mnist:{mnist}", split="train").images[:30])
-    common = ["eval", "--samples", tmp_path / "train", "--features", classifier, "--device", "cpu", "--no-progress", "--no-cache"]
+    common = [
+        "eval",
+        "--samples",
+        tmp_path / "train",
+        "--features",
+        classifier,
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--no-cache",
+    ]
     code, text = _cli(*common, "--data", f"mnist:{mnist}", "--metrics", "fid", "--out", tmp_path / "a")
     assert code == 0, text
     code, text = _cli(*common, "--ref-stats", stats, "--metrics", "fid", "--out", tmp_path / "b")
@@ -472,7 +701,11 @@ def test_ref_stats_file_in_pytorch_fid_format_gives_the_same_distance_as_the_dat
     a, b = (json.loads((tmp_path / d / "eval.json").read_text()) for d in ("a", "b"))
     assert a["rows"][0]["fd"] > 0 and b["rows"][0]["fd"] == pytest.approx(a["rows"][0]["fd"], rel=1e-9)
     sf = b["reference"]["statistics_file"]
-    assert sf["sha256"] == _sha256(stats) and sf["path"] == str(stats.resolve()) and sf["format"] == "pytorch-fid (mu, sigma)"
+    assert (
+        sf["sha256"] == _sha256(stats)
+        and sf["path"] == str(stats.resolve())
+        and sf["format"] == "pytorch-fid (mu, sigma)"
+    )
     assert "elsewhere.npz" in text and _sha256(stats)[:12] in text
     code, text = _cli(*common, "--ref-stats", stats, "--metrics", "fid,kid")
     assert code == 2 and "--data" in text and len(text.strip().splitlines()) == 1, text
@@ -484,11 +717,40 @@ def test_ref_stats_file_in_pytorch_fid_format_gives_the_same_distance_as_the_dat
 def test_ref_stats_from_refine_sample_feature_stats(gan, mnist, classifier, tmp_path):
     """refine sample --feature-stats writes feature_stats.npz; refine eval --ref-stats reads it (here: samples against their own statistics)."""
     s = tmp_path / "s"
-    code, text = _cli("sample", "--ckpt", gan, "--method", "none", "-n", 16, "--device", "cpu", "--out", s, "--no-progress",
-                      "--feature-stats", classifier)
+    code, text = _cli(
+        "sample",
+        "--ckpt",
+        gan,
+        "--method",
+        "none",
+        "-n",
+        16,
+        "--device",
+        "cpu",
+        "--out",
+        s,
+        "--no-progress",
+        "--feature-stats",
+        classifier,
+    )
     assert code == 0, text
-    code, text = _cli("eval", "--samples", s / "samples.npz", "--ref-stats", s / "feature_stats.npz", "--features", classifier,
-                      "--metrics", "fid,is", "--is-splits", 2, "--device", "cpu", "--no-progress", "--json")
+    code, text = _cli(
+        "eval",
+        "--samples",
+        s / "samples.npz",
+        "--ref-stats",
+        s / "feature_stats.npz",
+        "--features",
+        classifier,
+        "--metrics",
+        "fid,is",
+        "--is-splits",
+        2,
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--json",
+    )
     assert code == 0, text
     (row,) = json.loads(text)
     assert row["fd"] < 1e-6 and row["is_mean"] >= 1.0  # the same samples, the same features: distance 0 up to rounding
@@ -500,17 +762,25 @@ def test_metrics_choose_what_is_computed(mnist, classifier, tmp_path):
     space = classifier_space(classifier)
     ref = real_reference(space, f"mnist:{mnist}", image_shape=(1, 28, 28), split="test", n_prdc=40, cache=None)
     x = load_images(f"mnist:{mnist}", split="train").images[:30]
-    only = score_images(space, x, ref, metrics=("kid",), kid_subsets=3, kid_subset_size=20, kid_rng=torch.Generator().manual_seed(0))
+    only = score_images(
+        space, x, ref, metrics=("kid",), kid_subsets=3, kid_subset_size=20, kid_rng=torch.Generator().manual_seed(0)
+    )
     assert set(only) == {"n", "kd_mean", "kd_std", "kid_subset_size", "kid_subsets"}
-    again = score_images(space, x, ref, metrics=("kid",), kid_subsets=3, kid_subset_size=20, kid_rng=torch.Generator().manual_seed(0))
+    again = score_images(
+        space, x, ref, metrics=("kid",), kid_subsets=3, kid_subset_size=20, kid_rng=torch.Generator().manual_seed(0)
+    )
     assert again == only
     default = score_images(space, x, ref, is_splits=2)
     assert {"fd", "is_mean", "precision", "coverage"} <= set(default) and "kd_mean" not in default
-    code, text = _cli("eval", "--samples", tmp_path, "--data", f"mnist:{mnist}", "--features", classifier, "--metrics", "fid,ssim")
+    code, text = _cli(
+        "eval", "--samples", tmp_path, "--data", f"mnist:{mnist}", "--features", classifier, "--metrics", "fid,ssim"
+    )
     assert code == 2 and "unknown metric" in text, text
 
 
-def test_png_samples_score_the_same_through_refine_and_through_pytorch_fid_and_torch_fidelity_statistics(mnist, classifier, tmp_path):
+def test_png_samples_score_the_same_through_refine_and_through_pytorch_fid_and_torch_fidelity_statistics(
+    mnist, classifier, tmp_path
+):
     """One folder of PNG files (what pytorch-fid and torch-fidelity read): refine eval's fd equals the distance that
     pytorch-fid's statistics (np.mean, np.cov(rowvar=False)) and torch-fidelity's (fid_features_to_statistics,
     fid_statistics_to_metric) give on the same features of the same decoded images."""
@@ -520,21 +790,37 @@ def test_png_samples_score_the_same_through_refine_and_through_pytorch_fid_and_t
     from refine.data.images import load_images
 
     _write_pngs(tmp_path / "png", load_images(f"mnist:{mnist}", split="train").images[:30])
-    code, text = _cli("eval", "--samples", tmp_path / "png", "--data", f"mnist:{mnist}", "--features", classifier, "--metrics", "fid",
-                      "--no-cache", "--device", "cpu", "--no-progress", "--json")
+    code, text = _cli(
+        "eval",
+        "--samples",
+        tmp_path / "png",
+        "--data",
+        f"mnist:{mnist}",
+        "--features",
+        classifier,
+        "--metrics",
+        "fid",
+        "--no-cache",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--json",
+    )
     assert code == 0, text
     ours = json.loads(text)[0]["fd"]
     space = classifier_space(classifier)
-    decoded = torch.from_numpy(np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / "png").glob("*.png"))]))[:, None]
+    decoded = torch.from_numpy(np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / "png").glob("*.png"))]))[
+        :, None
+    ]
     real = load_images(f"mnist:{mnist}", split="test").images
     f_fake, _ = space.extract(decoded)
     f_real, _ = space.extract(real)
     a, b = f_real.double().numpy(), f_fake.double().numpy()
     mu1, s1, mu2, s2 = np.mean(a, axis=0), np.cov(a, rowvar=False), np.mean(b, axis=0), np.cov(b, rowvar=False)
     diff = mu1 - mu2
-    from scipy import linalg
-
     import warnings
+
+    from scipy import linalg
 
     with warnings.catch_warnings():  # the 8-d features of a ReLU network are rank-deficient here; sqrtm then warns
         warnings.simplefilter("ignore", linalg.LinAlgWarning)
@@ -542,8 +828,9 @@ def test_png_samples_score_the_same_through_refine_and_through_pytorch_fid_and_t
     covmean = covmean[0] if isinstance(covmean, tuple) else covmean
     # a matrix square root of a singular product is accurate to about sqrt(eps) * |S| (1e-8 relative), hence rel=1e-6 below
     pytorch_fid_formula = float(diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2 * np.trace(np.real(covmean)))
-    fidelity = fid_statistics_to_metric(fid_features_to_statistics(f_real.double()), fid_features_to_statistics(f_fake.double()),
-                                        verbose=False)["frechet_inception_distance"]
+    fidelity = fid_statistics_to_metric(
+        fid_features_to_statistics(f_real.double()), fid_features_to_statistics(f_fake.double()), verbose=False
+    )["frechet_inception_distance"]
     assert ours > 0
     assert ours == pytest.approx(pytorch_fid_formula, rel=1e-6) and ours == pytest.approx(fidelity, rel=1e-6)
 
@@ -561,11 +848,26 @@ def test_inception_space_keys_are_fid_and_kid():
     real, fake = (torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8, generator=g) for _ in range(2))
     keyed = {}
     for short in ("inception", "classifier"):
-        space = FeatureSpace(short=short, network="stand-in", key="k", module=Pool().eval(), transform=lambda x: x, logits=None)
+        space = FeatureSpace(
+            short=short, network="stand-in", key="k", module=Pool().eval(), transform=lambda x: x, logits=None
+        )
         feats, _ = space.extract(real)
-        ref = RealReference(dataset="d", split="test", n=40, mu=feature_statistics(feats)[0], sigma=feature_statistics(feats)[1], features=feats,
-                            image_shape=(3, 8, 8), network="stand-in", preprocessing={}, cache={})
+        ref = RealReference(
+            dataset="d",
+            split="test",
+            n=40,
+            mu=feature_statistics(feats)[0],
+            sigma=feature_statistics(feats)[1],
+            features=feats,
+            image_shape=(3, 8, 8),
+            network="stand-in",
+            preprocessing={},
+            cache={},
+        )
         keyed[short] = score_images(space, fake, ref, metrics=("fid", "kid"), kid_subsets=2, kid_subset_size=20)
     assert {"fid", "kid_mean", "kid_std"} <= set(keyed["inception"]) and "fd" not in keyed["inception"]
     assert {"fd", "kd_mean", "kd_std"} <= set(keyed["classifier"]) and "fid" not in keyed["classifier"]
-    assert keyed["inception"]["fid"] == keyed["classifier"]["fd"] and keyed["inception"]["kid_mean"] == keyed["classifier"]["kd_mean"]
+    assert (
+        keyed["inception"]["fid"] == keyed["classifier"]["fd"]
+        and keyed["inception"]["kid_mean"] == keyed["classifier"]["kd_mean"]
+    )

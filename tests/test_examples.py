@@ -1,4 +1,5 @@
 """The scripts in examples/ run, quickly, and say what they claim."""
+
 import importlib.util
 import math
 from pathlib import Path

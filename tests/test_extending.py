@@ -1,6 +1,7 @@
 """Adding a method is one class and its registration: the CLI, sharded runs and the network
 checks follow what the class declares (``real_rows``, ``real_per_sample``,
 ``moves_in_data_space``), with nothing to edit elsewhere."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ from refine.cli import app
 from refine.cli.common import make_rng
 from refine.data.toy2d import get_mixture
 from refine.samplers import SAMPLERS
-from refine.samplers.base import SampleResult, Sampler, option
+from refine.samplers.base import Sampler, SampleResult, option
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,29 @@ class _StartAtReal(Sampler):
 def test_a_registered_method_gets_its_real_data_from_the_cli(tmp_path, monkeypatch):
     monkeypatch.setitem(SAMPLERS, _StartAtReal.name, _StartAtReal)
     out = tmp_path / "out"
-    res = CliRunner().invoke(app, ["sample", "-m", "start-at-real", "-o", "shift=0.25", "-n", "30", "--seed", "4", "--no-progress",
-                                   "--device", "cpu", "--out", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "sample",
+            "-m",
+            "start-at-real",
+            "-o",
+            "shift=0.25",
+            "-n",
+            "30",
+            "--seed",
+            "4",
+            "--no-progress",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
-    expected = get_mixture("grid25").sample(30, rng=make_rng(4 + 1_000_003)) + 0.25  # the CLI's held-out draw for seed 4
+    expected = (
+        get_mixture("grid25").sample(30, rng=make_rng(4 + 1_000_003)) + 0.25
+    )  # the CLI's held-out draw for seed 4
     with np.load(out / "samples.npz") as f:
         np.testing.assert_array_equal(f["x"], expected.numpy())
     record = json.loads((out / "run.json").read_text())

@@ -1,5 +1,6 @@
 """Foreign generators and discriminators: every route end to end, one-line mismatches, and
 files that would run code are refused without running it."""
+
 import hashlib
 import importlib
 import importlib.util
@@ -21,13 +22,13 @@ from typer.testing import CliRunner
 
 import refine
 from refine.cli import app
-from refine.errors import CheckpointError, ConfigError, NotDifferentiableError, ShapeError
+from refine.errors import CheckpointError, NotDifferentiableError
 from refine.foreign import _FixedBatch, check_gradients, detect_format, load_discriminator, load_generator, load_network
-from refine.samplers.base import SAMPLERS, SampleResult, Sampler
+from refine.samplers.base import SAMPLERS, Sampler, SampleResult
 
 runner = CliRunner()
 
-ARCH = '''
+ARCH = """
 import torch
 from torch import nn
 
@@ -65,7 +66,7 @@ def critic3():
 
 def two_scores():
     return Net(2, 2, 8)
-'''
+"""
 
 
 def invoke(*args):
@@ -102,15 +103,23 @@ def files(tmp_path_factory):
         torch.jit.trace(D, torch.randn(3, 2)).save(str(d / "D.ts"))
         torch.jit.script(mod.NoGrad(G)).save(str(d / "Gng.ts"))
         torch.export.save(torch.export.export(G, (torch.randn(16, 2),)), d / "G16.pt2")
-        torch.export.save(torch.export.export(D, (torch.randn(4, 2),), dynamic_shapes=({0: torch.export.Dim("b")},)), d / "D.pt2")
-        torch.export.save(torch.export.export(mod.NoGrad(G), (torch.randn(4, 2),), dynamic_shapes=({0: torch.export.Dim("b")},)), d / "Gng.pt2")
+        torch.export.save(
+            torch.export.export(D, (torch.randn(4, 2),), dynamic_shapes=({0: torch.export.Dim("b")},)), d / "D.pt2"
+        )
+        torch.export.save(
+            torch.export.export(mod.NoGrad(G), (torch.randn(4, 2),), dynamic_shapes=({0: torch.export.Dim("b")},)),
+            d / "Gng.pt2",
+        )
         torch.save(G, d / "whole.pt")
         safetensors.torch.save_file(G.state_dict(), str(d / "G.safetensors"))
         img = nn.Sequential(nn.Linear(4, 12), nn.Unflatten(1, (3, 2, 2)), nn.Tanh()).eval()
         torch.jit.script(img).save(str(d / "img.ts"))
-        refine.save_gan(d / "refine.pt", generator=refine.nets.build("mlp", in_dim=2, out_dim=2, hidden=4, depth=1),
-                        generator_arch={"name": "mlp", "kwargs": {"in_dim": 2, "out_dim": 2, "hidden": 4, "depth": 1}},
-                        prior=refine.NormalPrior((2,)))
+        refine.save_gan(
+            d / "refine.pt",
+            generator=refine.nets.build("mlp", in_dim=2, out_dim=2, hidden=4, depth=1),
+            generator_arch={"name": "mlp", "kwargs": {"in_dim": 2, "out_dim": 2, "hidden": 4, "depth": 1}},
+            prior=refine.NormalPrior((2,)),
+        )
         yield type("Files", (), {"dir": d, "G": G, "D": D, "mod": mod})
     finally:
         sys.path.remove(str(d))
@@ -124,9 +133,27 @@ def api_result(G, D, method, n, **opts):
 # --------------------------------------------------------------------------- routes end to end
 def test_state_dict_route_matches_the_python_api(files, tmp_path):
     d = files.dir
-    res, out = sample_cli(tmp_path, "--ckpt", d / "G.pt", "--arch", "tiny_arch:generator", "--latent-shape", 2,
-                          "--disc", d / "D.pt", "--disc-arch", f"{d / 'tiny_arch.py'}:critic", "--disc-output", "logit",
-                          "-m", "drs", "-o", "burn_in=256", "-n", 64)
+    res, out = sample_cli(
+        tmp_path,
+        "--ckpt",
+        d / "G.pt",
+        "--arch",
+        "tiny_arch:generator",
+        "--latent-shape",
+        2,
+        "--disc",
+        d / "D.pt",
+        "--disc-arch",
+        f"{d / 'tiny_arch.py'}:critic",
+        "--disc-output",
+        "logit",
+        "-m",
+        "drs",
+        "-o",
+        "burn_in=256",
+        "-n",
+        64,
+    )
     assert res.exit_code == 0, res.output
     x = load_x(out)
     assert torch.equal(x, api_result(files.G, files.D, "drs", 64, burn_in=256))
@@ -139,9 +166,32 @@ def test_state_dict_route_matches_the_python_api(files, tmp_path):
 
 def test_eval_runs_on_a_foreign_pair(files):
     d = files.dir
-    res = invoke("eval", "--ckpt", d / "G.pt", "--arch", "tiny_arch:generator", "--latent-shape", 2, "--disc", d / "D.ts", "--trust-code",
-                 "--disc-output", "logit", "--methods", "none,sir", "-o", "sir.candidates=4", "--data", "grid25", "-n", 100,
-                 "--json", "--no-progress", "--device", "cpu")
+    res = invoke(
+        "eval",
+        "--ckpt",
+        d / "G.pt",
+        "--arch",
+        "tiny_arch:generator",
+        "--latent-shape",
+        2,
+        "--disc",
+        d / "D.ts",
+        "--trust-code",
+        "--disc-output",
+        "logit",
+        "--methods",
+        "none,sir",
+        "-o",
+        "sir.candidates=4",
+        "--data",
+        "grid25",
+        "-n",
+        100,
+        "--json",
+        "--no-progress",
+        "--device",
+        "cpu",
+    )
     assert res.exit_code == 0, res.output
     rows = json.loads(res.output)
     assert [r["method"] for r in rows] == ["none", "sir"] and all(r["n"] == 100 for r in rows)
@@ -151,8 +201,23 @@ def test_fit_ratio_for_a_foreign_generator_then_sample_with_it(files, tmp_path):
     d = files.dir
     gen = ["--ckpt", d / "G.pt", "--arch", "tiny_arch:generator", "--latent-shape", 2]
     ratio = tmp_path / "ratio.pt"
-    res = invoke("fit-ratio", *gen, "--data", "grid25", "--epochs", 1, "--n-train", 1024, "--batch-size", 256,
-                 "--out", ratio, "--no-progress", "--device", "cpu")
+    res = invoke(
+        "fit-ratio",
+        *gen,
+        "--data",
+        "grid25",
+        "--epochs",
+        1,
+        "--n-train",
+        1024,
+        "--batch-size",
+        256,
+        "--out",
+        ratio,
+        "--no-progress",
+        "--device",
+        "cpu",
+    )
     assert res.exit_code == 0, res.output
     assert "a fresh discriminator" in res.output and ratio.exists()
     res, out = sample_cli(tmp_path, *gen, "--ratio", ratio, "-m", "sir", "-o", "candidates=4", "-n", 32)
@@ -162,23 +227,58 @@ def test_fit_ratio_for_a_foreign_generator_then_sample_with_it(files, tmp_path):
     assert ck["arch"] == "tiny_arch:generator" and ck["sha256"] == hashlib.sha256((d / "G.pt").read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("extra,needle", [
-    ([], "pass --data"),
-    (["--data", "grid25", "--disc", "{d}/D.pt", "--disc-arch", "tiny_arch:critic", "--disc-output", "logit"], "does not fine-tune a foreign --disc"),
-])
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        ([], "pass --data"),
+        (
+            ["--data", "grid25", "--disc", "{d}/D.pt", "--disc-arch", "tiny_arch:critic", "--disc-output", "logit"],
+            "does not fine-tune a foreign --disc",
+        ),
+    ],
+)
 def test_fit_ratio_foreign_errors(files, tmp_path, extra, needle):
     d = files.dir
     ratio = tmp_path / "ratio.pt"
-    res = invoke("fit-ratio", "--ckpt", d / "G.pt", "--arch", "tiny_arch:generator", "--latent-shape", 2,
-                 *[str(a).format(d=d) for a in extra], "--out", ratio, "--no-progress", "--device", "cpu")
+    res = invoke(
+        "fit-ratio",
+        "--ckpt",
+        d / "G.pt",
+        "--arch",
+        "tiny_arch:generator",
+        "--latent-shape",
+        2,
+        *[str(a).format(d=d) for a in extra],
+        "--out",
+        ratio,
+        "--no-progress",
+        "--device",
+        "cpu",
+    )
     assert res.exit_code == 2 and needle in res.output, res.output
     assert not ratio.exists()
 
 
 def test_torchscript_route(files, tmp_path):
     d = files.dir
-    res, out = sample_cli(tmp_path, "--ckpt", d / "G.ts", "--latent-shape", 2, "--disc", d / "D.ts", "--disc-output", "logit",
-                          "-m", "sir", "-o", "candidates=4", "-n", 40, "--trust-code")
+    res, out = sample_cli(
+        tmp_path,
+        "--ckpt",
+        d / "G.ts",
+        "--latent-shape",
+        2,
+        "--disc",
+        d / "D.ts",
+        "--disc-output",
+        "logit",
+        "-m",
+        "sir",
+        "-o",
+        "candidates=4",
+        "-n",
+        40,
+        "--trust-code",
+    )
     assert res.exit_code == 0, res.output
     assert torch.allclose(load_x(out), api_result(files.G, files.D, "sir", 40, candidates=4), atol=1e-6)
     assert json.loads((out / "run.json").read_text())["inputs"]["checkpoint"]["format"] == "torchscript"
@@ -187,8 +287,22 @@ def test_torchscript_route(files, tmp_path):
 def test_export_route_reads_the_latent_shape_and_chunks_a_fixed_batch(files, tmp_path):
     d = files.dir
     # G16.pt2 was exported for batches of exactly 16; 50 is not a multiple of 16
-    res, out = sample_cli(tmp_path, "--ckpt", d / "G16.pt2", "--disc", d / "D.pt2", "--disc-output", "logit", "-m", "sir",
-                          "-o", "candidates=3", "-n", 50, "--trust-code")
+    res, out = sample_cli(
+        tmp_path,
+        "--ckpt",
+        d / "G16.pt2",
+        "--disc",
+        d / "D.pt2",
+        "--disc-output",
+        "logit",
+        "-m",
+        "sir",
+        "-o",
+        "candidates=3",
+        "-n",
+        50,
+        "--trust-code",
+    )
     assert res.exit_code == 0, res.output
     assert torch.allclose(load_x(out), api_result(files.G, files.D, "sir", 50, candidates=3), atol=1e-6)
     ck = json.loads((out / "run.json").read_text())["inputs"]["checkpoint"]
@@ -220,9 +334,23 @@ def test_whole_module_pickle_is_refused_unless_allowed(files, tmp_path):
 
 def test_state_key_and_dataparallel_prefix(files, tmp_path):
     d = files.dir
-    res, _ = sample_cli(tmp_path, "--ckpt", d / "both.pt", "--arch", "tiny_arch:generator", "--latent-shape", 2, "-n", 10)
+    res, _ = sample_cli(
+        tmp_path, "--ckpt", d / "both.pt", "--arch", "tiny_arch:generator", "--latent-shape", 2, "-n", 10
+    )
     assert res.exit_code == 2 and "netG, netD" in res.output and "--state-key" in res.output
-    res, out = sample_cli(tmp_path, "--ckpt", d / "both.pt", "--arch", "tiny_arch:generator", "--state-key", "netG", "--latent-shape", 2, "-n", 10)
+    res, out = sample_cli(
+        tmp_path,
+        "--ckpt",
+        d / "both.pt",
+        "--arch",
+        "tiny_arch:generator",
+        "--state-key",
+        "netG",
+        "--latent-shape",
+        2,
+        "-n",
+        10,
+    )
     assert res.exit_code == 0, res.output
     loaded = load_network(d / "dp.pt", arch=files.mod.generator)
     assert "module." in loaded.provenance["notes"][0]
@@ -242,38 +370,140 @@ def test_python_loaders(files):
 
 def test_detect_format(files):
     d = files.dir
-    kinds = {"G.pt": "state_dict", "G.safetensors": "safetensors", "G.ts": "torchscript", "G16.pt2": "export", "whole.pt": "pickle",
-             "refine.pt": "refine", "tiny_arch.py": "unknown"}
+    kinds = {
+        "G.pt": "state_dict",
+        "G.safetensors": "safetensors",
+        "G.ts": "torchscript",
+        "G16.pt2": "export",
+        "whole.pt": "pickle",
+        "refine.pt": "refine",
+        "tiny_arch.py": "unknown",
+    }
     assert {name: detect_format(d / name) for name in kinds} == kinds
 
 
 # --------------------------------------------------------------------------- mismatches: one line each
-@pytest.mark.parametrize("args,needle", [
-    (["--ckpt", "{d}/G.pt", "--arch", "tiny_arch:generator", "--latent-shape", "3"], "its first layer is Linear(in_features=2)"),
-    (["--ckpt", "{d}/G.pt", "--arch", "tiny_arch:generator", "--latent-shape", "2", "--disc", "{d}/D3.pt", "--disc-arch", "tiny_arch:critic3",
-      "--disc-output", "logit", "-m", "sir"], "does not take the generator's samples of shape (N, 2)"),
-    (["--ckpt", "{d}/G.pt", "--arch", "tiny_arch:generator", "--latent-shape", "2", "--disc", "{d}/D2out.pt", "--disc-arch", "tiny_arch:two_scores",
-      "--disc-output", "logit", "-m", "sir"], "expected (2,) or (2, 1)"),
-    (["--ckpt", "{d}/img.ts", "--latent-shape", "4", "--trust-code"], "no output range was declared"),
-    (["--ckpt", "{d}/G.pt", "--latent-shape", "2"], "pass --arch package.module:factory"),
-    (["--ckpt", "{d}/G.pt", "--arch", "tiny_arch:generator", "--latent-shape", "2", "--disc", "{d}/D.pt", "--disc-arch", "tiny_arch:critic"], "--disc-output"),
-    (["--ckpt", "{d}/G.ts", "--latent-shape", "2", "--disc-output", "logit"], "pass its file with --disc"),
-    (["--ckpt", "{d}/G.ts", "--latent-shape", "2", "--disc", "{d}/D.ts", "--disc-output", "logit", "--ratio", "{d}/D.pt"], "pass one of them"),
-    (["--ckpt", "{d}/G.ts", "--latent-shape", "2"], "carries code"),
-    (["--ckpt", "{d}/G16.pt2"], "carries code"),
-    (["--ckpt", "{d}/G.safetensors", "--latent-shape", "2"], "pass --arch package.module:factory"),
-    (["--ckpt", "{d}/G.pt", "--arch", "tiny_arch:generator", "--arch-kwargs", '{{"h": 4}}', "--latent-shape", "2"], "[8, 2] in the file but [4, 2]"),
-    (["--ckpt", "{d}/G.pt", "--arch", "tiny_arch:generator", "--arch-kwargs", "{{h: 4}}", "--latent-shape", "2"], "is not JSON"),
-    (["--ckpt", "{d}/G.pt", "--arch", "tiny_arch:generator", "--arch-kwargs", '{{"width": 4}}', "--latent-shape", "2"], "does not take"),
-    (["--ckpt", "{d}/G.pt", "--arch", "tiny_arch:nope", "--latent-shape", "2"], "has no attribute 'nope'"),
-    (["--ckpt", "{d}/G.ts", "--trust-code"], "pass --latent-shape"),
-    (["--ckpt", "{d}/G.ts", "--latent-shape", "2", "--output-range", "0..1", "--trust-code"], "valid ranges"),
-    (["--ckpt", "{d}/G.ts", "--arch", "tiny_arch:generator", "--latent-shape", "2"], "holds its own architecture"),
-    (["--ckpt", "{d}/refine.pt", "--latent-shape", "2"], "drop --latent-shape"),
-    (["--ckpt", "{d}/refine.pt", "--arch", "tiny_arch:generator"], "drop --arch"),
-    (["--arch", "tiny_arch:generator", "--latent-shape", "2"], "pass its file with --ckpt"),
-    (["--ckpt", "{d}/tiny_arch.py", "--latent-shape", "2"], "not a file written by torch.save"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (
+            ["--ckpt", "{d}/G.pt", "--arch", "tiny_arch:generator", "--latent-shape", "3"],
+            "its first layer is Linear(in_features=2)",
+        ),
+        (
+            [
+                "--ckpt",
+                "{d}/G.pt",
+                "--arch",
+                "tiny_arch:generator",
+                "--latent-shape",
+                "2",
+                "--disc",
+                "{d}/D3.pt",
+                "--disc-arch",
+                "tiny_arch:critic3",
+                "--disc-output",
+                "logit",
+                "-m",
+                "sir",
+            ],
+            "does not take the generator's samples of shape (N, 2)",
+        ),
+        (
+            [
+                "--ckpt",
+                "{d}/G.pt",
+                "--arch",
+                "tiny_arch:generator",
+                "--latent-shape",
+                "2",
+                "--disc",
+                "{d}/D2out.pt",
+                "--disc-arch",
+                "tiny_arch:two_scores",
+                "--disc-output",
+                "logit",
+                "-m",
+                "sir",
+            ],
+            "expected (2,) or (2, 1)",
+        ),
+        (["--ckpt", "{d}/img.ts", "--latent-shape", "4", "--trust-code"], "no output range was declared"),
+        (["--ckpt", "{d}/G.pt", "--latent-shape", "2"], "pass --arch package.module:factory"),
+        (
+            [
+                "--ckpt",
+                "{d}/G.pt",
+                "--arch",
+                "tiny_arch:generator",
+                "--latent-shape",
+                "2",
+                "--disc",
+                "{d}/D.pt",
+                "--disc-arch",
+                "tiny_arch:critic",
+            ],
+            "--disc-output",
+        ),
+        (["--ckpt", "{d}/G.ts", "--latent-shape", "2", "--disc-output", "logit"], "pass its file with --disc"),
+        (
+            [
+                "--ckpt",
+                "{d}/G.ts",
+                "--latent-shape",
+                "2",
+                "--disc",
+                "{d}/D.ts",
+                "--disc-output",
+                "logit",
+                "--ratio",
+                "{d}/D.pt",
+            ],
+            "pass one of them",
+        ),
+        (["--ckpt", "{d}/G.ts", "--latent-shape", "2"], "carries code"),
+        (["--ckpt", "{d}/G16.pt2"], "carries code"),
+        (["--ckpt", "{d}/G.safetensors", "--latent-shape", "2"], "pass --arch package.module:factory"),
+        (
+            [
+                "--ckpt",
+                "{d}/G.pt",
+                "--arch",
+                "tiny_arch:generator",
+                "--arch-kwargs",
+                '{{"h": 4}}',
+                "--latent-shape",
+                "2",
+            ],
+            "[8, 2] in the file but [4, 2]",
+        ),
+        (
+            ["--ckpt", "{d}/G.pt", "--arch", "tiny_arch:generator", "--arch-kwargs", "{{h: 4}}", "--latent-shape", "2"],
+            "is not JSON",
+        ),
+        (
+            [
+                "--ckpt",
+                "{d}/G.pt",
+                "--arch",
+                "tiny_arch:generator",
+                "--arch-kwargs",
+                '{{"width": 4}}',
+                "--latent-shape",
+                "2",
+            ],
+            "does not take",
+        ),
+        (["--ckpt", "{d}/G.pt", "--arch", "tiny_arch:nope", "--latent-shape", "2"], "has no attribute 'nope'"),
+        (["--ckpt", "{d}/G.ts", "--trust-code"], "pass --latent-shape"),
+        (["--ckpt", "{d}/G.ts", "--latent-shape", "2", "--output-range", "0..1", "--trust-code"], "valid ranges"),
+        (["--ckpt", "{d}/G.ts", "--arch", "tiny_arch:generator", "--latent-shape", "2"], "holds its own architecture"),
+        (["--ckpt", "{d}/refine.pt", "--latent-shape", "2"], "drop --latent-shape"),
+        (["--ckpt", "{d}/refine.pt", "--arch", "tiny_arch:generator"], "drop --arch"),
+        (["--arch", "tiny_arch:generator", "--latent-shape", "2"], "pass its file with --ckpt"),
+        (["--ckpt", "{d}/tiny_arch.py", "--latent-shape", "2"], "not a file written by torch.save"),
+    ],
+)
 def test_mismatch_is_one_line_and_writes_nothing(files, tmp_path, args, needle):
     res, out = sample_cli(tmp_path, *[a.format(d=files.dir) for a in args], "-n", 16)
     assert res.exit_code == 2, res.output
@@ -317,11 +547,17 @@ def test_non_differentiable_generator_with_a_gradient_method(files, tmp_path, mo
     d = files.dir
     common = ["--latent-shape", "2", "--disc", d / "D.ts", "--disc-output", "logit", "-n", 8, "--trust-code"]
     res, out = sample_cli(tmp_path, "--ckpt", d / gen, *common, "-m", "gradprobe")
-    assert res.exit_code == 2 and "no gradient flows from the output of generator" in res.output and "gradprobe" in res.output, res.output
+    assert (
+        res.exit_code == 2
+        and "no gradient flows from the output of generator" in res.output
+        and "gradprobe" in res.output
+    ), res.output
     assert not (out / "samples.npz").exists()
     res, out = sample_cli(tmp_path, "--ckpt", d / gen, *common, "-m", "sir")  # gradient-free methods run on it
     assert res.exit_code == 0, res.output
-    res, out = sample_cli(tmp_path, "--ckpt", d / "G.ts", *common, "-m", "gradprobe")  # a differentiable TorchScript passes
+    res, out = sample_cli(
+        tmp_path, "--ckpt", d / "G.ts", *common, "-m", "gradprobe"
+    )  # a differentiable TorchScript passes
     assert res.exit_code == 0, res.output
 
 
@@ -329,8 +565,23 @@ def test_eval_checks_gradients_per_method(files, monkeypatch):
     monkeypatch.setitem(SAMPLERS, "gradprobe", _GradProbe)
     monkeypatch.setitem(SAMPLERS, "datagradprobe", _DataGradProbe)
     d = files.dir
-    common = ["eval", "--ckpt", d / "Gng.pt2", "--disc", d / "D.ts", "--disc-output", "logit", "--data", "grid25", "-n", 20, "--no-progress", "--device", "cpu",
-              "--trust-code"]
+    common = [
+        "eval",
+        "--ckpt",
+        d / "Gng.pt2",
+        "--disc",
+        d / "D.ts",
+        "--disc-output",
+        "logit",
+        "--data",
+        "grid25",
+        "-n",
+        20,
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--trust-code",
+    ]
     res = invoke(*common, "--methods", "none,datagradprobe")
     assert res.exit_code == 0, res.output
     res = invoke(*common, "--methods", "none,gradprobe")
@@ -383,8 +634,21 @@ def test_malicious_pickle_is_refused_and_writes_nothing(files, tmp_path, kind, r
         res, out = sample_cli(tmp_path, "--ckpt", bad, *extra, "--latent-shape", 2, "-n", 8)
         assert res.exit_code == 2 and "--trust-code" in res.output and "Traceback" not in res.output, res.output
         assert not (out / "samples.npz").exists()
-        res, _ = sample_cli(tmp_path, "--ckpt", files.dir / "G.pt", "--arch", "tiny_arch:generator", "--latent-shape", 2, "--disc", bad,
-                            "--disc-output", "logit", "-n", 8)
+        res, _ = sample_cli(
+            tmp_path,
+            "--ckpt",
+            files.dir / "G.pt",
+            "--arch",
+            "tiny_arch:generator",
+            "--latent-shape",
+            2,
+            "--disc",
+            bad,
+            "--disc-output",
+            "logit",
+            "-n",
+            8,
+        )
         assert res.exit_code == 2 and "--trust-code" in res.output
     assert not marker.exists()
     # the payload is live: unpickling it the unsafe way does create the file
@@ -447,19 +711,64 @@ def test_torchscript_is_code_and_is_refused_by_default(tmp_path, spelling):
 
 def test_safetensors_route_matches_the_state_dict_route(files, tmp_path):
     d = files.dir
-    res, out = sample_cli(tmp_path, "--ckpt", d / "G.safetensors", "--arch", "tiny_arch:generator", "--latent-shape", 2,
-                          "--disc", d / "D.pt", "--disc-arch", "tiny_arch:critic", "--disc-output", "logit", "-m", "sir", "-o", "candidates=4", "-n", 40)
+    res, out = sample_cli(
+        tmp_path,
+        "--ckpt",
+        d / "G.safetensors",
+        "--arch",
+        "tiny_arch:generator",
+        "--latent-shape",
+        2,
+        "--disc",
+        d / "D.pt",
+        "--disc-arch",
+        "tiny_arch:critic",
+        "--disc-output",
+        "logit",
+        "-m",
+        "sir",
+        "-o",
+        "candidates=4",
+        "-n",
+        40,
+    )
     assert res.exit_code == 0, res.output
     assert torch.equal(load_x(out), api_result(files.G, files.D, "sir", 40, candidates=4))
     ck = json.loads((out / "run.json").read_text())["inputs"]["checkpoint"]
-    assert ck["format"] == "safetensors" and ck["sha256"] == hashlib.sha256((d / "G.safetensors").read_bytes()).hexdigest()
-    res, out = sample_cli(tmp_path, "--ckpt", d / "G.safetensors", "--arch", "tiny_arch:generator", "--arch-kwargs", '{"h": 4}', "--latent-shape", 2, "-n", 8)
+    assert (
+        ck["format"] == "safetensors" and ck["sha256"] == hashlib.sha256((d / "G.safetensors").read_bytes()).hexdigest()
+    )
+    res, out = sample_cli(
+        tmp_path,
+        "--ckpt",
+        d / "G.safetensors",
+        "--arch",
+        "tiny_arch:generator",
+        "--arch-kwargs",
+        '{"h": 4}',
+        "--latent-shape",
+        2,
+        "-n",
+        8,
+    )
     assert res.exit_code == 2 and "[8, 2] in the file but [4, 2]" in res.output, res.output
 
 
 def test_an_architecture_larger_than_memory_is_refused_before_it_is_built(files, tmp_path):
     d = files.dir
-    res, out = sample_cli(tmp_path, "--ckpt", d / "G.pt", "--arch", "tiny_arch:generator", "--arch-kwargs", '{"h": 10000000000}', "--latent-shape", 2, "-n", 8)
+    res, out = sample_cli(
+        tmp_path,
+        "--ckpt",
+        d / "G.pt",
+        "--arch",
+        "tiny_arch:generator",
+        "--arch-kwargs",
+        '{"h": 10000000000}',
+        "--latent-shape",
+        2,
+        "-n",
+        8,
+    )
     assert res.exit_code == 2 and "more than fits in memory" in res.output, res.output
     assert not (out / "samples.npz").exists()
 
@@ -468,13 +777,17 @@ def test_an_architecture_larger_than_memory_is_refused_before_it_is_built(files,
 def test_export_program_is_code_and_is_refused_by_default(files, tmp_path, route):
     marker = tmp_path / "pwned"
     buf = io.BytesIO()
-    torch.export.save(torch.export.export(files.G, (torch.randn(4, 2),), dynamic_shapes=({0: torch.export.Dim("b")},)), buf)
+    torch.export.save(
+        torch.export.export(files.G, (torch.randn(4, 2),), dynamic_shapes=({0: torch.export.Dim("b")},)), buf
+    )
     pick = io.BytesIO()
     torch.save(_Touch(marker), pick)
     zin, out_buf = zipfile.ZipFile(io.BytesIO(buf.getvalue())), io.BytesIO()
     with zipfile.ZipFile(out_buf, "w", zipfile.ZIP_STORED) as zout:
         for info in zin.infolist():
-            zout.writestr(info, pick.getvalue() if info.filename.endswith("sample_inputs/model.pt") else zin.read(info.filename))
+            zout.writestr(
+                info, pick.getvalue() if info.filename.endswith("sample_inputs/model.pt") else zin.read(info.filename)
+            )
     path = tmp_path / "evil.pt2"
     path.write_bytes(out_buf.getvalue())
     if route == "python":

@@ -7,6 +7,7 @@ from the same features with pytorch-fid's statistics (read through its own image
 and torch-fidelity's statistics functions. The fake MNIST, the classifier feature space and
 the test isolation come from ``test_eval_images``.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_eval_images import _isolated, classifier, mnist  # noqa: F401 - fixtures shared with the eval tests
 from typer.testing import CliRunner
 
 from refine.cli import app
@@ -24,7 +26,6 @@ from refine.generator import NormalPrior
 from refine.io import save_gan
 from refine.nets import arch_config, build
 from refine.outputs import PngFolderWriter, Uint8NpzWriter
-from test_eval_images import _isolated, classifier, mnist  # noqa: F401 - fixtures shared with the eval tests
 
 runner = CliRunner()
 N = 24
@@ -48,8 +49,16 @@ def gan(tmp_path_factory, mnist) -> Path:  # noqa: F811
                 if w.dim() > 1:
                     w.normal_(0.0, 0.5)
     path = tmp_path_factory.mktemp("gan") / "g.pt"
-    save_gan(path, generator=G.eval(), generator_arch=g_arch, prior=NormalPrior((8, 1, 1)), discriminator=D.eval(), discriminator_arch=d_arch,
-             output_range="[-1,1]", meta={"dataset": f"mnist:{mnist}"})
+    save_gan(
+        path,
+        generator=G.eval(),
+        generator_arch=g_arch,
+        prior=NormalPrior((8, 1, 1)),
+        discriminator=D.eval(),
+        discriminator_arch=d_arch,
+        output_range="[-1,1]",
+        meta={"dataset": f"mnist:{mnist}"},
+    )
     return path
 
 
@@ -59,7 +68,24 @@ def drawn(gan, tmp_path_factory) -> dict[str, Path]:
     out = {}
     for fmt in ("npz", "npz-uint8", "png"):
         folder = tmp_path_factory.mktemp(fmt)
-        code, text = _cli("sample", "--ckpt", gan, "-m", "rs", "-n", N, "--seed", 5, "--format", fmt, "--device", "cpu", "--no-progress", "--out", folder)
+        code, text = _cli(
+            "sample",
+            "--ckpt",
+            gan,
+            "-m",
+            "rs",
+            "-n",
+            N,
+            "--seed",
+            5,
+            "--format",
+            fmt,
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out",
+            folder,
+        )
         assert code == 0, text
         out[fmt] = folder
     return out
@@ -123,14 +149,30 @@ def test_png_and_npz_uint8_score_the_same_through_refine_pytorch_fid_and_torch_f
 
     scores = {}
     for fmt, path in (("npz", "samples.npz"), ("npz-uint8", "samples_uint8.npz"), ("png", "samples")):
-        code, text = _cli("eval", "--samples", drawn[fmt] / path, "--data", f"mnist:{mnist}", "--features", classifier, "--metrics", "fid",
-                          "--no-cache", "--device", "cpu", "--no-progress", "--json")
+        code, text = _cli(
+            "eval",
+            "--samples",
+            drawn[fmt] / path,
+            "--data",
+            f"mnist:{mnist}",
+            "--features",
+            classifier,
+            "--metrics",
+            "fid",
+            "--no-cache",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--json",
+        )
         assert code == 0, text
         scores[fmt] = json.loads(text)[0]["fd"]
     assert scores["npz"] > 0
     # the same uint8 images (checked exactly above); float32 feature extraction may round differently with the
     # images' memory placement, which the small distance amplifies to about 1e-8 relative
-    assert scores["png"] == pytest.approx(scores["npz"], rel=1e-6) and scores["npz-uint8"] == pytest.approx(scores["npz"], rel=1e-6)
+    assert scores["png"] == pytest.approx(scores["npz"], rel=1e-6) and scores["npz-uint8"] == pytest.approx(
+        scores["npz"], rel=1e-6
+    )
 
     space = classifier_space(classifier)
     f_real = space.extract(load_images(f"mnist:{mnist}", split="test").images)[0].double()
@@ -140,19 +182,40 @@ def test_png_and_npz_uint8_score_the_same_through_refine_pytorch_fid_and_torch_f
     assert torch.equal(adm, png)
     f_fake = space.extract(png)[0].double()
     pytorch_fid = _pytorch_fid_distance(f_real.numpy(), f_fake.numpy())
-    fidelity = fid_statistics_to_metric(fid_features_to_statistics(f_real), fid_features_to_statistics(f_fake), verbose=False)["frechet_inception_distance"]
+    fidelity = fid_statistics_to_metric(
+        fid_features_to_statistics(f_real), fid_features_to_statistics(f_fake), verbose=False
+    )["frechet_inception_distance"]
     # the matrix square root of a singular product is accurate to about sqrt(eps) * |S| (1e-8 relative), hence rel=1e-6
     assert scores["png"] == pytest.approx(pytorch_fid, rel=1e-6) and scores["png"] == pytest.approx(fidelity, rel=1e-6)
 
 
 def test_image_formats_refuse_what_they_cannot_hold_before_writing(gan, tmp_path):
     out = tmp_path / "out"
-    code, text = _cli("sample", "-n", 10, "--format", "png", "--device", "cpu", "--no-progress", "--out", out)  # the shipped 2-D pair
+    code, text = _cli(
+        "sample", "-n", 10, "--format", "png", "--device", "cpu", "--no-progress", "--out", out
+    )  # the shipped 2-D pair
     assert code == 2 and "writes 8-bit images" in text and "shape (2,)" in text, text
     assert not out.exists() or not any(out.iterdir())
-    code, text = _cli("sample", "--ckpt", gan, "-n", 10, "--format", "jpeg", "--device", "cpu", "--no-progress", "--out", out)
+    code, text = _cli(
+        "sample", "--ckpt", gan, "-n", 10, "--format", "jpeg", "--device", "cpu", "--no-progress", "--out", out
+    )
     assert code == 2 and "unknown --format 'jpeg'" in text, text
-    code, text = _cli("sample", "--ckpt", gan, "-n", 10, "--format", "png", "--feature-stats", "inception", "--device", "cpu", "--no-progress", "--out", out)
+    code, text = _cli(
+        "sample",
+        "--ckpt",
+        gan,
+        "-n",
+        10,
+        "--format",
+        "png",
+        "--feature-stats",
+        "inception",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        out,
+    )
     assert code == 2 and "written by one process" in text, text
     assert not out.exists() or not any(out.iterdir())
 
@@ -175,8 +238,10 @@ def test_writers_stream_chunks_and_leave_nothing_when_aborted(tmp_path):
     np.testing.assert_array_equal(got, want)
     assert Image.open(tmp_path / "p" / "000000.png").mode == "RGB"
 
-    for make, path in ((lambda p: PngFolderWriter(p, 10, output_range="[-1,1]"), tmp_path / "q"),
-                       (lambda p: Uint8NpzWriter(p, 10, output_range="[-1,1]"), tmp_path / "q.npz")):
+    for make, path in (
+        (lambda p: PngFolderWriter(p, 10, output_range="[-1,1]"), tmp_path / "q"),
+        (lambda p: Uint8NpzWriter(p, 10, output_range="[-1,1]"), tmp_path / "q.npz"),
+    ):
         with pytest.raises(ValueError, match="declared"):
             with make(path) as w:
                 w.write(x=x[:4])  # 4 of the 10 declared rows, then close

@@ -1,4 +1,5 @@
 """Gradient refiners (DDLS, DCD, DGflow, DOT) and the Langevin engine they share."""
+
 import json
 import math
 
@@ -6,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
-from torch import nn
 from typer.testing import CliRunner
 
 import refine
@@ -92,7 +92,9 @@ def test_mala_on_a_uniform_prior_stays_in_the_box_and_ula_reflects():
     gen = LatentGenerator(lambda z: z.clone(), UniformPrior((2,)))
     target = LatentTarget(gen, FunctionRatio(lambda x: 3.0 * x.sum(1)))  # pushes against the upper walls
     for mala in (True, False):
-        res = refine.sample(target, "ddls", 500, rng=torch.Generator().manual_seed(0), step_size=0.1, steps=30, mala=mala)
+        res = refine.sample(
+            target, "ddls", 500, rng=torch.Generator().manual_seed(0), step_size=0.1, steps=30, mala=mala
+        )
         assert res.z.min() >= -1 and res.z.max() <= 1
         assert res.z.mean() > 0.2  # moved toward the high-ratio corner
 
@@ -137,7 +139,9 @@ def test_dot_decreases_its_objective(space):
     """With k_eff below the ratio's slope, transport pays almost everywhere: the objective falls."""
     target = quadratic_target()
     k = 0.2
-    res = refine.sample(target, "dot", 300, rng=torch.Generator().manual_seed(2), steps=30, step_size=0.01, space=space, k_eff=k)
+    res = refine.sample(
+        target, "dot", 300, rng=torch.Generator().manual_seed(2), steps=30, step_size=0.01, space=space, k_eff=k
+    )
     info = res.info
     assert info["objective_end_mean"] < info["objective_start_mean"]
     if space == "target":
@@ -157,11 +161,22 @@ def test_info_counts_passes_per_sample():
     r = refine.sample(target, "ddls", n, rng=torch.Generator().manual_seed(0), steps=steps, batch_size=3)  # 4 chunks
     assert r.x.shape == (n, 2) and r.z.shape == (n, 2)
     i = r.info
-    assert i["g_evals_per_sample"] == i["d_evals_per_sample"] == i["g_backward_per_sample"] == i["d_backward_per_sample"] == steps + 1
+    assert (
+        i["g_evals_per_sample"]
+        == i["d_evals_per_sample"]
+        == i["g_backward_per_sample"]
+        == i["d_backward_per_sample"]
+        == steps + 1
+    )
     r = refine.sample(target, "dcd", n, rng=torch.Generator().manual_seed(0), steps=steps, batch_size=3)
     assert r.x.shape == (n, 2) and r.z is None
     i = r.info
-    assert i["space"] == "data" and i["g_evals_per_sample"] == 1 and i["g_backward"] == 0 and i["d_backward_per_sample"] == steps + 1
+    assert (
+        i["space"] == "data"
+        and i["g_evals_per_sample"] == 1
+        and i["g_backward"] == 0
+        and i["d_backward_per_sample"] == steps + 1
+    )
     r = refine.sample(target, "dot", n, rng=torch.Generator().manual_seed(0), steps=steps, pairs=20)
     assert r.info["d_evals"] == n * (steps + 1) + 40 and r.info["g_evals"] == n + 40
     r = refine.sample(target, "ddls", n, rng=torch.Generator().manual_seed(0), steps=steps, mala=True)
@@ -224,23 +239,26 @@ def test_non_differentiable_inputs_fail_up_front(key):
             assert torch.isfinite(res.x).all()
 
 
-@pytest.mark.parametrize("method, opts, needle", [
-    ("ddls", {"step_size": 0}, "step_size"),
-    ("ddls", {"step_size": -1e-3}, "step_size"),
-    ("ddls", {"steps": 0}, "steps"),
-    ("ddls", {"decay": 1.5}, "decay"),
-    ("ddls", {"clip": -1}, "clip"),
-    ("ddls", {"temperature": 0}, "temperature"),
-    ("ddls", {"mala": True, "noise_scale": 0}, "mala"),
-    ("ddls", {"batch_size": 0}, "batch_size"),
-    ("ddls", {"stepsize": 0.1}, "stepsize"),
-    ("dgflow", {"divergence": "TV"}, "divergence"),
-    ("dcd", {"space": "pixel"}, "space"),
-    ("dcd", {"finetune": -1}, "finetune"),
-    ("dot", {"mala": True, "noise_scale": 1.0}, "mala"),
-    ("dot", {"pairs": 0}, "pairs"),
-    ("dot", {"k_eff": 0}, "k_eff"),
-])
+@pytest.mark.parametrize(
+    "method, opts, needle",
+    [
+        ("ddls", {"step_size": 0}, "step_size"),
+        ("ddls", {"step_size": -1e-3}, "step_size"),
+        ("ddls", {"steps": 0}, "steps"),
+        ("ddls", {"decay": 1.5}, "decay"),
+        ("ddls", {"clip": -1}, "clip"),
+        ("ddls", {"temperature": 0}, "temperature"),
+        ("ddls", {"mala": True, "noise_scale": 0}, "mala"),
+        ("ddls", {"batch_size": 0}, "batch_size"),
+        ("ddls", {"stepsize": 0.1}, "stepsize"),
+        ("dgflow", {"divergence": "TV"}, "divergence"),
+        ("dcd", {"space": "pixel"}, "space"),
+        ("dcd", {"finetune": -1}, "finetune"),
+        ("dot", {"mala": True, "noise_scale": 1.0}, "mala"),
+        ("dot", {"pairs": 0}, "pairs"),
+        ("dot", {"k_eff": 0}, "k_eff"),
+    ],
+)
 def test_bad_options_name_the_cause(method, opts, needle):
     with pytest.raises(ConfigError, match=needle):
         get_sampler(method, **opts)
@@ -248,7 +266,10 @@ def test_bad_options_name_the_cause(method, opts, needle):
 
 def test_nan_scores_are_an_error_naming_the_step():
     g, _ = tiny_nets()
-    target = LatentTarget(LatentGenerator(g, NormalPrior((2,))), FunctionRatio(lambda x: torch.where(x[:, 0] > -1e9, x[:, 0] * float("nan"), x[:, 0])))
+    target = LatentTarget(
+        LatentGenerator(g, NormalPrior((2,))),
+        FunctionRatio(lambda x: torch.where(x[:, 0] > -1e9, x[:, 0] * float("nan"), x[:, 0])),
+    )
     with pytest.raises(NonFiniteError, match="step 0"):
         get_sampler("ddls", steps=3).sample(target, 10, rng=torch.Generator().manual_seed(0))
     with pytest.raises(refine.errors.RefineError):  # the API's up-front check may catch it first
@@ -262,7 +283,17 @@ def test_dcd_finetuning_uses_a_copy_and_needs_real_samples():
     with pytest.raises(ConfigError, match="real"):
         refine.sample(target, "dcd", 10, rng=torch.Generator().manual_seed(0), steps=2, finetune=2)
     real = torch.randn(64, 2, generator=torch.Generator().manual_seed(1)) + 2
-    res = refine.sample(target, "dcd", 10, rng=torch.Generator().manual_seed(0), steps=2, finetune=3, finetune_batch=16, finetune_steps=2, real=real)
+    res = refine.sample(
+        target,
+        "dcd",
+        10,
+        rng=torch.Generator().manual_seed(0),
+        steps=2,
+        finetune=3,
+        finetune_batch=16,
+        finetune_steps=2,
+        real=real,
+    )
     assert res.info["finetune"]["iterations"] == 3
     assert res.info["d_evals"] > 10 * 3  # the fine-tuning passes are counted
     assert all(torch.equal(before[k], v) for k, v in d.state_dict().items())
@@ -280,8 +311,25 @@ def test_cli_sample_and_list_with_gradient_methods(tmp_path):
         assert f"  {name} " in res.output
     assert "[gradients]" in res.output
     out = tmp_path / "ddls"
-    res = runner.invoke(app, ["sample", "--method", "ddls", "-n", "50", "-o", "steps=3", "-o", "mala=true", "--device", "cpu", "--out", str(out),
-                              "--no-progress"])
+    res = runner.invoke(
+        app,
+        [
+            "sample",
+            "--method",
+            "ddls",
+            "-n",
+            "50",
+            "-o",
+            "steps=3",
+            "-o",
+            "mala=true",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 0, res.output
     record = json.loads((out / "run.json").read_text())
     assert record["info"]["method"] == "ddls" and record["info"]["g_backward_per_sample"] == 4
@@ -290,7 +338,21 @@ def test_cli_sample_and_list_with_gradient_methods(tmp_path):
 
 
 def test_cli_bad_gradient_option_is_one_line(tmp_path):
-    res = runner.invoke(app, ["sample", "--method", "dgflow", "-o", "step_size=-1", "--device", "cpu", "--out", str(tmp_path / "x"), "--no-progress"])
+    res = runner.invoke(
+        app,
+        [
+            "sample",
+            "--method",
+            "dgflow",
+            "-o",
+            "step_size=-1",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "x"),
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 2
     assert "step_size" in res.output and "Traceback" not in res.output
     assert len(res.output.strip().splitlines()) == 1
@@ -300,12 +362,25 @@ def test_dot_sphere_keeps_each_latent_norm():
     """Latent DOT with sphere=True moves z along the sphere through it (each sample's own norm)."""
     target = quadratic_target()
     n = 200
-    res = refine.sample(target, "dot", n, rng=torch.Generator().manual_seed(6), space="latent", sphere=True, k_eff=0.2, steps=30,
-                        step_size=0.002)
-    z0 = target.prior.sample(n, rng=torch.Generator().manual_seed(6))  # the starting latents (k_eff given: no pairs drawn first)
+    res = refine.sample(
+        target,
+        "dot",
+        n,
+        rng=torch.Generator().manual_seed(6),
+        space="latent",
+        sphere=True,
+        k_eff=0.2,
+        steps=30,
+        step_size=0.002,
+    )
+    z0 = target.prior.sample(
+        n, rng=torch.Generator().manual_seed(6)
+    )  # the starting latents (k_eff given: no pairs drawn first)
     moved = (res.z - z0).norm(dim=1)
     assert moved.mean() > 0.01
     # a tangent step of length h changes the norm by at most h^2 / (2 ||z||); 30 steps of length <= (eps/2)(|grad|/k + 1)
     assert ((res.z.norm(dim=1) - z0.norm(dim=1)).abs() < 0.1 * moved + 1e-3).float().mean() > 0.95
-    free = refine.sample(target, "dot", n, rng=torch.Generator().manual_seed(6), space="latent", k_eff=0.2, steps=30, step_size=0.002)
+    free = refine.sample(
+        target, "dot", n, rng=torch.Generator().manual_seed(6), space="latent", k_eff=0.2, steps=30, step_size=0.002
+    )
     assert (free.z.norm(dim=1) - z0.norm(dim=1)).abs().mean() > 5 * (res.z.norm(dim=1) - z0.norm(dim=1)).abs().mean()

@@ -14,6 +14,7 @@ forged file) must take the code-2 branch. The default run tries a few hundred ca
 run (``pytest -m slow``) more than a thousand. Further tests: a finished run survives any failed
 run into its folder byte for byte, and a folder another run is writing is refused.
 """
+
 from __future__ import annotations
 
 import io
@@ -46,15 +47,29 @@ from refine.validate import MAX_SAMPLES, MAX_SEED
 G_ARCH = arch_config("mlp", in_dim=2, out_dim=2, hidden=8, depth=1)
 D_ARCH = arch_config("mlp", in_dim=2, out_dim=1, hidden=8, depth=1)
 #: proposal methods are cheap at n=20; gradient methods run 2 steps so a valid case stays quick
-METHODS = {"none": [], "rs": ["burn_in=200"], "drs": ["burn_in=200"], "sir": ["candidates=4"], "mh": ["k=4"],
-           "ddls": ["steps=2"], "dgflow": ["steps=2"], "dot": ["steps=2", "pairs=10"], "dcd": ["steps=2"]}
+METHODS = {
+    "none": [],
+    "rs": ["burn_in=200"],
+    "drs": ["burn_in=200"],
+    "sir": ["candidates=4"],
+    "mh": ["k=4"],
+    "ddls": ["steps=2"],
+    "dgflow": ["steps=2"],
+    "dot": ["steps=2", "pairs=10"],
+    "dcd": ["steps=2"],
+}
 DEFAULT_CASES = 150
 SLOW_CASES = 400
 
 
 def _settings(n: int):
-    return settings(max_examples=n, derandomize=True, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
+    return settings(
+        max_examples=n,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +78,15 @@ def world(tmp_path_factory):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         g, d = build_from_config(G_ARCH), build_from_config(D_ARCH)
-    save_gan(root / "gan.pt", generator=g, generator_arch=G_ARCH, prior=NormalPrior((2,)), discriminator=d,
-             discriminator_arch=D_ARCH, meta={"dataset": "grid25"})
+    save_gan(
+        root / "gan.pt",
+        generator=g,
+        generator_arch=G_ARCH,
+        prior=NormalPrior((2,)),
+        discriminator=d,
+        discriminator_arch=D_ARCH,
+        meta={"dataset": "grid25"},
+    )
     save_discriminator_ratio(root / "ratio.pt", DiscriminatorRatio(d), D_ARCH)
     x = np.random.default_rng(0).normal(size=(200, 2)).astype(np.float32)
     np.savez(root / "samples.npz", x=x)
@@ -88,7 +110,12 @@ _LOG = os.environ.get("REFINE_HOSTILE_LOG")
 def _log(kind: str, code: int) -> None:
     if _LOG:
         with open(_LOG, "a") as f:
-            f.write(json.dumps({"test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0], "kind": kind, "exit": code}) + "\n")
+            f.write(
+                json.dumps(
+                    {"test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0], "kind": kind, "exit": code}
+                )
+                + "\n"
+            )
 
 
 def _run(argv: list[str], *, watch: Path, out: Path, n: int | None = None, must_fail: bool) -> int:
@@ -99,7 +126,9 @@ def _run(argv: list[str], *, watch: Path, out: Path, n: int | None = None, must_
     text = res.output
     assert "Traceback" not in text, text
     if not (isinstance(res.exception, SystemExit) or res.exception is None):
-        raise AssertionError(f"{shlex.join(argv)[-300:]}: " + "".join(traceback.format_exception(res.exception))[-1500:])
+        raise AssertionError(
+            f"{shlex.join(argv)[-300:]}: " + "".join(traceback.format_exception(res.exception))[-1500:]
+        )
     assert res.exit_code in (0, 2), (argv, res.exit_code, text)
     if res.exit_code == 2:
         lines = [ln for ln in text.splitlines() if ln.strip()]
@@ -139,10 +168,12 @@ def _not_number(s: str) -> bool:
     return False
 
 
-bad_n = st.one_of(st.integers(max_value=0), st.integers(min_value=MAX_SAMPLES + 1, max_value=10**30),
-                  _TEXT.filter(_not_int)).map(str)
-bad_seed = st.one_of(st.integers(max_value=-1), st.integers(min_value=MAX_SEED + 1, max_value=2**80),
-                     _TEXT.filter(_not_int)).map(str)
+bad_n = st.one_of(
+    st.integers(max_value=0), st.integers(min_value=MAX_SAMPLES + 1, max_value=10**30), _TEXT.filter(_not_int)
+).map(str)
+bad_seed = st.one_of(
+    st.integers(max_value=-1), st.integers(min_value=MAX_SEED + 1, max_value=2**80), _TEXT.filter(_not_int)
+).map(str)
 bad_method = _TEXT.filter(lambda s: s.strip() not in SAMPLERS and not s.startswith("-"))
 
 
@@ -158,7 +189,9 @@ def bad_option(draw, method: str):
     key = draw(st.sampled_from(sorted(opts)))
     typ = str(opts[key].get("type", ""))
     if "int" in typ:
-        value = draw(st.one_of(st.integers(max_value=-1).map(str), st.sampled_from(["nan", "inf", "1.5", "ten", "1e400"])))
+        value = draw(
+            st.one_of(st.integers(max_value=-1).map(str), st.sampled_from(["nan", "inf", "1.5", "ten", "1e400"]))
+        )
         return f"{key}={value}", True
     if "float" in typ:
         value = draw(st.one_of(st.sampled_from(["nan", "inf", "-inf", "NaN", "-1e400"]), _TEXT.filter(_not_number)))
@@ -172,7 +205,9 @@ def hostile_sample_line(draw):
     argv = {"-n": "20", "--seed": "0", "-m": method}
     options = list(METHODS[method])
     must_fail = False
-    for what in draw(st.lists(st.sampled_from(["n", "seed", "method", "option", "device"]), min_size=1, max_size=3, unique=True)):
+    for what in draw(
+        st.lists(st.sampled_from(["n", "seed", "method", "option", "device"]), min_size=1, max_size=3, unique=True)
+    ):
         if what == "n":
             argv["-n"] = draw(bad_n)
         elif what == "seed":
@@ -224,15 +259,37 @@ def test_generated_command_lines_many(world, tmp_path_factory, case):
 
 
 # --------------------------------------------------------------------------- checkpoints
-_PATHS = [("format",), ("version",), ("meta",), ("meta", "dataset"), ("generator",), ("generator", "arch"),
-          ("generator", "arch", "name"), ("generator", "arch", "kwargs"), ("generator", "arch", "kwargs", "hidden"),
-          ("generator", "arch", "kwargs", "depth"), ("generator", "arch", "kwargs", "in_dim"), ("generator", "arch", "kwargs", "out_dim"),
-          ("generator", "prior"), ("generator", "prior", "name"), ("generator", "prior", "shape"), ("generator", "output_range"),
-          ("generator", "state"), ("discriminator",), ("discriminator", "arch", "kwargs", "hidden"), ("discriminator", "state"),
-          ("discriminator", "output")]
+_PATHS = [
+    ("format",),
+    ("version",),
+    ("meta",),
+    ("meta", "dataset"),
+    ("generator",),
+    ("generator", "arch"),
+    ("generator", "arch", "name"),
+    ("generator", "arch", "kwargs"),
+    ("generator", "arch", "kwargs", "hidden"),
+    ("generator", "arch", "kwargs", "depth"),
+    ("generator", "arch", "kwargs", "in_dim"),
+    ("generator", "arch", "kwargs", "out_dim"),
+    ("generator", "prior"),
+    ("generator", "prior", "name"),
+    ("generator", "prior", "shape"),
+    ("generator", "output_range"),
+    ("generator", "state"),
+    ("discriminator",),
+    ("discriminator", "arch", "kwargs", "hidden"),
+    ("discriminator", "state"),
+    ("discriminator", "output"),
+]
 _VALUES = st.one_of(
-    _TEXT, st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.sampled_from([10**7, 10**9, 10**12, -1, 0]),
-    st.floats(allow_nan=True, allow_infinity=True), st.lists(st.integers(-(10**10), 10**10), max_size=4),
+    _TEXT,
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.sampled_from([10**7, 10**9, 10**12, -1, 0]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.lists(st.integers(-(10**10), 10**10), max_size=4),
     st.dictionaries(_TEXT, st.integers(), max_size=2),
 )
 
@@ -272,7 +329,20 @@ def _check_ckpt(world, tmp_path_factory, data, must_fail, method):
     path.parent.mkdir()
     path.write_bytes(data)
     out = work / "out"
-    argv = ["sample", "--no-progress", "--device", "cpu", "--ckpt", str(path), "-n", "20", "-m", method, "--out", str(out)]
+    argv = [
+        "sample",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--ckpt",
+        str(path),
+        "-n",
+        "20",
+        "-m",
+        method,
+        "--out",
+        str(out),
+    ]
     argv += ["-o", "candidates=4"] if method == "sir" else []
     _run(argv, watch=path.parent, out=out, n=20, must_fail=must_fail)
     assert path.read_bytes() == data
@@ -313,10 +383,16 @@ def _forged_rows(raw: bytes, rows: int) -> bytes:
                 header_end = data.index(b"\n") + 1
                 header = data[:header_end].decode("latin1")
                 start = header.index("'shape': (") + len("'shape': (")
-                header = header[:start] + str(rows) + header[header.index(",", start):]
+                header = header[:start] + str(rows) + header[header.index(",", start) :]
                 body = header[10:].rstrip("\n")
                 hl = len(header) - 10
-                data = data[:8] + hl.to_bytes(2, "little") + body.ljust(hl - 1).encode("latin1") + b"\n" + data[header_end:]
+                data = (
+                    data[:8]
+                    + hl.to_bytes(2, "little")
+                    + body.ljust(hl - 1).encode("latin1")
+                    + b"\n"
+                    + data[header_end:]
+                )
             dst.writestr(info.filename, data)
     return out.getvalue()
 
@@ -351,8 +427,12 @@ def _check_samples(world, tmp_path_factory, blob):
     path.parent.mkdir()
     path.write_bytes(blob)
     out = work / "out"
-    _run(["eval", "--no-progress", "--device", "cpu", "--samples", str(path), "--data", "grid25", "--out", str(out)],
-         watch=path.parent, out=out, must_fail=True)
+    _run(
+        ["eval", "--no-progress", "--device", "cpu", "--samples", str(path), "--data", "grid25", "--out", str(out)],
+        watch=path.parent,
+        out=out,
+        must_fail=True,
+    )
     assert path.read_bytes() == blob
 
 
@@ -396,15 +476,40 @@ def test_special_files_as_checkpoints(world, tmp_path, special):
         path = tmp_path / "link.pt"
         path.symlink_to(tmp_path / "nowhere")
     out = tmp_path / "out"
-    code = _run(["sample", "--no-progress", "--device", "cpu", "--ckpt", str(path), "-n", "10", "--out", str(out)],
-                watch=tmp_path, out=out, must_fail=True)
+    code = _run(
+        ["sample", "--no-progress", "--device", "cpu", "--ckpt", str(path), "-n", "10", "--out", str(out)],
+        watch=tmp_path,
+        out=out,
+        must_fail=True,
+    )
     assert code == 2
 
 
 # --------------------------------------------------------------------------- finished runs and concurrent writers
 def _good_run(world, out: Path, seed: int = 0, n: int = 50) -> None:
-    res = CliRunner().invoke(app, ["sample", "--no-progress", "--device", "cpu", "--ckpt", str(world["gan"]), "--ratio", str(world["ratio"]),
-                                   "-m", "sir", "-o", "candidates=4", "-n", str(n), "--seed", str(seed), "--out", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "sample",
+            "--no-progress",
+            "--device",
+            "cpu",
+            "--ckpt",
+            str(world["gan"]),
+            "--ratio",
+            str(world["ratio"]),
+            "-m",
+            "sir",
+            "-o",
+            "candidates=4",
+            "-n",
+            str(n),
+            "--seed",
+            str(seed),
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
 
 
@@ -426,7 +531,9 @@ def test_a_finished_run_survives_any_failed_run_into_its_folder(world, tmp_path_
         assert _bytes_of(out) == before, "a failed run changed a finished one"
     else:
         assert not must_fail
-        assert json.loads((out / "run.json").read_text())["files"] == sorted(p.name for p in out.iterdir() if p.name != "run.json")
+        assert json.loads((out / "run.json").read_text())["files"] == sorted(
+            p.name for p in out.iterdir() if p.name != "run.json"
+        )
 
 
 def test_a_run_that_fails_after_writing_leaves_the_previous_set_byte_identical(world, tmp_path, monkeypatch):
@@ -442,8 +549,29 @@ def test_a_run_that_fails_after_writing_leaves_the_previous_set_byte_identical(w
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(sample_cli, "save_picture", broken)
-    res = CliRunner().invoke(app, ["sample", "--no-progress", "--device", "cpu", "--ckpt", str(world["gan"]), "--ratio", str(world["ratio"]),
-                                   "-m", "sir", "-o", "candidates=4", "-n", "70", "--seed", "3", "--out", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "sample",
+            "--no-progress",
+            "--device",
+            "cpu",
+            "--ckpt",
+            str(world["gan"]),
+            "--ratio",
+            str(world["ratio"]),
+            "-m",
+            "sir",
+            "-o",
+            "candidates=4",
+            "-n",
+            "70",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 2 and "No space left" in res.output
     assert _bytes_of(out) == before
 
@@ -464,7 +592,10 @@ def test_a_folder_being_written_is_refused(world, tmp_path):
     _good_run(world, out)
     before = _bytes_of(out)
     with RunFolder(out):  # another writer holds the folder
-        res = CliRunner().invoke(app, ["sample", "--no-progress", "--device", "cpu", "--ckpt", str(world["gan"]), "-n", "10", "--out", str(out)])
+        res = CliRunner().invoke(
+            app,
+            ["sample", "--no-progress", "--device", "cpu", "--ckpt", str(world["gan"]), "-n", "10", "--out", str(out)],
+        )
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert res.exit_code == 2 and len(lines) == 1 and "being written by another refine run" in lines[0], res.output
     assert _bytes_of(out) == before
@@ -475,10 +606,36 @@ def test_concurrent_writers_leave_one_consistent_set(world, tmp_path):
     and the folder ends with samples and a record that agree."""
     out = tmp_path / "out"
     sizes = [40, 60, 80]
-    procs = [subprocess.Popen([sys.executable, "-m", "refine", "sample", "--no-progress", "--device", "cpu", "--ckpt", str(world["gan"]),
-                               "--ratio", str(world["ratio"]), "-m", "sir", "-o", "candidates=4", "-n", str(n), "--out", str(out)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-             for n in sizes]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "refine",
+                "sample",
+                "--no-progress",
+                "--device",
+                "cpu",
+                "--ckpt",
+                str(world["gan"]),
+                "--ratio",
+                str(world["ratio"]),
+                "-m",
+                "sir",
+                "-o",
+                "candidates=4",
+                "-n",
+                str(n),
+                "--out",
+                str(out),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        for n in sizes
+    ]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
     for code, err in results:
         assert code in (0, 2), err
@@ -501,7 +658,9 @@ def test_large_n_streams_in_chunks_and_matches_one_call_below_the_chunk(world, t
     _good_run(world, out1, seed=5, n=100)
     row = 4 * (2 + 2)
     monkeypatch.setattr(budget, "CHUNK_BYTES", 40 * row)
-    monkeypatch.setattr("refine.cli.sample.chunk_rows", lambda target, n: budget.chunk_rows(target, n, chunk_bytes=40 * row))
+    monkeypatch.setattr(
+        "refine.cli.sample.chunk_rows", lambda target, n: budget.chunk_rows(target, n, chunk_bytes=40 * row)
+    )
     _good_run(world, out2, seed=5, n=100)
     with np.load(out1 / "samples.npz") as a, np.load(out2 / "samples.npz") as b:
         assert b["x"].shape == (100, 2) and b["z"].shape == (100, 2)
@@ -523,8 +682,27 @@ def test_a_decompression_bomb_in_an_image_folder_is_one_line(tmp_path):
     Image.new("L", (20000, 20000)).save(folder / "bomb.png")
     Image.new("L", (28, 28)).save(folder / "ok.png")
     out = tmp_path / "out"
-    code = _run(["eval", "--no-progress", "--device", "cpu", "--samples", str(folder), "--data", "mnist:/nonexistent", "--out", str(out)],
-                watch=tmp_path / "in", out=out, must_fail=True)
+    code = _run(
+        [
+            "eval",
+            "--no-progress",
+            "--device",
+            "cpu",
+            "--samples",
+            str(folder),
+            "--data",
+            "mnist:/nonexistent",
+            "--out",
+            str(out),
+        ],
+        watch=tmp_path / "in",
+        out=out,
+        must_fail=True,
+    )
     assert code == 2
-    res = CliRunner().invoke(app, ["eval", "--no-progress", "--samples", str(folder), "--data", "mnist:/nonexistent", "--out", str(out)])
-    assert "decompression bomb" in res.output, res.output  # refused for what it is, before the missing dataset is noticed
+    res = CliRunner().invoke(
+        app, ["eval", "--no-progress", "--samples", str(folder), "--data", "mnist:/nonexistent", "--out", str(out)]
+    )
+    assert "decompression bomb" in res.output, (
+        res.output
+    )  # refused for what it is, before the missing dataset is noticed

@@ -1,4 +1,5 @@
 """Image datasets, DCGAN networks, the image training recipe and the CLI path from data to refined image grids."""
+
 from __future__ import annotations
 
 import gzip
@@ -92,7 +93,9 @@ def test_mnist_both_layouts(tmp_path, layout):
     assert train.images.shape == (64, 1, 28, 28) and train.images.dtype == torch.uint8 and len(test) == 32
     assert train.info["reader"] == ("torchvision" if layout == "torchvision" else "idx")
     images, labels = _digits(64, 0)
-    assert torch.equal(train.images[:, 0], torch.from_numpy(images)) and torch.equal(train.labels, torch.from_numpy(labels).long())
+    assert torch.equal(train.images[:, 0], torch.from_numpy(images)) and torch.equal(
+        train.labels, torch.from_numpy(labels).long()
+    )
     x = train.float([0, 1])
     assert x.min() >= -1 and x.max() <= 1 and x.dtype == torch.float32
 
@@ -213,8 +216,26 @@ def _cli(*args):
 def test_cli_image_pipeline(tmp_path):
     root = write_mnist(tmp_path / "mnist", n_train=96, n_test=32)
     ckpt = tmp_path / "g.pt"
-    code, out = _cli("train", "--data", f"mnist:{root}", "--epochs", 1, "--batch-size", 32, "--width", 4, "--d-width", 4, "--latent-dim", 8,
-                     "--device", "cpu", "--out", ckpt, "--no-progress")
+    code, out = _cli(
+        "train",
+        "--data",
+        f"mnist:{root}",
+        "--epochs",
+        1,
+        "--batch-size",
+        32,
+        "--width",
+        4,
+        "--d-width",
+        4,
+        "--latent-dim",
+        8,
+        "--device",
+        "cpu",
+        "--out",
+        ckpt,
+        "--no-progress",
+    )
     assert code == 0, out
     assert (tmp_path / "g_samples" / "epoch_001.png").is_file()
     gan = refine.load_gan(ckpt)
@@ -226,30 +247,108 @@ def test_cli_image_pipeline(tmp_path):
     code, out = _cli("train", "--resume", ckpt, "--epochs", 3, "--width", 8, "--out", ckpt, "--no-progress")
     assert code == 2 and "disagrees" in out
     straight = tmp_path / "straight.pt"  # one uninterrupted 2-epoch run gives the same weights as 1 epoch + resume
-    code, out = _cli("train", "--data", f"mnist:{root}", "--epochs", 2, "--batch-size", 32, "--width", 4, "--d-width", 4, "--latent-dim", 8,
-                     "--device", "cpu", "--out", straight, "--no-progress")
+    code, out = _cli(
+        "train",
+        "--data",
+        f"mnist:{root}",
+        "--epochs",
+        2,
+        "--batch-size",
+        32,
+        "--width",
+        4,
+        "--d-width",
+        4,
+        "--latent-dim",
+        8,
+        "--device",
+        "cpu",
+        "--out",
+        straight,
+        "--no-progress",
+    )
     assert code == 0, out
     a, b = torch.load(ckpt, weights_only=True), torch.load(straight, weights_only=True)
     for part in ("generator", "discriminator"):
         assert all(torch.equal(a[part]["state"][k], b[part]["state"][k]) for k in a[part]["state"])
     d_ratio = tmp_path / "d.pt"
-    code, out = _cli("fit-ratio", "--ckpt", ckpt, "--epochs", 1, "--batch-size", 16, "--n-calib", 32, "--calibration", "logistic",
-                     "--device", "cpu", "--out", d_ratio, "--no-progress")
+    code, out = _cli(
+        "fit-ratio",
+        "--ckpt",
+        ckpt,
+        "--epochs",
+        1,
+        "--batch-size",
+        16,
+        "--n-calib",
+        32,
+        "--calibration",
+        "logistic",
+        "--device",
+        "cpu",
+        "--out",
+        d_ratio,
+        "--no-progress",
+    )
     assert code == 0 and "logistic calibration" in out, out
     assert isinstance(refine.load_ratio(d_ratio), refine.DiscriminatorRatio)
     ratio = tmp_path / "r.pt"
-    code, out = _cli("fit-ratio", "--ckpt", ckpt, "--kind", "feature-sp", "--n-val", 16, "--feature-epochs", 1, "--feature-widths", "4,4,8,8",
-                     "--feature-dim", 8, "--head-hidden", "16", "--lambdas", "0,0.1", "--epochs", 2, "--batch-size", 16, "--device", "cpu",
-                     "--out", ratio, "--no-progress")
+    code, out = _cli(
+        "fit-ratio",
+        "--ckpt",
+        ckpt,
+        "--kind",
+        "feature-sp",
+        "--n-val",
+        16,
+        "--feature-epochs",
+        1,
+        "--feature-widths",
+        "4,4,8,8",
+        "--feature-dim",
+        8,
+        "--head-hidden",
+        "16",
+        "--lambdas",
+        "0,0.1",
+        "--epochs",
+        2,
+        "--batch-size",
+        16,
+        "--device",
+        "cpu",
+        "--out",
+        ratio,
+        "--no-progress",
+    )
     assert code == 0, out
     loaded = refine.load_ratio(ratio)
     assert isinstance(loaded, refine.ratio.FeatureRatio)
     meta = torch.load(ratio, weights_only=True)["meta"]
     assert meta["head"]["lambda"] in (0.0, 0.1) and "val_acc" in meta["feature_net"]
-    for method, opts in (("rs", ["-o", "burn_in=64", "-o", "batch_size=64"]), ("mh", ["-o", "k=2", "-o", "init=real"]), ("sir", ["-o", "candidates=3"])):
+    for method, opts in (
+        ("rs", ["-o", "burn_in=64", "-o", "batch_size=64"]),
+        ("mh", ["-o", "k=2", "-o", "init=real"]),
+        ("sir", ["-o", "candidates=3"]),
+    ):
         out_dir = tmp_path / f"s_{method}"
-        code, out = _cli("sample", "--ckpt", ckpt, "--ratio", ratio, "--method", method, *opts, "-n", 12, "--device", "cpu", "--out", out_dir,
-                         "--no-progress")
+        code, out = _cli(
+            "sample",
+            "--ckpt",
+            ckpt,
+            "--ratio",
+            ratio,
+            "--method",
+            method,
+            *opts,
+            "-n",
+            12,
+            "--device",
+            "cpu",
+            "--out",
+            out_dir,
+            "--no-progress",
+        )
         assert code == 0, out
         assert (out_dir / "samples.png").is_file()
         x = np.load(out_dir / "samples.npz")["x"]
@@ -258,11 +357,24 @@ def test_cli_image_pipeline(tmp_path):
 
 
 def test_cli_image_errors(tmp_path):
-    code, out = _cli("train", "--data", f"mnist:{tmp_path / 'nope'}", "--epochs", 1, "--out", tmp_path / "g.pt", "--no-progress")
+    code, out = _cli(
+        "train", "--data", f"mnist:{tmp_path / 'nope'}", "--epochs", 1, "--out", tmp_path / "g.pt", "--no-progress"
+    )
     assert code == 2 and "mnist root" in out and "Traceback" not in out
     assert not (tmp_path / "g.pt").exists()
     root = write_mnist(tmp_path / "m")
-    code, out = _cli("train", "--data", f"mnist:{root}", "--image-size", 48, "--epochs", 1, "--out", tmp_path / "g.pt", "--no-progress")
+    code, out = _cli(
+        "train",
+        "--data",
+        f"mnist:{root}",
+        "--image-size",
+        48,
+        "--epochs",
+        1,
+        "--out",
+        tmp_path / "g.pt",
+        "--no-progress",
+    )
     assert code == 2 and "28, 32, 64" in out
 
 
@@ -275,7 +387,25 @@ def test_shipped_mnist_files_refine_with_rs(tmp_path):
     from refine.pretrained import pretrained_path
 
     ckpt, ratio = pretrained_path("mnist-dcgan"), pretrained_path("mnist-dre-f-sp")  # checks the manifest's sha256
-    code, out = _cli("sample", "--ckpt", ckpt, "--ratio", ratio, "--method", "rs", "-o", "burn_in=256", "-o", "batch_size=256", "-n", 8,
-                     "--device", "cpu", "--out", tmp_path, "--no-progress")
+    code, out = _cli(
+        "sample",
+        "--ckpt",
+        ckpt,
+        "--ratio",
+        ratio,
+        "--method",
+        "rs",
+        "-o",
+        "burn_in=256",
+        "-o",
+        "batch_size=256",
+        "-n",
+        8,
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path,
+        "--no-progress",
+    )
     assert code == 0, out
     assert np.load(tmp_path / "samples.npz")["x"].shape == (8, 1, 28, 28) and (tmp_path / "samples.png").is_file()

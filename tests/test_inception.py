@@ -5,12 +5,14 @@ The network's weights here are random (the real FID weights are not shipped): th
 temporary file and loaded back through the same code path as the real file. Inception runs at
 299x299 on the CPU, so the whole module uses 7 image forward passes in total.
 """
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 import pytest
+import pytorch_fid.inception as pf_inception  # noqa: E402  (torchvision prepared by the import above)
 import torch
 from torch import nn
 
@@ -30,8 +32,6 @@ from refine.metrics.inception import (
     to_inception_input,
 )
 from refine.metrics.inception_score import IS_MEAN, IS_STD, inception_score
-
-import pytorch_fid.inception as pf_inception  # noqa: E402  (torchvision prepared by the import above)
 
 
 def _no_download(*args, **kwargs):
@@ -86,6 +86,7 @@ def pipeline(net, images):
 
 # --------------------------------------------------------------------------- finding the weights
 
+
 def test_find_weights_by_path_env_and_hub(tmp_path, monkeypatch):
     given, env, hub = (tmp_path / d for d in ("given", "env", "torch_home/hub/checkpoints"))
     for d in (given, env, hub):
@@ -121,6 +122,7 @@ def test_explicit_locations_do_not_fall_back(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- loading
 
+
 def test_load_by_path_and_by_env(weights, net, monkeypatch):
     path, state = weights
     assert isinstance(net, FIDInceptionV3) and not net.training
@@ -145,6 +147,7 @@ def test_unusable_weights_files(tmp_path, weights):
 
 # --------------------------------------------------------------------------- inputs
 
+
 def test_value_ranges_are_mapped_to_minus_one_one():
     g = torch.Generator().manual_seed(2)
     x01 = torch.rand(2, 3, 5, 5, generator=g)
@@ -167,6 +170,7 @@ def test_undeclared_ranges_are_errors(net):
 
 
 # --------------------------------------------------------------------------- the pipeline
+
 
 def test_pipeline_outputs(pipeline):
     features, logits = pipeline
@@ -209,6 +213,7 @@ def test_inception_score_of_pipeline_logits(pipeline):
 
 
 # --------------------------------------------------------------------------- features
+
 
 class _Tiny(nn.Module):
     def __init__(self, with_logits: bool = False):
@@ -255,6 +260,7 @@ def test_extract_features_errors():
 
 # --------------------------------------------------------------------------- Inception Score
 
+
 def test_is_result_keys_are_stable():
     assert (IS_MEAN, IS_STD) == ("is_mean", "is_std")
 
@@ -284,7 +290,7 @@ def test_is_matches_definition_and_seeded_shuffle():
     p = torch.softmax(logits, 1).numpy()
     want = []
     for k in range(4):
-        part = p[k * 103 // 4:(k + 1) * 103 // 4]
+        part = p[k * 103 // 4 : (k + 1) * 103 // 4]
         want.append(np.exp(np.mean(np.sum(part * (np.log(part) - np.log(part.mean(0))), 1))))
     mean, std = inception_score(logits, splits=4)
     assert mean == pytest.approx(np.mean(want), rel=1e-12) and std == pytest.approx(np.std(want), rel=1e-9)

@@ -1,4 +1,5 @@
 """KID: the unbiased MMD² estimator against torch-fidelity's on identical features, its seeding, its unbiasedness."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,7 +17,9 @@ KERNEL = {"kid_kernel": "poly", "kid_kernel_poly_degree": 3, "kid_kernel_poly_ga
 
 
 def _feats(n: int, d: int, seed: int, shift: float = 0.0) -> np.ndarray:
-    scale = np.random.default_rng(12345).uniform(0.5, 2.0, d)  # one distribution per (d, shift); the seed draws the rows
+    scale = np.random.default_rng(12345).uniform(
+        0.5, 2.0, d
+    )  # one distribution per (d, shift); the seed draws the rows
     return np.random.default_rng(seed).standard_normal((n, d)) * scale + shift
 
 
@@ -35,8 +38,9 @@ def test_kid_equals_torch_fidelity_when_each_subset_is_the_whole_set():
     from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 
     a, b = _feats(80, 8, 2), _feats(80, 8, 3, shift=0.5)
-    theirs = kid_features_to_metric(torch.from_numpy(a), torch.from_numpy(b), kid_subsets=3, kid_subset_size=80, verbose=False, rng_seed=0,
-                                    **KERNEL)
+    theirs = kid_features_to_metric(
+        torch.from_numpy(a), torch.from_numpy(b), kid_subsets=3, kid_subset_size=80, verbose=False, rng_seed=0, **KERNEL
+    )
     mean, std, m = kid(a, b, subsets=3, subset_size=80)
     assert m == 80 and mean > 0
     assert mean == pytest.approx(theirs[KEY_METRIC_KID_MEAN], rel=1e-10)
@@ -80,7 +84,9 @@ def test_unbiased_near_zero_for_one_distribution_and_positive_for_two():
     se = same.std(ddof=1) / np.sqrt(s)
     assert abs(same.mean()) <= 4 * se
     assert (same < 0).any()  # an unbiased estimate of 0 is negative about half the time
-    shifted = np.array([kid(_feats(n, d, 300 + i), _feats(n, d, 400 + i, shift=0.5), subsets=1, subset_size=n)[0] for i in range(s)])
+    shifted = np.array(
+        [kid(_feats(n, d, 300 + i), _feats(n, d, 400 + i, shift=0.5), subsets=1, subset_size=n)[0] for i in range(s)]
+    )
     assert shifted.mean() > 4 * se + 4 * shifted.std(ddof=1) / np.sqrt(s)
 
 

@@ -6,6 +6,7 @@ Exact references come from mpmath (60 digits or more) or from float64 formulas w
 independently of the code under test. Statistical checks use binomial / chi-square bounds at
 a stated false-alarm rate ``ALPHA`` with fixed seeds, so a run is reproducible.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,11 +31,17 @@ ALPHA = 1e-6  # chance that a correct implementation fails a statistical check (
 EPS64 = float(torch.finfo(torch.float64).eps)
 LOW_PRECISION = [torch.float16, torch.bfloat16]
 ALL_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
-PROPS = settings(max_examples=60, deadline=None, database=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(
+    max_examples=60, deadline=None, database=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 HUGE = 1 << 22  # 4M entries
 
-extreme = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, allow_infinity=False) | st.sampled_from([-1e4, 1e4, 0.0, -0.0, 1e-300, -1e-300])
-negative = st.floats(min_value=-1e4, max_value=-1e-300, allow_nan=False) | st.sampled_from([-1e4, -1e-300, -5e-324, -math.log(2), -1e-8, -40.0, -745.0])
+extreme = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, allow_infinity=False) | st.sampled_from(
+    [-1e4, 1e4, 0.0, -0.0, 1e-300, -1e-300]
+)
+negative = st.floats(min_value=-1e4, max_value=-1e-300, allow_nan=False) | st.sampled_from(
+    [-1e4, -1e-300, -5e-324, -math.log(2), -1e-8, -40.0, -745.0]
+)
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -93,8 +100,11 @@ def test_noise_on_empty_and_single_batches():
 
 # ----------------------------------------------------------------------------- accept_log
 @PROPS
-@given(values=st.lists(extreme | st.sampled_from([math.inf, -math.inf]), min_size=0, max_size=256),
-       dtype=st.sampled_from(ALL_DTYPES), seed=st.integers(0, 2**31))
+@given(
+    values=st.lists(extreme | st.sampled_from([math.inf, -math.inf]), min_size=0, max_size=256),
+    dtype=st.sampled_from(ALL_DTYPES),
+    seed=st.integers(0, 2**31),
+)
 def test_accept_log_is_certain_at_the_extremes(values, dtype, seed):
     la = torch.tensor(values, dtype=torch.float64).to(dtype)
     keep = accept_log(la, gen(seed), "cpu")
@@ -147,7 +157,11 @@ def test_resample_never_picks_minus_infinity(data, m, seed):
 
 
 @PROPS
-@given(values=st.lists(st.floats(-50, 50), min_size=1, max_size=32), shift=st.sampled_from([-1e4, -1.0, 1e4]), seed=st.integers(0, 2**31))
+@given(
+    values=st.lists(st.floats(-50, 50), min_size=1, max_size=32),
+    shift=st.sampled_from([-1e4, -1.0, 1e4]),
+    seed=st.integers(0, 2**31),
+)
 def test_resample_is_invariant_to_a_common_shift(values, shift, seed):
     """Only differences of log weights matter: adding +-1e4 to a row picks the same columns with the same noise."""
     lw = torch.tensor(values, dtype=torch.float64).expand(16, -1)
@@ -217,11 +231,17 @@ def test_log_ess_equal_weights_and_one_dominant(dtype):
 
 
 # ----------------------------------------------------------------------------- rejection acceptance rules
-deltas = st.lists(st.floats(min_value=-1e4, max_value=0.0) | st.sampled_from([0.0, -1e4, -1e-12, -1e-6]), min_size=1, max_size=300)
+deltas = st.lists(
+    st.floats(min_value=-1e4, max_value=0.0) | st.sampled_from([0.0, -1e4, -1e-12, -1e-6]), min_size=1, max_size=300
+)
 
 
 @PROPS
-@given(delta=deltas, gamma=st.floats(0, 100) | st.sampled_from([0.0, 100.0, 80.0]), eps=st.sampled_from([1e-6, 1e-3, 1e-12]))
+@given(
+    delta=deltas,
+    gamma=st.floats(0, 100) | st.sampled_from([0.0, 100.0, 80.0]),
+    eps=st.sampled_from([1e-6, 1e-3, 1e-12]),
+)
 def test_drs_acceptance_is_finite_monotone_and_shifted_at_the_percentile(delta, gamma, eps):
     d = torch.tensor(delta, dtype=torch.float64)
     la, info = DRSSampler(gamma=gamma, eps=eps)._log_accept(d)
@@ -249,7 +269,10 @@ def test_rs_acceptance_is_the_ratio_to_the_bound(delta):
 
 # ----------------------------------------------------------------------------- scores in low precision
 @PROPS
-@given(p=st.lists(st.floats(0, 1) | st.sampled_from([0.0, 1.0]), min_size=1, max_size=64), dtype=st.sampled_from(ALL_DTYPES))
+@given(
+    p=st.lists(st.floats(0, 1) | st.sampled_from([0.0, 1.0]), min_size=1, max_size=64),
+    dtype=st.sampled_from(ALL_DTYPES),
+)
 def test_prob_output_gives_finite_log_ratios(p, dtype):
     """A discriminator that outputs D(x) = 0 or 1 exactly still gives a finite log ratio (clamped to its dtype's eps)."""
     probs = torch.tensor(p, dtype=torch.float64).to(dtype)
@@ -264,11 +287,18 @@ scores = st.floats(allow_nan=True, allow_infinity=True, width=32)
 
 
 @PROPS
-@given(values=st.lists(scores, min_size=1, max_size=32), dtype=st.sampled_from(ALL_DTYPES), temperature=st.sampled_from([1.0, 1e-3, 1e3]))
+@given(
+    values=st.lists(scores, min_size=1, max_size=32),
+    dtype=st.sampled_from(ALL_DTYPES),
+    temperature=st.sampled_from([1.0, 1e-3, 1e3]),
+)
 def test_log_weight_is_finite_or_an_error_naming_the_cause(values, dtype, temperature):
     """Whatever a ratio returns (NaN, +-inf, overflow in float16 after the temperature), no non-finite weight leaves the target."""
     s = torch.tensor(values, dtype=torch.float64).to(dtype)
-    target = LatentTarget(LatentGenerator(lambda z: z, NormalPrior((2,))), DiscriminatorRatio(lambda x: s, "critic", temperature=temperature))
+    target = LatentTarget(
+        LatentGenerator(lambda z: z, NormalPrior((2,))),
+        DiscriminatorRatio(lambda x: s, "critic", temperature=temperature),
+    )
     z = torch.zeros(len(values), 2)
     finite = bool(torch.isfinite(target.ratio.log_ratio(z)).all())  # what the ratio gives, in its own dtype
     try:
@@ -298,8 +328,13 @@ SAMPLER_OPTS = {
 
 
 @settings(max_examples=24, deadline=None, database=None, derandomize=True)
-@given(method=st.sampled_from(sorted(SAMPLER_OPTS)), scale=st.sampled_from([1e4, 1e3, 100.0]), dtype=st.sampled_from(ALL_DTYPES),
-       n=st.sampled_from([1, 7, 100]), seed=st.integers(0, 2**31))
+@given(
+    method=st.sampled_from(sorted(SAMPLER_OPTS)),
+    scale=st.sampled_from([1e4, 1e3, 100.0]),
+    dtype=st.sampled_from(ALL_DTYPES),
+    n=st.sampled_from([1, 7, 100]),
+    seed=st.integers(0, 2**31),
+)
 def test_samplers_at_extreme_logits_keep_only_the_favoured_half(method, scale, dtype, n, seed):
     """With log r = +-1e4 the target puts all its mass on x_0 > 0; every sampler must return only such points.
 
@@ -321,12 +356,16 @@ def test_samplers_with_batches_of_one(method):
         opts["batch_size"] = 64  # one group of candidates per pass
     res = get_sampler(method, **opts).sample(_half_plane_target(1e4, torch.float16), 3, rng=gen(0))
     assert res.x.shape == (3, 2) and bool(torch.isfinite(res.x).all())
-    if method != "drs":  # with a batch of one, each DRS proposal is its own percentile and is accepted with probability 1/2
+    if (
+        method != "drs"
+    ):  # with a batch of one, each DRS proposal is its own percentile and is accepted with probability 1/2
         assert bool((res.x[:, 0] > 0).all())
 
 
 def test_constant_extreme_scores_accept_everything_in_rs():
     """All scores equal to 1e4: log r - log M = 0 for every proposal, so exact RS accepts each one."""
-    target = LatentTarget(LatentGenerator(lambda z: z.clone(), NormalPrior((2,))), FunctionRatio(lambda x: torch.full((len(x),), 1e4)))
+    target = LatentTarget(
+        LatentGenerator(lambda z: z.clone(), NormalPrior((2,))), FunctionRatio(lambda x: torch.full((len(x),), 1e4))
+    )
     res = get_sampler("rs", batch_size=64, burn_in=64).sample(target, 640, rng=gen(0))
     assert res.info["acceptance_rate"] == 1.0

@@ -1,4 +1,5 @@
 """Fréchet distance, feature statistics, .npz statistics files and the statistics cache."""
+
 from __future__ import annotations
 
 import warnings
@@ -51,6 +52,7 @@ def test_result_key_is_stable():
 
 # --------------------------------------------------------------------------- distance
 
+
 @pytest.mark.parametrize("n,d", [(400, 32), (20, 64)], ids=["full-rank", "rank-deficient"])
 def test_distance_of_statistics_to_themselves_is_zero(n, d):
     mu, sigma = feature_statistics(_features(n, d, seed=0))
@@ -99,7 +101,9 @@ def test_agrees_with_pytorch_fid_and_torch_fidelity_on_well_conditioned_statisti
     mu2, s2 = feature_statistics(_features(500, 32, seed=4, shift=0.8))
     ours = frechet_distance(mu1, s1, mu2, s2)
     formula = _pytorch_fid_formula(mu1, s1, mu2, s2)
-    fidelity = fid_statistics_to_metric({"mu": mu1, "sigma": s1}, {"mu": mu2, "sigma": s2}, verbose=False)["frechet_inception_distance"]
+    fidelity = fid_statistics_to_metric({"mu": mu1, "sigma": s1}, {"mu": mu2, "sigma": s2}, verbose=False)[
+        "frechet_inception_distance"
+    ]
     assert formula > 1.0  # a non-trivial distance
     assert ours == pytest.approx(formula, rel=1e-9) and ours == pytest.approx(fidelity, rel=1e-9)
 
@@ -130,8 +134,9 @@ def test_same_features_same_number_as_pytorch_fid_and_torch_fidelity_statistics(
         np.testing.assert_allclose(sigma, tf["sigma"], rtol=1e-10, atol=1e-12)
     ours = fid_from_features(a, b)
     pf = _pytorch_fid_formula(np.mean(a, 0), np.cov(a, rowvar=False), np.mean(b, 0), np.cov(b, rowvar=False))
-    tf = fid_statistics_to_metric(fid_features_to_statistics(torch.from_numpy(a)), fid_features_to_statistics(torch.from_numpy(b)),
-                                  verbose=False)["frechet_inception_distance"]
+    tf = fid_statistics_to_metric(
+        fid_features_to_statistics(torch.from_numpy(a)), fid_features_to_statistics(torch.from_numpy(b)), verbose=False
+    )["frechet_inception_distance"]
     assert ours > 1.0 and ours == pytest.approx(pf, rel=1e-9) and ours == pytest.approx(tf, rel=1e-9)
 
 
@@ -172,6 +177,7 @@ def test_input_errors():
 
 # --------------------------------------------------------------------------- statistics
 
+
 def test_statistics_match_numpy():
     x = _features(257, 12, seed=10, shift=50.0)
     mu, sigma = feature_statistics(x)
@@ -210,6 +216,7 @@ def test_accumulator_errors():
 
 
 # --------------------------------------------------------------------------- .npz files
+
 
 def test_npz_readable_by_pytorch_fid(tmp_path):
     mu, sigma = feature_statistics(_features(100, 8, seed=12))
@@ -264,6 +271,7 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- cache
 
+
 def test_cache_dir_from_env(tmp_path, monkeypatch):
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "c"))
     assert default_cache_dir() == tmp_path / "c"
@@ -290,11 +298,13 @@ def test_cache_dir_follows_xdg_cache_home_as_torch_hub_does(tmp_path, monkeypatc
 def test_cache_keys_separate_every_field(tmp_path):
     cache = StatisticsCache(tmp_path)
     base = ("cifar10", "train", {"size": 32, "range": [0, 1]}, "inception-fid")
-    keys = {cache.key(*base),
-            cache.key("mnist", *base[1:]),
-            cache.key(base[0], "test", *base[2:]),
-            cache.key(*base[:2], {"size": 64, "range": [0, 1]}, base[3]),
-            cache.key(*base[:3], "resnet34")}
+    keys = {
+        cache.key(*base),
+        cache.key("mnist", *base[1:]),
+        cache.key(base[0], "test", *base[2:]),
+        cache.key(*base[:2], {"size": 64, "range": [0, 1]}, base[3]),
+        cache.key(*base[:3], "resnet34"),
+    }
     assert len(keys) == 5
     # Mapping order does not matter.
     assert cache.key(*base[:2], {"range": [0, 1], "size": 32}, base[3]) == cache.key(*base)

@@ -1,4 +1,5 @@
 """Precision/recall (k-NN manifolds) and density/coverage."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,6 +26,7 @@ def _cloud(n: int, d: int, seed: int, shift: float = 0.0) -> torch.Tensor:
 
 def _reference(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
     """Direct transcription of the definitions with full distance matrices."""
+
     def dist(a, b):
         return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
 

@@ -1,10 +1,11 @@
 """The package: one version string (refine/_version.py) that pyproject.toml, `refine --version` and refine.__version__ share."""
+
 from __future__ import annotations
 
 import ast
-import tomllib
 from pathlib import Path
 
+import tomllib
 from typer.testing import CliRunner
 
 import refine

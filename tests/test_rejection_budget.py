@@ -1,4 +1,5 @@
 """Rejection samplers: early refusal when the budget cannot be met, and the small-n burn-in."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,7 +20,9 @@ def _target(fn):
 def test_hopeless_run_is_refused_long_before_its_budget():
     # r = exp(8 x): the burn-in max keeps rising, acceptance collapses; budget 1000 x 2000 proposals.
     target = _target(lambda x: 8.0 * x[:, 0])
-    with pytest.raises(BudgetExceededError, match=r"rs: \d+ of 2000 samples after (\d+) proposals.*raise -o budget") as e:
+    with pytest.raises(
+        BudgetExceededError, match=r"rs: \d+ of 2000 samples after (\d+) proposals.*raise -o budget"
+    ) as e:
         refine.sample(target, "rs", 2000, rng=torch.Generator().manual_seed(0))
     proposals = int(e.value.args[0].split(" proposals")[0].split()[-1])
     assert proposals < 2000 * 1000 / 10  # refused within a tenth of the budget

@@ -9,6 +9,7 @@
 - An interrupt while a checkpoint is being written leaves the previous file byte for byte and
   no temporary file.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,7 +26,19 @@ from refine.train.checkpointing import read_training_state, restore_training_sta
 from refine.train.toy2d import save_toy_checkpoint, train_toy
 
 TINY = dict(n_train=512, batch_size=128, hidden=8, depth=2, init_seed=3)
-CLI_TINY = ["--n-train", "1024", "--batch-size", "256", "--hidden", "8", "--seed", "5", "--device", "cpu", "--no-progress"]
+CLI_TINY = [
+    "--n-train",
+    "1024",
+    "--batch-size",
+    "256",
+    "--hidden",
+    "8",
+    "--seed",
+    "5",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 STEPS_PER_EPOCH = 1024 // 256
 
 
@@ -44,7 +57,11 @@ def assert_same(a, b, path="state"):
         assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor), path
         assert a.dtype == b.dtype and torch.equal(a, b), path
     elif isinstance(a, dict):
-        assert isinstance(b, dict) and set(map(str, a)) == set(map(str, b)), (path, sorted(map(str, a)), sorted(map(str, b)))
+        assert isinstance(b, dict) and set(map(str, a)) == set(map(str, b)), (
+            path,
+            sorted(map(str, a)),
+            sorted(map(str, b)),
+        )
         bs = {str(k): v for k, v in b.items()}
         for k, v in a.items():
             assert_same(v, bs[str(k)], f"{path}.{k}")
@@ -150,7 +167,9 @@ def test_ctrl_c_mid_epoch_keeps_the_last_checkpoint_and_resume_finishes_the_run(
     _, state = read_training_state(out)
     assert state["epoch"] == 2 and [h["epoch"] for h in state["history"]] == [1, 2]
 
-    res = runner.invoke(app, ["train", "--resume", str(out), "--epochs", "4", "--out", str(out), "--no-progress", "--device", "cpu"])
+    res = runner.invoke(
+        app, ["train", "--resume", str(out), "--epochs", "4", "--out", str(out), "--no-progress", "--device", "cpu"]
+    )
     assert res.exit_code == 0, res.output
     assert "resumed at epoch 2" in res.output
     a, b = safe_load(out), safe_load(ref)
@@ -209,7 +228,12 @@ def test_a_finished_run_can_be_extended(tmp_path):
     runner = CliRunner()
     a, b = tmp_path / "a.pt", tmp_path / "b.pt"
     assert runner.invoke(app, ["train", "--epochs", "1", "--every", "0", "--out", str(a), *CLI_TINY]).exit_code == 0
-    assert runner.invoke(app, ["train", "--resume", str(a), "--epochs", "2", "--out", str(a), "--no-progress", "--device", "cpu"]).exit_code == 0
+    assert (
+        runner.invoke(
+            app, ["train", "--resume", str(a), "--epochs", "2", "--out", str(a), "--no-progress", "--device", "cpu"]
+        ).exit_code
+        == 0
+    )
     assert runner.invoke(app, ["train", "--epochs", "2", "--out", str(b), *CLI_TINY]).exit_code == 0
     assert_same(safe_load(a)["extra"]["train_state"], safe_load(b)["extra"]["train_state"])
 

@@ -7,6 +7,7 @@ platform, where BLAS may round differently, it demands the same samples to float
 (accept/reject decisions of a tiny MLP do not flip at that scale). Re-pin deliberately, after a
 change that is meant to alter samples, with ``REFINE_PIN_DIGESTS=1 pytest tests/test_sampler_digests.py``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,7 +69,9 @@ def _pins() -> dict:
 def test_every_registered_sampler_is_pinned():
     assert set(list_samplers()) <= set(OPTIONS), sorted(set(list_samplers()) - set(OPTIONS))
     if not os.environ.get("REFINE_PIN_DIGESTS"):
-        assert set(OPTIONS) <= set(_pins()["methods"]), "pin the new method: REFINE_PIN_DIGESTS=1 pytest tests/test_sampler_digests.py"
+        assert set(OPTIONS) <= set(_pins()["methods"]), (
+            "pin the new method: REFINE_PIN_DIGESTS=1 pytest tests/test_sampler_digests.py"
+        )
 
 
 @pytest.mark.parametrize("method", sorted(OPTIONS))

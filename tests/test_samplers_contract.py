@@ -1,4 +1,5 @@
 """Contract tests over the sampler registry, and the errors samplers raise."""
+
 import math
 
 import pytest

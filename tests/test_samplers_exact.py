@@ -5,6 +5,7 @@ r(x) = N(x; mu, s^2) / N(x; 0, 1) is known and bounded and the refined target is
 N(mu, s^2). Each output is compared with it by a one-sample Kolmogorov–Smirnov test at
 alpha = 1e-3 with a fixed seed; the same test must reject the raw generator (power).
 """
+
 import math
 
 import pytest

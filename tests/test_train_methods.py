@@ -1,10 +1,10 @@
 """Training methods from the literature: one step each on tiny networks, checkpoints, and the maths of the unrolled steps."""
+
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 from typer.testing import CliRunner
 
 from refine.cli import app
@@ -21,16 +21,44 @@ from refine.train.toy2d import load_extra_networks, save_toy_checkpoint, train_t
 from refine.train.unrolled import UnrolledGAN, differentiable_steps
 
 METHODS = ["gan", "gan-gp", "unrolled", "veegan", "lbt", "lbt-gan", "alphagan"]
-X_DISCRIMINATOR = {"gan": True, "gan-gp": True, "unrolled": True, "veegan": False, "lbt": False, "lbt-gan": True, "alphagan": True}
-EXTRA = {"veegan": {"joint_discriminator", "reconstructor"}, "lbt": {"estimator_encoder", "estimator_decoder"},
-         "lbt-gan": {"estimator_encoder", "estimator_decoder"}, "alphagan": {"encoder", "code_discriminator"}}
-TINY_OPTIONS = {"unrolled": {"unroll": 2}, "lbt": {"unroll": 2}, "lbt-gan": {"unroll": 2}, "gan-gp": {"penalty": "dragan"}}
+X_DISCRIMINATOR = {
+    "gan": True,
+    "gan-gp": True,
+    "unrolled": True,
+    "veegan": False,
+    "lbt": False,
+    "lbt-gan": True,
+    "alphagan": True,
+}
+EXTRA = {
+    "veegan": {"joint_discriminator", "reconstructor"},
+    "lbt": {"estimator_encoder", "estimator_decoder"},
+    "lbt-gan": {"estimator_encoder", "estimator_decoder"},
+    "alphagan": {"encoder", "code_discriminator"},
+}
+TINY_OPTIONS = {
+    "unrolled": {"unroll": 2},
+    "lbt": {"unroll": 2},
+    "lbt-gan": {"unroll": 2},
+    "gan-gp": {"penalty": "dragan"},
+}
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_one_step_and_a_loadable_checkpoint(method, tmp_path):
-    run = train_toy("ring8", epochs=1, n_train=16, batch_size=8, method=method, hidden=8, depth=1, latent_dim=3,
-                    rng=torch.Generator().manual_seed(0), init_seed=0, method_options=TINY_OPTIONS.get(method))
+    run = train_toy(
+        "ring8",
+        epochs=1,
+        n_train=16,
+        batch_size=8,
+        method=method,
+        hidden=8,
+        depth=1,
+        latent_dim=3,
+        rng=torch.Generator().manual_seed(0),
+        init_seed=0,
+        method_options=TINY_OPTIONS.get(method),
+    )
     hist = run.meta["history"]
     assert len(hist) == 1 and all(math.isfinite(v) for v in hist[0].values())
     assert (run.discriminator is not None) == X_DISCRIMINATOR[method]
@@ -51,10 +79,18 @@ def test_one_step_and_a_loadable_checkpoint(method, tmp_path):
 
 
 def test_unknown_and_bad_options_are_config_errors():
-    for method, opts in [("unrolled", {"unrol": 3}), ("unrolled", {"unroll": -1}), ("lbt", {"gan_weight": 1.0}), ("lbt", {"unroll": 0}),
-                         ("gan-gp", {"penalty": "zero-centred"}), ("alphagan", {"adv_loss": "hinge"})]:
+    for method, opts in [
+        ("unrolled", {"unrol": 3}),
+        ("unrolled", {"unroll": -1}),
+        ("lbt", {"gan_weight": 1.0}),
+        ("lbt", {"unroll": 0}),
+        ("gan-gp", {"penalty": "zero-centred"}),
+        ("alphagan", {"adv_loss": "hinge"}),
+    ]:
         with pytest.raises(ConfigError):
-            train_toy("ring8", epochs=1, n_train=16, batch_size=8, method=method, hidden=4, depth=1, method_options=opts)
+            train_toy(
+                "ring8", epochs=1, n_train=16, batch_size=8, method=method, hidden=4, depth=1, method_options=opts
+            )
 
 
 def test_penalty_points_lie_where_they_should(rng):
@@ -77,7 +113,9 @@ def _tiny_unrolled(unroll, rule, second_order, g_loss="ns"):
         gnet = build("mlp", in_dim=1, out_dim=2, hidden=3, depth=1, activation="tanh").double()
         dnet = build("mlp", in_dim=2, out_dim=1, hidden=4, depth=1, activation="tanh").double()
     G = LatentGenerator(gnet, NormalPrior((1,)))
-    return UnrolledGAN(G, dnet, lr=1e-2, unroll=unroll, unroll_rule=rule, unroll_lr=0.5, second_order=second_order, g_loss=g_loss)
+    return UnrolledGAN(
+        G, dnet, lr=1e-2, unroll=unroll, unroll_rule=rule, unroll_lr=0.5, second_order=second_order, g_loss=g_loss
+    )
 
 
 def _explicit_unrolled_loss(m: UnrolledGAN, z, real, flat_g, *, freeze_d_after=None, saddle=False):
@@ -85,7 +123,9 @@ def _explicit_unrolled_loss(m: UnrolledGAN, z, real, flat_g, *, freeze_d_after=N
     gnet = m.G.net
     shapes = [p.shape for p in gnet.parameters()]
     sizes = [p.numel() for p in gnet.parameters()]
-    gparams = dict(zip([n for n, _ in gnet.named_parameters()], [t.view(s) for t, s in zip(flat_g.split(sizes), shapes)]))
+    gparams = dict(
+        zip([n for n, _ in gnet.named_parameters()], [t.view(s) for t, s in zip(flat_g.split(sizes), shapes)])
+    )
     fake = torch.func.functional_call(gnet, gparams, (z,))
     d = {k: v.detach().clone().requires_grad_(True) for k, v in m.D.named_parameters()}
     mom = {k: torch.zeros_like(v) for k, v in d.items()}
@@ -122,14 +162,18 @@ def test_unrolled_gradient_matches_finite_differences_of_the_explicit_loss(rule,
     got = torch.cat([g.flatten() for g in torch.autograd.grad(m.unrolled_g_loss(z, real), gparams)])
     flat = torch.cat([p.detach().flatten() for p in gparams])
     # the explicit loss equals the method's at the current parameters
-    assert torch.allclose(_explicit_unrolled_loss(m, z, real, flat, saddle=saddle), m.unrolled_g_loss(z, real), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(
+        _explicit_unrolled_loss(m, z, real, flat, saddle=saddle), m.unrolled_g_loss(z, real), rtol=1e-12, atol=1e-12
+    )
     h = 1e-6
     fd = torch.empty_like(flat)
     for i in range(len(flat)):
         e = torch.zeros_like(flat)
         e[i] = h
-        fd[i] = (_explicit_unrolled_loss(m, z, real, flat + e, saddle=saddle).detach()
-                 - _explicit_unrolled_loss(m, z, real, flat - e, saddle=saddle).detach()) / (2 * h)
+        fd[i] = (
+            _explicit_unrolled_loss(m, z, real, flat + e, saddle=saddle).detach()
+            - _explicit_unrolled_loss(m, z, real, flat - e, saddle=saddle).detach()
+        ) / (2 * h)
     assert torch.allclose(got, fd, rtol=1e-6, atol=1e-9), (got, fd)
 
 
@@ -149,10 +193,24 @@ def test_saddle_objective_without_unrolling_is_the_minimax_generator_loss():
 
 # --------------------------------------------------------------------------- VEEGAN's unreconstructed noise
 def test_veegan_eps_dim_leaves_the_last_latent_coordinates_out_of_f_and_d():
-    run = train_toy("ring8", epochs=1, n_train=16, batch_size=8, method="veegan", hidden=8, depth=1, latent_dim=4,
-                    rng=torch.Generator().manual_seed(0), init_seed=0, method_options={"eps_dim": 1, "rec_weight": 0.5})
+    run = train_toy(
+        "ring8",
+        epochs=1,
+        n_train=16,
+        batch_size=8,
+        method="veegan",
+        hidden=8,
+        depth=1,
+        latent_dim=4,
+        rng=torch.Generator().manual_seed(0),
+        init_seed=0,
+        method_options={"eps_dim": 1, "rec_weight": 0.5},
+    )
     assert all(math.isfinite(v) for v in run.meta["history"][0].values())
-    assert run.archs["reconstructor"]["kwargs"]["out_dim"] == 3 and run.archs["joint_discriminator"]["kwargs"]["in_dim"] == 3 + 2
+    assert (
+        run.archs["reconstructor"]["kwargs"]["out_dim"] == 3
+        and run.archs["joint_discriminator"]["kwargs"]["in_dim"] == 3 + 2
+    )
     m = get_method("veegan")(run.generator, None, **run.networks, eps_dim=1)
     z = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
     assert torch.equal(m.code(z), z[:, :3])
@@ -161,13 +219,34 @@ def test_veegan_eps_dim_leaves_the_last_latent_coordinates_out_of_f_and_d():
     assert torch.equal(m.code(z2), m.code(z))
     for bad in (-1, 4):
         with pytest.raises(ConfigError):
-            train_toy("ring8", epochs=1, n_train=16, batch_size=8, method="veegan", hidden=4, depth=1, latent_dim=4, method_options={"eps_dim": bad})
+            train_toy(
+                "ring8",
+                epochs=1,
+                n_train=16,
+                batch_size=8,
+                method="veegan",
+                hidden=4,
+                depth=1,
+                latent_dim=4,
+                method_options={"eps_dim": bad},
+            )
 
 
 def test_veegan_stochastic_reconstructor_gives_d_full_rank_codes_for_data_pairs():
     """Algorithm 1 draws the data pairs' codes from p(z | x); a deterministic F(x) lies on a 2-D surface in the 8-D code space."""
-    run = train_toy("ring8", epochs=1, n_train=16, batch_size=8, method="veegan", hidden=8, depth=1, latent_dim=8,
-                    rng=torch.Generator().manual_seed(0), init_seed=0, method_options={"rec_std": 1.0})
+    run = train_toy(
+        "ring8",
+        epochs=1,
+        n_train=16,
+        batch_size=8,
+        method="veegan",
+        hidden=8,
+        depth=1,
+        latent_dim=8,
+        rng=torch.Generator().manual_seed(0),
+        init_seed=0,
+        method_options={"rec_std": 1.0},
+    )
     x = get_mixture("ring8").sample(2000, rng=torch.Generator().manual_seed(1))
     eig = {}
     for std in (0.0, 1.0):
@@ -192,8 +271,19 @@ def test_veegan_stochastic_reconstructor_gives_d_full_rank_codes_for_data_pairs(
 
 
 def test_train_toy_activation_reaches_every_network():
-    run = train_toy("ring8", epochs=1, n_train=16, batch_size=8, method="veegan", hidden=4, depth=1, latent_dim=2,
-                    rng=torch.Generator().manual_seed(0), init_seed=0, activation="tanh")
+    run = train_toy(
+        "ring8",
+        epochs=1,
+        n_train=16,
+        batch_size=8,
+        method="veegan",
+        hidden=4,
+        depth=1,
+        latent_dim=2,
+        rng=torch.Generator().manual_seed(0),
+        init_seed=0,
+        activation="tanh",
+    )
     assert all(a["kwargs"]["activation"] == "tanh" for a in run.archs.values())
     assert run.generator.net.activation == "tanh" and all(n.activation == "tanh" for n in run.networks.values())
 
@@ -207,7 +297,11 @@ def test_first_order_unrolling_drops_the_reaction_term_and_zero_unrolling_is_the
         gp = list(m.G.net.parameters())
         return torch.cat([g.flatten() for g in torch.autograd.grad(m.unrolled_g_loss(z, real), gp)])
 
-    second, first, plain = grad(_tiny_unrolled(3, "sgd", True)), grad(_tiny_unrolled(3, "sgd", False)), _tiny_unrolled(0, "sgd", True)
+    second, first, plain = (
+        grad(_tiny_unrolled(3, "sgd", True)),
+        grad(_tiny_unrolled(3, "sgd", False)),
+        _tiny_unrolled(0, "sgd", True),
+    )
     m = _tiny_unrolled(3, "sgd", False)
     flat = torch.cat([p.detach().flatten() for p in m.G.net.parameters()])
     with torch.no_grad():
@@ -216,8 +310,10 @@ def test_first_order_unrolling_drops_the_reaction_term_and_zero_unrolling_is_the
     for i in range(len(flat)):
         e = torch.zeros_like(flat)
         e[i] = h
-        fd[i] = (_explicit_unrolled_loss(m, z, real, flat + e, freeze_d_after=frozen).detach()
-                 - _explicit_unrolled_loss(m, z, real, flat - e, freeze_d_after=frozen).detach()) / (2 * h)
+        fd[i] = (
+            _explicit_unrolled_loss(m, z, real, flat + e, freeze_d_after=frozen).detach()
+            - _explicit_unrolled_loss(m, z, real, flat - e, freeze_d_after=frozen).detach()
+        ) / (2 * h)
     assert torch.allclose(first, fd, rtol=1e-6, atol=1e-9)
     assert (second - first).abs().max() > 1e-4  # the reaction term is really there
     gp = list(plain.G.net.parameters())
@@ -265,10 +361,26 @@ def test_lbt_estimator_elbo_rises_on_its_data():
 
 
 def test_lbt_generator_learns_only_through_the_unrolled_estimator():
-    run = train_toy("ring8", epochs=1, n_train=16, batch_size=8, method="lbt", hidden=8, depth=1, rng=torch.Generator().manual_seed(0),
-                    init_seed=0, method_options={"unroll": 1})
+    run = train_toy(
+        "ring8",
+        epochs=1,
+        n_train=16,
+        batch_size=8,
+        method="lbt",
+        hidden=8,
+        depth=1,
+        rng=torch.Generator().manual_seed(0),
+        init_seed=0,
+        method_options={"unroll": 1},
+    )
     cls = get_method("lbt")
-    m = cls(run.generator, None, estimator_encoder=run.networks["estimator_encoder"], estimator_decoder=run.networks["estimator_decoder"], unroll=1)
+    m = cls(
+        run.generator,
+        None,
+        estimator_encoder=run.networks["estimator_encoder"],
+        estimator_decoder=run.networks["estimator_decoder"],
+        unroll=1,
+    )
     real = get_mixture("ring8").sample(8, rng=torch.Generator().manual_seed(1))
     gp = list(run.generator.net.parameters())
     grads = torch.autograd.grad(m.teaching_loss(real, rng=torch.Generator().manual_seed(2)), gp)
@@ -280,15 +392,69 @@ def test_cli_veegan_train_fit_ratio_sample(tmp_path):
     runner = CliRunner()
     ckpt, ratio = tmp_path / "veegan.pt", tmp_path / "ratio.pt"
     common = ["--device", "cpu", "--no-progress"]
-    res = runner.invoke(app, ["train", "--method", "veegan", "--data", "ring8", "--epochs", "1", "--n-train", "256", "--batch-size", "64",
-                              "--hidden", "8", "--out", str(ckpt), *common])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--method",
+            "veegan",
+            "--data",
+            "ring8",
+            "--epochs",
+            "1",
+            "--n-train",
+            "256",
+            "--batch-size",
+            "64",
+            "--hidden",
+            "8",
+            "--out",
+            str(ckpt),
+            *common,
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert load_gan(ckpt).discriminator is None
-    res = runner.invoke(app, ["sample", "--ckpt", str(ckpt), "--method", "drs", "-n", "10", "--out", str(tmp_path / "s0"), *common])
+    res = runner.invoke(
+        app, ["sample", "--ckpt", str(ckpt), "--method", "drs", "-n", "10", "--out", str(tmp_path / "s0"), *common]
+    )
     assert res.exit_code == 2 and "fit-ratio" in res.output
-    res = runner.invoke(app, ["fit-ratio", "--ckpt", str(ckpt), "--epochs", "1", "--n-train", "256", "--batch-size", "64", "--out", str(ratio), *common])
+    res = runner.invoke(
+        app,
+        [
+            "fit-ratio",
+            "--ckpt",
+            str(ckpt),
+            "--epochs",
+            "1",
+            "--n-train",
+            "256",
+            "--batch-size",
+            "64",
+            "--out",
+            str(ratio),
+            *common,
+        ],
+    )
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["sample", "--ckpt", str(ckpt), "--ratio", str(ratio), "--method", "sir", "-o", "candidates=4", "-n", "20",
-                              "--out", str(tmp_path / "s1"), *common])
+    res = runner.invoke(
+        app,
+        [
+            "sample",
+            "--ckpt",
+            str(ckpt),
+            "--ratio",
+            str(ratio),
+            "--method",
+            "sir",
+            "-o",
+            "candidates=4",
+            "-n",
+            "20",
+            "--out",
+            str(tmp_path / "s1"),
+            *common,
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "s1" / "samples.npz").exists()

@@ -1,4 +1,5 @@
 """refine tune: the search on a target whose best setting is known, the budget, the config replay, resume."""
+
 import json
 import math
 
@@ -37,7 +38,9 @@ class ExactRatio:
     def log_ratio(self, x):
         means = self.mix.means_tensor(x.device, x.dtype)
         s2 = self.mix.std**2
-        log_data = torch.logsumexp(-((x[:, None, :] - means) ** 2).sum(-1) / (2 * s2), 1) - math.log(2 * math.pi * s2 * self.mix.n_modes)
+        log_data = torch.logsumexp(-((x[:, None, :] - means) ** 2).sum(-1) / (2 * s2), 1) - math.log(
+            2 * math.pi * s2 * self.mix.n_modes
+        )
         log_gen = -(x**2).sum(-1) / (2 * SCALE**2) - math.log(2 * math.pi * SCALE**2)
         return log_data - log_gen
 
@@ -69,7 +72,9 @@ def test_search_finds_the_known_best_setting(exact_target):
     # and the best setting within a budget of 10 passes per sample is m = 10. HQ(10) - HQ(8) ~ 0.08,
     # over five standard errors at the final rung's n = 2000 (sd <= 0.5 / sqrt(2000) = 0.011 per
     # setting), so the search must end at m >= 9 and rank sir above the raw generator.
-    res = tune(exact_target, ModeScorer("grid25"), budget=10, methods=["none", "sir"], n=2000, trials=27, keep=1, seed=0)
+    res = tune(
+        exact_target, ModeScorer("grid25"), budget=10, methods=["none", "sir"], n=2000, trials=27, keep=1, seed=0
+    )
     assert res.chosen == "sir"
     assert res.best["sir"]["setting"]["candidates"] >= 9
     raw, sir = res.best["none"]["test"]["metrics"]["hq_fraction"], res.best["sir"]["test"]["metrics"]["hq_fraction"]
@@ -89,7 +94,12 @@ def test_budget_is_never_exceeded(shipped_target):
 
 
 def test_cost_counts_backward_passes_twice():
-    assert passes({"g_evals_per_sample": 6, "g_backward_per_sample": 6, "d_evals_per_sample": 6, "d_backward_per_sample": 6})["cost"] == 18
+    assert (
+        passes(
+            {"g_evals_per_sample": 6, "g_backward_per_sample": 6, "d_evals_per_sample": 6, "d_backward_per_sample": 6}
+        )["cost"]
+        == 18
+    )
     assert passes({"g_evals_per_sample": 1, "d_evals_per_sample": 11, "d_backward_per_sample": 11})["cost"] == 33
 
 
@@ -122,30 +132,109 @@ def test_resume_after_an_interrupt_gives_the_same_result(shipped_target, tmp_pat
 
 def test_config_round_trips_through_refine_sample(tmp_path):
     out = tmp_path / "tune"
-    res = runner.invoke(app, ["tune", "--budget", "10", "-n", "450", "--trials", "9", "--keep", "1", "--methods", "none,rs,sir",
-                              "--device", "cpu", "--out", str(out), "--no-progress"])
+    res = runner.invoke(
+        app,
+        [
+            "tune",
+            "--budget",
+            "10",
+            "-n",
+            "450",
+            "--trials",
+            "9",
+            "--keep",
+            "1",
+            "--methods",
+            "none,rs,sir",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 0, res.output
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["method"] in ("rs", "sir") and (out / "front.png").stat().st_size > 0 and (out / "tune.md").exists()
-    res = runner.invoke(app, ["sample", "--config", str(out / "config.json"), "-n", "450", "--device", "cpu", "--out", str(tmp_path / "s"),
-                              "--no-progress"])
+    res = runner.invoke(
+        app,
+        [
+            "sample",
+            "--config",
+            str(out / "config.json"),
+            "-n",
+            "450",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "s"),
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 0, res.output
     x = torch.from_numpy(np.load(tmp_path / "s" / "samples.npz")["x"])
     again = ModeScorer("grid25")(x, "test")
-    for k in ("objective", "hq_fraction", "modes", "kl_uniform"):  # exactly the samples the tune scored on the test split
+    for k in (
+        "objective",
+        "hq_fraction",
+        "modes",
+        "kl_uniform",
+    ):  # exactly the samples the tune scored on the test split
         assert again[k] == cfg["tuned"]["test"][k]
     run = json.loads((tmp_path / "s" / "run.json").read_text())
     assert run["method"] == cfg["method"] and run["seed"] == cfg["seed"]
     assert run["config"]["path"] == str((out / "config.json").resolve()) and len(run["config"]["sha256"]) == 64
     # an explicit argument that disagrees with the config is one error line, before anything is written
     other = "sir" if cfg["method"] == "rs" else "rs"
-    res = runner.invoke(app, ["sample", "--config", str(out / "config.json"), "-m", other, "--out", str(tmp_path / "t"), "--no-progress"])
+    res = runner.invoke(
+        app,
+        ["sample", "--config", str(out / "config.json"), "-m", other, "--out", str(tmp_path / "t"), "--no-progress"],
+    )
     assert res.exit_code == 2 and "disagree" in res.output and not (tmp_path / "t").exists()
     # a second tune into the same folder without --resume is refused; with it, nothing is rerun
-    res = runner.invoke(app, ["tune", "--budget", "10", "-n", "450", "--trials", "9", "--keep", "1", "--methods", "none,rs,sir",
-                              "--device", "cpu", "--out", str(out), "--no-progress"])
+    res = runner.invoke(
+        app,
+        [
+            "tune",
+            "--budget",
+            "10",
+            "-n",
+            "450",
+            "--trials",
+            "9",
+            "--keep",
+            "1",
+            "--methods",
+            "none,rs,sir",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 2 and "--resume" in res.output
-    res = runner.invoke(app, ["tune", "--budget", "10", "-n", "450", "--trials", "9", "--keep", "1", "--methods", "none,rs,sir",
-                              "--device", "cpu", "--out", str(out), "--no-progress", "--resume"])
+    res = runner.invoke(
+        app,
+        [
+            "tune",
+            "--budget",
+            "10",
+            "-n",
+            "450",
+            "--trials",
+            "9",
+            "--keep",
+            "1",
+            "--methods",
+            "none,rs,sir",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--resume",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads((out / "config.json").read_text())["seed"] == cfg["seed"]

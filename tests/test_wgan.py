@@ -1,4 +1,5 @@
 """WGAN-GP training (method ``wgan-gp``) and DCD's critic fine-tuning by contrastive divergence."""
+
 import math
 
 import pytest
@@ -80,8 +81,18 @@ def test_the_penalty_pulls_critic_gradients_toward_norm_one():
 
 
 def test_train_toy_saves_a_critic_checkpoint_and_resumes_its_counters(tmp_path):
-    run = train_toy("grid25-wgan", epochs=1, n_train=64, batch_size=16, method="wgan-gp", hidden=8, depth=1, rng=torch.Generator().manual_seed(0),
-                    init_seed=0, method_options={"lr": 1e-4, "betas": [0.5, 0.9]})
+    run = train_toy(
+        "grid25-wgan",
+        epochs=1,
+        n_train=64,
+        batch_size=16,
+        method="wgan-gp",
+        hidden=8,
+        depth=1,
+        rng=torch.Generator().manual_seed(0),
+        init_seed=0,
+        method_options={"lr": 1e-4, "betas": [0.5, 0.9]},
+    )
     assert all(math.isfinite(v) for v in run.meta["history"][0].values())
     path = tmp_path / "wgan.pt"
     save_toy_checkpoint(path, run)
@@ -113,8 +124,16 @@ def test_cd_finetuning_separates_real_from_langevin_negatives():
     ratio = DiscriminatorRatio(d, "critic")
     flags = [p.requires_grad for p in d.parameters()]
     real = torch.randn(256, 2, generator=torch.Generator().manual_seed(4)) * 0.1 + 2.0
-    rep = finetune_critic_cd(G, ratio, real, iterations=30, batch_size=32, lr=2e-2, langevin=LangevinConfig(step_size=1e-3, steps=3),
-                             rng=torch.Generator().manual_seed(5))
+    rep = finetune_critic_cd(
+        G,
+        ratio,
+        real,
+        iterations=30,
+        batch_size=32,
+        lr=2e-2,
+        langevin=LangevinConfig(step_size=1e-3, steps=3),
+        rng=torch.Generator().manual_seed(5),
+    )
     hist = rep["history"]
     first = sum(h["loss"] for h in hist[:5]) / 5
     last = sum(h["loss"] for h in hist[-5:]) / 5

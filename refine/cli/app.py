@@ -1,4 +1,5 @@
 """The ``refine`` command: a typer app whose commands live one per module."""
+
 from __future__ import annotations
 
 import sys
@@ -26,7 +27,11 @@ class OneLineErrors(TyperGroup):
             sys.exit(2)
         except click.ClickException as e:
             message = " ".join(e.format_message().split())
-            typer.echo(f"error: {message}" + (f" (see '{e.ctx.command_path} --help')" if getattr(e, "ctx", None) is not None else ""), err=True)
+            typer.echo(
+                f"error: {message}"
+                + (f" (see '{e.ctx.command_path} --help')" if getattr(e, "ctx", None) is not None else ""),
+                err=True,
+            )
             sys.exit(e.exit_code)
         except typer.Abort:
             typer.echo("error: aborted", err=True)
@@ -55,6 +60,8 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="print refine's version and exit"),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print refine's version and exit"
+    ),
 ) -> None:
     """Refine GAN samples with density ratios: rejection (rs, drs), MH-GAN, SIR and gradient methods."""

@@ -1,4 +1,5 @@
 """Shared plumbing of the CLI: one-line errors, devices, seeds, run records. No algorithms here."""
+
 from __future__ import annotations
 
 import functools
@@ -38,10 +39,14 @@ def cli_errors(fn):
         except RefineError as e:
             echo_err(str(e))
         except OSError as e:  # a missing or unreadable file, a full disk, ...: the system's one-line reason
-            echo_err(f"{e.strerror or e}: {e.filename}" if getattr(e, "filename", None) else (e.strerror or str(e) or type(e).__name__))
+            echo_err(
+                f"{e.strerror or e}: {e.filename}"
+                if getattr(e, "filename", None)
+                else (e.strerror or str(e) or type(e).__name__)
+            )
         except KeyboardInterrupt:
             echo_err("interrupted; nothing was written in place of existing outputs")
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
         finally:
             if not ok:
                 _remove_created_dirs()
@@ -96,7 +101,12 @@ def make_rng(seed: int) -> torch.Generator:
 def versions() -> dict:
     from .. import __version__
 
-    return {"refine": __version__, "torch": str(torch.__version__), "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "refine": __version__,
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def command_line() -> str:

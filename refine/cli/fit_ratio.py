@@ -1,4 +1,5 @@
 """``refine fit-ratio``: fit a density ratio for a fixed generator and save it."""
+
 from __future__ import annotations
 
 import copy
@@ -13,8 +14,8 @@ from ..data.toy2d import MIXTURES, get_mixture
 from ..errors import ConfigError
 from ..io import file_sha256, save_discriminator_ratio
 from ..nets import arch_config, build_from_config
-from ..ratio.discriminator import DiscriminatorRatio
 from ..ratio.calibration import calibrate
+from ..ratio.discriminator import DiscriminatorRatio
 from ..train.gan import fit_discriminator
 from .app import app
 from .common import cli_errors, make_rng, prepare_out_dir, resolve_device, timestamp, versions
@@ -26,28 +27,52 @@ from .inputs import Foreign, foreign_options, load_inputs
 @foreign_options
 def fit_ratio(
     ckpt: Path = typer.Option(..., "--ckpt", help="GAN checkpoint whose generator stays fixed"),
-    kind: str = typer.Option("discriminator", "--kind", help="ratio estimator: discriminator, or feature-sp (DRE-F-SP, images)"),
-    data: Optional[str] = typer.Option(None, "--data", help="real data: a 2-D dataset name or an image dataset NAME:ROOT (default: the checkpoint's)"),
-    epochs: int = typer.Option(10, "--epochs", help="epochs of discriminator-only training against the fixed generator (0: none)"),
+    kind: str = typer.Option(
+        "discriminator", "--kind", help="ratio estimator: discriminator, or feature-sp (DRE-F-SP, images)"
+    ),
+    data: Optional[str] = typer.Option(
+        None, "--data", help="real data: a 2-D dataset name or an image dataset NAME:ROOT (default: the checkpoint's)"
+    ),
+    epochs: int = typer.Option(
+        10, "--epochs", help="epochs of discriminator-only training against the fixed generator (0: none)"
+    ),
     n_train: int = typer.Option(50_000, "--n-train", help="real training points for a 2-D dataset"),
     batch_size: int = typer.Option(512, "--batch-size"),
     lr: float = typer.Option(1e-3, "--lr"),
-    lr_drop: Optional[int] = typer.Option(None, "--lr-drop", help="divide the learning rate by 10 after this many epochs"),
-    calibration: str = typer.Option("none", "--calibration", help="none, logistic or isotonic (fitted on held-out real vs generated samples)"),
+    lr_drop: Optional[int] = typer.Option(
+        None, "--lr-drop", help="divide the learning rate by 10 after this many epochs"
+    ),
+    calibration: str = typer.Option(
+        "none", "--calibration", help="none, logistic or isotonic (fitted on held-out real vs generated samples)"
+    ),
     n_calib: int = typer.Option(10_000, "--n-calib", help="held-out real and generated samples for calibration"),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device"),
     out: Path = typer.Option(Path("runs/ratio.pt"), "--out", help="ratio file"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
-    feature_net: Optional[Path] = typer.Option(None, "--feature-net", help="feature-sp: reuse the frozen feature network of this feature-sp ratio file"),
-    feature_epochs: int = typer.Option(2, "--feature-epochs", help="feature-sp: epochs of classifier training of the ResNet-34 feature network"),
-    feature_widths: str = typer.Option("64,128,256,512", "--feature-widths", help="feature-sp: channels of the four ResNet-34 stages"),
+    feature_net: Optional[Path] = typer.Option(
+        None, "--feature-net", help="feature-sp: reuse the frozen feature network of this feature-sp ratio file"
+    ),
+    feature_epochs: int = typer.Option(
+        2, "--feature-epochs", help="feature-sp: epochs of classifier training of the ResNet-34 feature network"
+    ),
+    feature_widths: str = typer.Option(
+        "64,128,256,512", "--feature-widths", help="feature-sp: channels of the four ResNet-34 stages"
+    ),
     feature_dim: int = typer.Option(256, "--feature-dim", help="feature-sp: size of the feature space"),
-    stem_stride: int = typer.Option(1, "--stem-stride", help="feature-sp: stride of the 3x3 CIFAR-style stem (2 quarters the cost)"),
+    stem_stride: int = typer.Option(
+        1, "--stem-stride", help="feature-sp: stride of the 3x3 CIFAR-style stem (2 quarters the cost)"
+    ),
     head_hidden: str = typer.Option("512,256", "--head-hidden", help="feature-sp: hidden sizes of the ratio head MLP"),
-    lambdas: str = typer.Option("0,0.01,0.1,1", "--lambdas", help="feature-sp: penalty weights tried; the best on validation data is kept"),
-    n_val: int = typer.Option(5000, "--n-val", help="feature-sp: real training images held out (with as many generated) to choose lambda"),
-    activation: str = typer.Option("softplus", "--activation", help="feature-sp: non-negative output of the head: softplus or relu"),
+    lambdas: str = typer.Option(
+        "0,0.01,0.1,1", "--lambdas", help="feature-sp: penalty weights tried; the best on validation data is kept"
+    ),
+    n_val: int = typer.Option(
+        5000, "--n-val", help="feature-sp: real training images held out (with as many generated) to choose lambda"
+    ),
+    activation: str = typer.Option(
+        "softplus", "--activation", help="feature-sp: non-negative output of the head: softplus or relu"
+    ),
     foreign: Foreign = None,
 ) -> None:
     """Fit a density ratio for the checkpoint's fixed generator and save it for `refine sample --ratio`.
@@ -66,8 +91,10 @@ def fit_ratio(
     if not lr > 0:
         raise ConfigError(f"--lr must be > 0, got {lr}")
     if foreign is not None and foreign.disc is not None:
-        raise ConfigError("fit-ratio trains its own ratio and does not fine-tune a foreign --disc; "
-                          "to refine with that discriminator as it is, pass --disc to `refine sample` directly")
+        raise ConfigError(
+            "fit-ratio trains its own ratio and does not fine-tune a foreign --disc; "
+            "to refine with that discriminator as it is, pass --disc to `refine sample` directly"
+        )
     if kind == "feature-sp":
         return _fit_feature_sp(locals())
     if kind != "discriminator":
@@ -81,10 +108,14 @@ def fit_ratio(
     inputs = load_inputs(ckpt, None, dev, need_ratio=False, foreign=foreign)
     data = data or inputs.dataset
     if data is None:
-        raise ConfigError(f"{ckpt} does not name the dataset it was trained on; pass --data (a 2-D dataset name or NAME:ROOT)")
+        raise ConfigError(
+            f"{ckpt} does not name the dataset it was trained on; pass --data (a 2-D dataset name or NAME:ROOT)"
+        )
     images = is_image_spec(data)
     if data not in MIXTURES and not images:
-        raise ConfigError(f"--data {data!r} is neither a 2-D dataset ({', '.join(MIXTURES)}) nor an image dataset NAME:ROOT")
+        raise ConfigError(
+            f"--data {data!r} is neither a 2-D dataset ({', '.join(MIXTURES)}) nor an image dataset NAME:ROOT"
+        )
     rng = make_rng(seed)
     G = inputs.gan.generator
     if images:  # real images: n_calib held out for calibration, up to n_train for fitting
@@ -92,32 +123,48 @@ def fit_ratio(
             raise ConfigError(f"{ckpt} holds no discriminator on images; use --kind feature-sp")
         c, h, _ = _image_shape(G, data, ckpt)
         n_cal = n_calib if calibration != "none" else 0
-        pool = load_images(data, split="train", image_size=h, channels=c, limit=n_train + n_cal, rng=rng, progress=progress)
+        pool = load_images(
+            data, split="train", image_size=h, channels=c, limit=n_train + n_cal, rng=rng, progress=progress
+        )
         if len(pool) < n_cal + batch_size:
-            raise ConfigError(f"{data} has {len(pool)} training images: too few for --n-calib {n_cal} plus one batch of {batch_size}")
+            raise ConfigError(
+                f"{data} has {len(pool)} training images: too few for --n-calib {n_cal} plus one batch of {batch_size}"
+            )
         calib_images, train_images = pool.random_split(n_cal, rng=rng)
         mixture = None
     else:
         mixture = get_mixture(data)
         shape = tuple(G.sample(1, rng=make_rng(seed))[1].shape[1:])
         if shape != (2,):
-            raise ConfigError(f"--data {data} is a 2-D dataset but the generator in {ckpt} makes samples of shape {shape}; pass its image dataset NAME:ROOT")
+            raise ConfigError(
+                f"--data {data} is a 2-D dataset but the generator in {ckpt} makes samples of shape {shape}; pass its image dataset NAME:ROOT"
+            )
     if inputs.gan.discriminator is not None:
-        D, d_arch, output = copy.deepcopy(inputs.gan.discriminator), inputs.gan.config["discriminator"]["arch"], inputs.gan.ratio.output
+        D, d_arch, output = (
+            copy.deepcopy(inputs.gan.discriminator),
+            inputs.gan.config["discriminator"]["arch"],
+            inputs.gan.ratio.output,
+        )
     else:
         # VEEGAN, LBT: no discriminator on x in the checkpoint; train a fresh MLP one against the generator.
         if epochs == 0:
             raise ConfigError(f"{ckpt} holds no discriminator on x; a fresh one is trained, so --epochs must be > 0")
         g_kwargs = ((inputs.gan.config.get("generator") or {}).get("arch") or {}).get("kwargs") or {}
-        d_arch = arch_config("mlp", in_dim=mixture.means_tensor().shape[1], out_dim=1, hidden=int(g_kwargs.get("hidden", 100)),
-                             depth=int(g_kwargs.get("depth", 3)))
+        d_arch = arch_config(
+            "mlp",
+            in_dim=mixture.means_tensor().shape[1],
+            out_dim=1,
+            hidden=int(g_kwargs.get("hidden", 100)),
+            depth=int(g_kwargs.get("depth", 3)),
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             D = build_from_config(d_arch).to(dev)
         output = "logit"
     real_train = train_images.float(device=dev) if images else mixture.sample(n_train, rng=rng).to(dev)
-    history = fit_discriminator(G, D, real_train, epochs=epochs, batch_size=batch_size, lr=lr,
-                                lr_drop_epoch=lr_drop, rng=rng, progress=progress)
+    history = fit_discriminator(
+        G, D, real_train, epochs=epochs, batch_size=batch_size, lr=lr, lr_drop_epoch=lr_drop, rng=rng, progress=progress
+    )
     D.eval().requires_grad_(False)
     ratio = DiscriminatorRatio(D, output)
     report = None
@@ -125,9 +172,21 @@ def fit_ratio(
         real = calib_images.float(device=dev) if images else mixture.sample(n_calib, rng=rng).to(dev)
         _, fake = G.sample(len(real), rng=rng)
         ratio, report = calibrate(ratio, real, fake, calibration, rng=rng)
-    meta = {"checkpoint": inputs.provenance["checkpoint"], "fresh_discriminator": inputs.gan.discriminator is None,
-            "dataset": data, "epochs": epochs, "n_train": len(real_train),
-            "batch_size": batch_size, "lr": lr, "lr_drop": lr_drop, "calibration": report, "history": history, "seed": seed, "versions": versions(), "time": timestamp()}
+    meta = {
+        "checkpoint": inputs.provenance["checkpoint"],
+        "fresh_discriminator": inputs.gan.discriminator is None,
+        "dataset": data,
+        "epochs": epochs,
+        "n_train": len(real_train),
+        "batch_size": batch_size,
+        "lr": lr,
+        "lr_drop": lr_drop,
+        "calibration": report,
+        "history": history,
+        "seed": seed,
+        "versions": versions(),
+        "time": timestamp(),
+    }
     save_discriminator_ratio(out, ratio, d_arch, meta=meta)
     msg = f"fitted {'a fresh' if inputs.gan.discriminator is None else 'the checkpoint'} discriminator as the ratio ({epochs} epochs"
     if history:
@@ -141,8 +200,10 @@ def _image_shape(G, data: str, ckpt) -> tuple[int, int, int]:
     """``(C, H, W)`` of the generator's samples, or a one-line error when it does not make images."""
     shape = tuple(G.sample(1, rng=make_rng(0))[1].shape[1:])
     if len(shape) != 3:
-        raise ConfigError(f"--data {data} is an image dataset but the generator in {ckpt} makes samples of shape {shape}, not images (C, H, W); "
-                          "pass the 2-D dataset it was trained on, or an image GAN")
+        raise ConfigError(
+            f"--data {data} is an image dataset but the generator in {ckpt} makes samples of shape {shape}, not images (C, H, W); "
+            "pass the 2-D dataset it was trained on, or an image GAN"
+        )
     return shape
 
 
@@ -171,34 +232,78 @@ def _fit_feature_sp(a: dict) -> None:
         raise ConfigError(f"--lambdas must be comma-separated numbers, got {a['lambdas']!r}") from None
     if a["activation"] not in ACTIVATIONS:
         raise ConfigError(f"unknown --activation {a['activation']!r}; valid: {', '.join(ACTIVATIONS)}")
-    if a["epochs"] < 1 or a["feature_epochs"] < 1 or a["n_train"] <= 0 or a["feature_dim"] <= 0 or a["stem_stride"] not in (1, 2):
-        raise ConfigError("--epochs and --feature-epochs must be >= 1, --n-train and --feature-dim > 0, --stem-stride 1 or 2")
+    if (
+        a["epochs"] < 1
+        or a["feature_epochs"] < 1
+        or a["n_train"] <= 0
+        or a["feature_dim"] <= 0
+        or a["stem_stride"] not in (1, 2)
+    ):
+        raise ConfigError(
+            "--epochs and --feature-epochs must be >= 1, --n-train and --feature-dim > 0, --stem-stride 1 or 2"
+        )
     dev = resolve_device(a["device"])
     prepare_out_dir(out.parent if str(out.parent) else Path("."))
     inputs = load_inputs(ckpt, None, dev, need_ratio=False, foreign=a["foreign"])
     data = a["data"] or inputs.dataset
     if not is_image_spec(data):
-        raise ConfigError(f"--kind feature-sp needs an image dataset NAME:ROOT (e.g. mnist:/data/mnist); got --data {data!r}")
+        raise ConfigError(
+            f"--kind feature-sp needs an image dataset NAME:ROOT (e.g. mnist:/data/mnist); got --data {data!r}"
+        )
     rng = make_rng(seed)
     G = inputs.gan.generator
     c, h, w = _image_shape(G, data, ckpt)
-    real = load_images(data, split="train", image_size=h, channels=c, limit=a["n_train"], rng=rng, progress=a["progress"])
+    real = load_images(
+        data, split="train", image_size=h, channels=c, limit=a["n_train"], rng=rng, progress=a["progress"]
+    )
     fnet, farch = (None, None)
     if a["feature_net"] is not None:
         fnet, farch = load_feature_net(a["feature_net"], device=dev)
     else:
-        farch = arch_config("resnet34-features", in_channels=int(c), num_classes=real.num_classes or 2, feature_dim=a["feature_dim"],
-                            widths=widths, stem="cifar", stem_stride=a["stem_stride"])
-    ratio, report = fit_dre_f_sp(G, real, feature_net=fnet, feature_arch=farch, n_val=a["n_val"], feature_epochs=a["feature_epochs"],
-                                 head_epochs=a["epochs"], head_batch_size=a["batch_size"], head_lr=a["lr"], head_hidden=hidden, lambdas=lams,
-                                 activation=a["activation"], rng=rng, device=dev, progress=a["progress"])
+        farch = arch_config(
+            "resnet34-features",
+            in_channels=int(c),
+            num_classes=real.num_classes or 2,
+            feature_dim=a["feature_dim"],
+            widths=widths,
+            stem="cifar",
+            stem_stride=a["stem_stride"],
+        )
+    ratio, report = fit_dre_f_sp(
+        G,
+        real,
+        feature_net=fnet,
+        feature_arch=farch,
+        n_val=a["n_val"],
+        feature_epochs=a["feature_epochs"],
+        head_epochs=a["epochs"],
+        head_batch_size=a["batch_size"],
+        head_lr=a["lr"],
+        head_hidden=hidden,
+        lambdas=lams,
+        activation=a["activation"],
+        rng=rng,
+        device=dev,
+        progress=a["progress"],
+    )
     archs = report.pop("archs")
-    meta = {"checkpoint": inputs.provenance["checkpoint"], "dataset": data, "n_train": len(real), "seed": seed,
-            "feature_net_file": None if a["feature_net"] is None else {"path": str(a["feature_net"]), "sha256": file_sha256(a["feature_net"])},
-            **report, "versions": versions(), "time": timestamp()}
+    meta = {
+        "checkpoint": inputs.provenance["checkpoint"],
+        "dataset": data,
+        "n_train": len(real),
+        "seed": seed,
+        "feature_net_file": None
+        if a["feature_net"] is None
+        else {"path": str(a["feature_net"]), "sha256": file_sha256(a["feature_net"])},
+        **report,
+        "versions": versions(),
+        "time": timestamp(),
+    }
     save_feature_ratio(out, ratio, feature_arch=archs["feature_net"], head_arch=archs["head"], meta=meta)
     acc = report["feature_net"].get("val_acc")
     acc_txt = f"feature net validation accuracy {acc:.3f}, " if acc is not None else ""
     head = report["head"]
-    typer.echo(f"fitted DRE-F-SP ({acc_txt}lambda {head['lambda']:g}, validation SP loss {head['val_loss']:.4f}, "
-               f"E_G[r] {head['val_mean_r_fake']:.3f}) -> {out}")
+    typer.echo(
+        f"fitted DRE-F-SP ({acc_txt}lambda {head['lambda']:g}, validation SP loss {head['val_loss']:.4f}, "
+        f"E_G[r] {head['val_mean_r_fake']:.3f}) -> {out}"
+    )

@@ -5,19 +5,29 @@
 TorchScript file, a ``torch.export`` program or a pickled module); ``--disc`` a foreign discriminator file the same way. See
 :mod:`refine.foreign` for the routes and what each one checks.
 """
+
 from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 import typer
 
 from ..errors import ConfigError
-from ..foreign import check_gradients, check_generator, gradients_through_generator, check_pair, detect_format, generator_from_loaded, load_network
+from ..foreign import (
+    check_generator,
+    check_gradients,
+    check_pair,
+    detect_format,
+    generator_from_loaded,
+    gradients_through_generator,
+    load_network,
+)
 from ..generator import OUTPUT_RANGES
 from ..io import LoadedGAN, file_sha256, load_gan, load_ratio
 from ..pretrained import DEFAULT_GAN, DEFAULT_RATIO, pretrained_path
@@ -72,7 +82,7 @@ _HELP = {
     "arch_kwargs": "JSON keyword arguments for --arch, e.g. '{\"nz\": 100}'",
     "state_key": "entry of --ckpt that holds the generator's state_dict when the file holds several (e.g. netG)",
     "latent_shape": "foreign generator's latent shape, e.g. 100 or 100,1,1 (read from a torch.export program)",
-    "prior": "foreign generator's latent prior: normal (default), uniform (on [-1,1]) or JSON, e.g. '{\"name\": \"uniform\", \"low\": 0, \"high\": 1}'",
+    "prior": 'foreign generator\'s latent prior: normal (default), uniform (on [-1,1]) or JSON, e.g. \'{"name": "uniform", "low": 0, "high": 1}\'',
     "output_range": "foreign generator's output range: [-1,1] (tanh), [0,1] (sigmoid) or none; required for images",
     "disc": "foreign discriminator file (state_dict with --disc-arch, TorchScript, torch.export program); replaces the checkpoint's",
     "disc_arch": "'package.module:factory' that builds the discriminator for the state_dict in --disc",
@@ -98,8 +108,12 @@ def foreign_options(fn):
     own = [p for p in sig.parameters.values() if p.name != "foreign"]
     hints = {"disc": Optional[Path], "disc_temperature": float, "trust_code": bool}
     extra = [
-        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=_option(f.name, f.default),
-                          annotation=hints.get(f.name, Optional[str]))
+        inspect.Parameter(
+            f.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=_option(f.name, f.default),
+            annotation=hints.get(f.name, Optional[str]),
+        )
         for f in fields(Foreign)
     ]
 
@@ -108,7 +122,9 @@ def foreign_options(fn):
         foreign = Foreign(**{f.name: kwargs.pop(f.name, f.default) for f in fields(Foreign)})
         return fn(*args, foreign=foreign, **kwargs)
 
-    wrapper.__signature__ = sig.replace(parameters=own + [p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in extra])
+    wrapper.__signature__ = sig.replace(
+        parameters=own + [p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in extra]
+    )
     wrapper.__annotations__ = {k: v for k, v in getattr(fn, "__annotations__", {}).items() if k != "foreign"}
     return wrapper
 
@@ -123,23 +139,53 @@ def _output_range(text: str | None) -> str | None:
 
 
 def _foreign_generator(ckpt: Path, f: Foreign, device: torch.device) -> tuple[LoadedGAN, dict, str]:
-    loaded = load_network(ckpt, arch=f.arch, arch_kwargs=f.arch_kwargs, state_key=f.state_key, trust_code=f.trust_code, device=device, role="generator")
-    gen = generator_from_loaded(loaded, latent_shape=f.latent_shape, prior=f.prior or "normal", output_range=_output_range(f.output_range), device=device)
+    loaded = load_network(
+        ckpt,
+        arch=f.arch,
+        arch_kwargs=f.arch_kwargs,
+        state_key=f.state_key,
+        trust_code=f.trust_code,
+        device=device,
+        role="generator",
+    )
+    gen = generator_from_loaded(
+        loaded,
+        latent_shape=f.latent_shape,
+        prior=f.prior or "normal",
+        output_range=_output_range(f.output_range),
+        device=device,
+    )
     prov = {**loaded.provenance, "prior": gen.prior.to_config(), "output_range": gen.output_range}
     return LoadedGAN(gen, None, None, {"meta": {}, "foreign": prov}, str(ckpt)), prov, loaded.source
 
 
 def _foreign_discriminator(f: Foreign, device: torch.device) -> tuple[DiscriminatorRatio, dict, str]:
     if f.disc_output is None:
-        raise ConfigError(f"--disc needs --disc-output: what the discriminator returns ({', '.join(DISCRIMINATOR_OUTPUTS)}); refine does not guess it")
-    loaded = load_network(f.disc, arch=f.disc_arch, arch_kwargs=f.disc_arch_kwargs, state_key=f.disc_state_key, trust_code=f.trust_code,
-                          device=device, role="discriminator")
+        raise ConfigError(
+            f"--disc needs --disc-output: what the discriminator returns ({', '.join(DISCRIMINATOR_OUTPUTS)}); refine does not guess it"
+        )
+    loaded = load_network(
+        f.disc,
+        arch=f.disc_arch,
+        arch_kwargs=f.disc_arch_kwargs,
+        state_key=f.disc_state_key,
+        trust_code=f.trust_code,
+        device=device,
+        role="discriminator",
+    )
     ratio = DiscriminatorRatio(loaded.net, f.disc_output, temperature=f.disc_temperature)
     return ratio, {**loaded.provenance, "output": f.disc_output, "temperature": f.disc_temperature}, loaded.source
 
 
-def load_inputs(ckpt: Path | None, ratio: Path | None, device: torch.device, *, need_ratio: bool, samplers: Sequence = (),
-                foreign: Foreign | None = None) -> Inputs:
+def load_inputs(
+    ckpt: Path | None,
+    ratio: Path | None,
+    device: torch.device,
+    *,
+    need_ratio: bool,
+    samplers: Sequence = (),
+    foreign: Foreign | None = None,
+) -> Inputs:
     """Load ``--ckpt`` (default: the shipped 25-Gaussian GAN), ``--ratio`` or ``--disc``.
 
     Without ``--ratio``/``--disc`` the shipped GAN uses its shipped fitted ratio, and any
@@ -168,7 +214,9 @@ def load_inputs(ckpt: Path | None, ratio: Path | None, device: torch.device, *, 
         kind = "foreign" if f.arch is not None else detect_format(ckpt, what="checkpoint")
     if kind == "refine":
         if gen_flags:
-            raise ConfigError(f"{ckpt} is a refine checkpoint, which declares its own architecture, prior and output range; drop {', '.join(gen_flags)}")
+            raise ConfigError(
+                f"{ckpt} is a refine checkpoint, which declares its own architecture, prior and output range; drop {', '.join(gen_flags)}"
+            )
         gan = load_gan(ckpt, device=device)
         prov["checkpoint"] = {"path": str(ckpt), "sha256": file_sha256(ckpt)}
     else:
@@ -183,16 +231,31 @@ def load_inputs(ckpt: Path | None, ratio: Path | None, device: torch.device, *, 
         prov["ratio"] = {"discriminator": dprov}
     elif gan.ratio is not None:
         r = gan.ratio
-        prov["ratio"] = {"source": "discriminator saved in the checkpoint (not fitted to the final generator; see refine fit-ratio)"}
+        prov["ratio"] = {
+            "source": "discriminator saved in the checkpoint (not fitted to the final generator; see refine fit-ratio)"
+        }
     if need_ratio and r is None:
         if kind == "refine":
-            raise ConfigError(f"{ckpt} holds no discriminator and no --ratio was given; this method needs a density ratio: "
-                              f"fit one with `refine fit-ratio --ckpt {ckpt} --out ratio.pt` and pass --ratio ratio.pt")
-        raise ConfigError(f"this method needs a density ratio: pass the generator's discriminator with --disc FILE --disc-output {'|'.join(DISCRIMINATOR_OUTPUTS)} (or --ratio)")
+            raise ConfigError(
+                f"{ckpt} holds no discriminator and no --ratio was given; this method needs a density ratio: "
+                f"fit one with `refine fit-ratio --ckpt {ckpt} --out ratio.pt` and pass --ratio ratio.pt"
+            )
+        raise ConfigError(
+            f"this method needs a density ratio: pass the generator's discriminator with --disc FILE --disc-output {'|'.join(DISCRIMINATOR_OUTPUTS)} (or --ratio)"
+        )
     if r is not None and (kind != "refine" or f.disc is not None or ratio is not None):
-        x = check_generator(gan.generator, output_range=gan.generator.output_range, source=gen_source, latent_flag="--latent-shape")
+        x = check_generator(
+            gan.generator, output_range=gan.generator.output_range, source=gen_source, latent_flag="--latent-shape"
+        )
         check_pair(gan.generator, r, x=x, source=disc_source)
     for s in samplers:
         if getattr(s, "needs_gradients", False) and r is not None:
-            check_gradients(gan.generator, r, method=s.name, source=gen_source, ratio_source=disc_source, through_generator=gradients_through_generator(s))
+            check_gradients(
+                gan.generator,
+                r,
+                method=s.name,
+                source=gen_source,
+                ratio_source=disc_source,
+                through_generator=gradients_through_generator(s),
+            )
     return Inputs(gan, r, prov)

@@ -1,4 +1,5 @@
 """``refine list``: what is available, with options."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,12 @@ from .app import app
 def catalogue() -> dict:
     return {
         "samplers": {
-            name: {"summary": cls.summary, "needs_gradients": cls.needs_gradients, "options": sampler_options(name)} for name, cls in SAMPLERS.items()
+            name: {"summary": cls.summary, "needs_gradients": cls.needs_gradients, "options": sampler_options(name)}
+            for name, cls in SAMPLERS.items()
         },
-        "training_methods": {name: (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "" for name, cls in METHODS.items()},
+        "training_methods": {
+            name: (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "" for name, cls in METHODS.items()
+        },
         "ratio_kinds": sorted(_RATIO_LOADERS),
         "datasets": {name: f"{m.n_modes} Gaussians, std {m.std:.4g}" for name, m in MIXTURES.items()},
         "architectures": list_archs(),

@@ -1,19 +1,23 @@
 """``refine sample``: refined samples from a checkpoint, with a record of how they were made."""
+
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 import typer
 
+from ..budget import check as check_budget
+from ..budget import chunk_rows
 from ..data.images import is_image_spec, real_images_like
 from ..data.toy2d import MIXTURES, get_mixture
-from ..distributed import init as dist_init, launched_distributed, sample_sharded
-from ..budget import check as check_budget, chunk_rows
+from ..distributed import init as dist_init
+from ..distributed import launched_distributed, sample_sharded
 from ..errors import ConfigError
 from ..outputs import SAMPLE_FORMATS, NpzWriter, PngFolderWriter, RunFolder, Uint8NpzWriter, check_disk_space
 from ..plot import save_image_grid, save_scatter_panels
@@ -26,12 +30,13 @@ from .app import app
 from .common import cli_errors, command_line, make_rng, prepare_out_dir, resolve_device, timestamp, versions
 from .inputs import Foreign, foreign_options, load_inputs
 
-
 #: Points in the 2-D picture (of the first chunk): enough to see every mode, quick to draw.
 PICTURE_POINTS = 20_000
 
 
-def save_picture(path: Path, x: torch.Tensor, *, title: str, output_range: str, dataset: str | None, real: torch.Tensor | None = None) -> None:
+def save_picture(
+    path: Path, x: torch.Tensor, *, title: str, output_range: str, dataset: str | None, real: torch.Tensor | None = None
+) -> None:
     if x.dim() == 2 and x.shape[1] == 2:
         panels = {}
         if real is not None:
@@ -57,19 +62,51 @@ def sample(
     method: str = typer.Option("none", "--method", "-m", help="sampler: see `refine list`"),
     n: int = typer.Option(10000, "-n", "--n", help="number of output samples"),
     ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="GAN checkpoint (default: the shipped 25-Gaussian GAN)"),
-    ratio: Optional[Path] = typer.Option(None, "--ratio", help="density-ratio file from `refine fit-ratio` (default: the shipped fitted ratio, or the checkpoint's discriminator)"),
-    option: List[str] = typer.Option([], "--option", "-o", help="method option key=value (repeatable), e.g. -o gamma=80"),
+    ratio: Optional[Path] = typer.Option(
+        None,
+        "--ratio",
+        help="density-ratio file from `refine fit-ratio` (default: the shipped fitted ratio, or the checkpoint's discriminator)",
+    ),
+    option: list[str] = typer.Option(
+        [], "--option", "-o", help="method option key=value (repeatable), e.g. -o gamma=80"
+    ),
     seed: int = typer.Option(0, "--seed", help="random seed"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
     out: Path = typer.Option(Path("runs/sample"), "--out", help="output folder: samples.npz, run.json, samples.png"),
-    fmt: str = typer.Option("npz", "--format", help="samples file: npz (float x and z, samples.npz), npz-uint8 (ADM/EDM: arr_0, NHWC uint8, samples_uint8.npz) or png (folder samples/, one file per sample); the last two for images"),
+    fmt: str = typer.Option(
+        "npz",
+        "--format",
+        help="samples file: npz (float x and z, samples.npz), npz-uint8 (ADM/EDM: arr_0, NHWC uint8, samples_uint8.npz) or png (folder samples/, one file per sample); the last two for images",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
-    distributed: bool = typer.Option(False, "--distributed", help="shard the work across the processes torchrun starts (on by itself when WORLD_SIZE > 1); one process without torchrun"),
-    shard_size: Optional[int] = typer.Option(None, "--shard-size", help="samples per shard with --distributed (default n / processes); a fixed size gives the same result for any number of processes"),
-    resume: bool = typer.Option(False, "--resume", help="with --distributed: keep shards already in --out/shards that this exact run wrote"),
-    feature_stats: Optional[str] = typer.Option(None, "--feature-stats", help="images: also write feature_stats.npz (mu, sigma: pytorch-fid format) of the samples in this feature space, 'inception' (weights from $REFINE_INCEPTION_WEIGHTS or the torch hub cache) or a classifier file; reduced across processes"),
-    config: Optional[Path] = typer.Option(None, "--config", help="replay a setting chosen by `refine tune` (its config.json): method, options, files and seed"),
-    classes: Optional[str] = typer.Option(None, "--classes", help="class-conditional checkpoints (refine train --method cgan): 'balanced' (the default: n/K per class) or class indices such as 3,7 (n split evenly); samples.npz gets y"),
+    distributed: bool = typer.Option(
+        False,
+        "--distributed",
+        help="shard the work across the processes torchrun starts (on by itself when WORLD_SIZE > 1); one process without torchrun",
+    ),
+    shard_size: Optional[int] = typer.Option(
+        None,
+        "--shard-size",
+        help="samples per shard with --distributed (default n / processes); a fixed size gives the same result for any number of processes",
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="with --distributed: keep shards already in --out/shards that this exact run wrote"
+    ),
+    feature_stats: Optional[str] = typer.Option(
+        None,
+        "--feature-stats",
+        help="images: also write feature_stats.npz (mu, sigma: pytorch-fid format) of the samples in this feature space, 'inception' (weights from $REFINE_INCEPTION_WEIGHTS or the torch hub cache) or a classifier file; reduced across processes",
+    ),
+    config: Optional[Path] = typer.Option(
+        None,
+        "--config",
+        help="replay a setting chosen by `refine tune` (its config.json): method, options, files and seed",
+    ),
+    classes: Optional[str] = typer.Option(
+        None,
+        "--classes",
+        help="class-conditional checkpoints (refine train --method cgan): 'balanced' (the default: n/K per class) or class indices such as 3,7 (n split evenly); samples.npz gets y",
+    ),
     foreign: Foreign = None,
 ) -> None:
     """Draw N refined samples with METHOD and write them, a run record and a picture to --out.
@@ -84,7 +121,14 @@ def sample(
         from ..tune.config import replay_config
 
         replay = replay_config(config, method=method, option=option, ckpt=ckpt, ratio=ratio, seed=seed, foreign=foreign)
-        method, option, ckpt, ratio, seed, foreign = replay.method, replay.option, replay.ckpt, replay.ratio, replay.seed, replay.foreign
+        method, option, ckpt, ratio, seed, foreign = (
+            replay.method,
+            replay.option,
+            replay.ckpt,
+            replay.ratio,
+            replay.seed,
+            replay.foreign,
+        )
     sampler = get_sampler(method, **parse_options(option))
     n = as_int(n, "-n", minimum=1, maximum=MAX_SAMPLES)
     if fmt not in SAMPLE_FORMATS:
@@ -93,17 +137,38 @@ def sample(
     from .sample_conditional import check_conditional_request, is_conditional_checkpoint, sample_conditional_run
 
     conditional = is_conditional_checkpoint(ckpt)
-    check_conditional_request(conditional=conditional, classes=classes, ckpt=ckpt, fmt=fmt, distributed=distributed or launched_distributed() or resume,
-                              feature_stats=feature_stats, ratio=ratio, foreign=foreign)
+    check_conditional_request(
+        conditional=conditional,
+        classes=classes,
+        ckpt=ckpt,
+        fmt=fmt,
+        distributed=distributed or launched_distributed() or resume,
+        feature_stats=feature_stats,
+        ratio=ratio,
+        foreign=foreign,
+    )
     dev = resolve_device(device)
     if conditional:  # one class at a time, in the same staged run folder
-        return sample_conditional_run(sampler, method=method, n=n, ckpt=ckpt, classes=classes, seed=seed, dev=dev, out=out, progress=progress, replay=replay)
+        return sample_conditional_run(
+            sampler,
+            method=method,
+            n=n,
+            ckpt=ckpt,
+            classes=classes,
+            seed=seed,
+            dev=dev,
+            out=out,
+            progress=progress,
+            replay=replay,
+        )
     ctx = None
     if distributed or launched_distributed() or feature_stats is not None:
         ctx = dist_init(dev)
         dev = ctx.device
     elif resume:
-        raise ConfigError("--resume keeps the shards of an interrupted --distributed run; add --distributed (one process is fine)")
+        raise ConfigError(
+            "--resume keeps the shards of an interrupted --distributed run; add --distributed (one process is fine)"
+        )
     main = ctx is None or ctx.is_main
     out = prepare_out_dir(out) if main else Path(out)  # one writability probe, not one per rank
     with RunFolder(out) if main else contextlib.nullcontext() as run:  # one writer per folder
@@ -118,12 +183,26 @@ def sample(
                 check_disk_space(out, n * est.row_bytes + (64 << 20), f"{n} samples")
             real = _real_source(sampler, inputs, target, seed, dev)
             if ctx is None:
-                result = _stream(sampler, target, n, seed=seed, chunk=chunk, real=real, progress=progress, run=run, fmt=fmt)
+                result = _stream(
+                    sampler, target, n, seed=seed, chunk=chunk, real=real, progress=progress, run=run, fmt=fmt
+                )
             else:  # shards under out/shards, merged on rank 0
                 features = _feature_fn(feature_stats, inputs.gan.generator, dev) if feature_stats is not None else None
-                result = sample_sharded(sampler, target, n, seed=seed, out=out, ctx=ctx, shard_size=shard_size, real=real(0, n) if real else None,
-                                        resume=resume, fingerprint=inputs.provenance, progress=progress and main, features=features,
-                                        dest=run.staging if main else None)
+                result = sample_sharded(
+                    sampler,
+                    target,
+                    n,
+                    seed=seed,
+                    out=out,
+                    ctx=ctx,
+                    shard_size=shard_size,
+                    real=real(0, n) if real else None,
+                    resume=resume,
+                    fingerprint=inputs.provenance,
+                    progress=progress and main,
+                    features=features,
+                    dest=run.staging if main else None,
+                )
         finally:
             if ctx is not None:
                 ctx.close()
@@ -144,12 +223,25 @@ def sample(
             "versions": versions(),
             "time": timestamp(),
         }
-        show = get_mixture(inputs.dataset).sample(min(n, 5000), rng=make_rng(seed + 7)) if inputs.dataset in MIXTURES else None
-        save_picture(run.path("samples.png"), result.x, title=method, output_range=inputs.gan.generator.output_range, dataset=inputs.dataset, real=show)
+        show = (
+            get_mixture(inputs.dataset).sample(min(n, 5000), rng=make_rng(seed + 7))
+            if inputs.dataset in MIXTURES
+            else None
+        )
+        save_picture(
+            run.path("samples.png"),
+            result.x,
+            title=method,
+            output_range=inputs.gan.generator.output_range,
+            dataset=inputs.dataset,
+            real=show,
+        )
         files = run.commit(record)
     info = result.info
     rate = f", acceptance {info['acceptance_rate']:.3f}" if "acceptance_rate" in info else ""
-    typer.echo(f"{method}: {n} samples in {info.get('wall_time_s', 0):.2f}s{rate}, {info.get('g_evals_per_sample', 0):.1f} G evals/sample -> {out}/{', '.join(files)}, run.json")
+    typer.echo(
+        f"{method}: {n} samples in {info.get('wall_time_s', 0):.2f}s{rate}, {info.get('g_evals_per_sample', 0):.1f} G evals/sample -> {out}/{', '.join(files)}, run.json"
+    )
 
 
 def _real_source(sampler, inputs, target, seed: int, dev) -> Callable[[int, int], torch.Tensor | None] | None:
@@ -177,12 +269,18 @@ def _check_image_format(fmt: str, generator, *, single_process: bool) -> None:
     """--format npz-uint8 and png hold 8-bit images: refuse, before anything is drawn, a generator they cannot hold."""
     shape = tuple(generator.sample_shape)
     if len(shape) != 3 or shape[0] not in (1, 3):
-        raise ConfigError(f"--format {fmt} writes 8-bit images (1 or 3 channels, C x H x W); this generator's samples have shape {shape}; use --format npz")
+        raise ConfigError(
+            f"--format {fmt} writes 8-bit images (1 or 3 channels, C x H x W); this generator's samples have shape {shape}; use --format npz"
+        )
     if generator.output_range not in ("[-1,1]", "[0,1]"):
-        raise ConfigError(f"--format {fmt} converts images from their declared value range; this generator's output range is "
-                          f"{generator.output_range!r}; declare it (--output-range [-1,1] or [0,1]) or use --format npz")
+        raise ConfigError(
+            f"--format {fmt} converts images from their declared value range; this generator's output range is "
+            f"{generator.output_range!r}; declare it (--output-range [-1,1] or [0,1]) or use --format npz"
+        )
     if not single_process:
-        raise ConfigError(f"--format {fmt} is written by one process; --distributed and --feature-stats write samples.npz (use --format npz)")
+        raise ConfigError(
+            f"--format {fmt} is written by one process; --distributed and --feature-stats write samples.npz (use --format npz)"
+        )
 
 
 def _writer(fmt: str, run: RunFolder, n: int, output_range: str):
@@ -195,7 +293,9 @@ def _writer(fmt: str, run: RunFolder, n: int, output_range: str):
     return PngFolderWriter(path, n, output_range=output_range)
 
 
-def _stream(sampler, target, n: int, *, seed: int, chunk: int, real, progress: bool, run: RunFolder, fmt: str = "npz") -> SampleResult:
+def _stream(
+    sampler, target, n: int, *, seed: int, chunk: int, real, progress: bool, run: RunFolder, fmt: str = "npz"
+) -> SampleResult:
     """Draw ``n`` samples chunk by chunk into the run's ``fmt`` file; return the first chunk (for the picture) with the merged record."""
     t0 = time.perf_counter()
     first, infos = None, []
@@ -213,7 +313,8 @@ def _feature_fn(space_name: str, generator, dev):
     from ..evaluate_images import load_feature_space, to_uint8
 
     if generator.output_range not in ("[-1,1]", "[0,1]"):
-        raise ConfigError(f"--feature-stats needs image samples with a declared value range; this generator's output range is {generator.output_range!r}")
+        raise ConfigError(
+            f"--feature-stats needs image samples with a declared value range; this generator's output range is {generator.output_range!r}"
+        )
     space = load_feature_space(space_name, device=dev)
     return lambda x: space.extract(to_uint8(x, generator.output_range))[0]
-

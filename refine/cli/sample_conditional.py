@@ -8,6 +8,7 @@ chunks on ``chunk_seed`` of that), so the class counts are exact and each class'
 depend on which other classes were asked for. ``samples.npz`` holds ``x``, ``z`` and ``y`` (int64);
 run.json's ``info`` has the per-class records; the picture has one row per class.
 """
+
 from __future__ import annotations
 
 import time
@@ -54,24 +55,47 @@ def is_conditional_checkpoint(path: Path | None) -> bool:
     return isinstance(obj, dict) and obj.get("conditional") is not None
 
 
-def check_conditional_request(*, conditional: bool, classes: str | None, ckpt, fmt: str, distributed: bool, feature_stats, ratio, foreign) -> None:
+def check_conditional_request(
+    *, conditional: bool, classes: str | None, ckpt, fmt: str, distributed: bool, feature_stats, ratio, foreign
+) -> None:
     """One-line errors, before anything is read or written, for what a conditional run does not support."""
     if not conditional:
         if classes is not None:
-            raise ConfigError(f"--classes applies to class-conditional checkpoints (refine train --method cgan); {ckpt or 'the default checkpoint'} is unconditional")
+            raise ConfigError(
+                f"--classes applies to class-conditional checkpoints (refine train --method cgan); {ckpt or 'the default checkpoint'} is unconditional"
+            )
         return
     if fmt != "npz":
-        raise ConfigError(f"--format {fmt}: a class-conditional run writes samples.npz (x, z and the labels y); use --format npz")
+        raise ConfigError(
+            f"--format {fmt}: a class-conditional run writes samples.npz (x, z and the labels y); use --format npz"
+        )
     if distributed or feature_stats is not None:
-        raise ConfigError("--distributed and --feature-stats are not supported for class-conditional checkpoints yet; run on one process")
+        raise ConfigError(
+            "--distributed and --feature-stats are not supported for class-conditional checkpoints yet; run on one process"
+        )
     if ratio is not None:
-        raise ConfigError(f"--ratio {ratio}: a class-conditional checkpoint is refined with its conditional discriminator D(x, y); drop --ratio")
+        raise ConfigError(
+            f"--ratio {ratio}: a class-conditional checkpoint is refined with its conditional discriminator D(x, y); drop --ratio"
+        )
     if foreign is not None and (foreign.generator_flags() or foreign.disc is not None):
-        raise ConfigError("foreign-network options apply to unconditional generators; a class-conditional refine checkpoint declares its own networks")
+        raise ConfigError(
+            "foreign-network options apply to unconditional generators; a class-conditional refine checkpoint declares its own networks"
+        )
 
 
-def sample_conditional_run(sampler, *, method: str, n: int, ckpt: Path, classes: str | None, seed: int, dev, out: Path, progress: bool,
-                           replay=None) -> None:
+def sample_conditional_run(
+    sampler,
+    *,
+    method: str,
+    n: int,
+    ckpt: Path,
+    classes: str | None,
+    seed: int,
+    dev,
+    out: Path,
+    progress: bool,
+    replay=None,
+) -> None:
     """The whole conditional ``refine sample`` run into ``out``."""
     from .sample import FORMAT_FILES, _writer
 
@@ -82,12 +106,16 @@ def sample_conditional_run(sampler, *, method: str, n: int, ckpt: Path, classes:
         if not isinstance(gen, ConditionalGenerator):  # pragma: no cover - checked by is_conditional_checkpoint
             raise ConfigError(f"{ckpt} is not a class-conditional checkpoint")
         target = ConditionalTarget(gen, inputs.ratio)
-        plan = class_plan(n, parse_classes("balanced" if classes is None else classes, gen.num_classes), gen.num_classes)
+        plan = class_plan(
+            n, parse_classes("balanced" if classes is None else classes, gen.num_classes), gen.num_classes
+        )
         if sampler.needs_gradients:
             from ..foreign import check_gradients, gradients_through_generator
 
             first = target.at(plan[0][0])
-            check_gradients(first.generator, first.ratio, method=method, through_generator=gradients_through_generator(sampler))
+            check_gradients(
+                first.generator, first.ratio, method=method, through_generator=gradients_through_generator(sampler)
+            )
         chunks, row_bytes = {}, 0
         for c, m in plan:  # work and memory of every class, before anything is drawn
             chunks[c] = chunk_rows(target.at(c), m)
@@ -98,7 +126,9 @@ def sample_conditional_run(sampler, *, method: str, n: int, ckpt: Path, classes:
         with _writer("npz", run, n, gen.output_range) as writer:
             for c, m in plan:
                 class_infos = []
-                for res in sample_chunks(sampler, target.at(c), m, seed=shard_seed(seed, c), chunk=chunks[c], progress=progress):
+                for res in sample_chunks(
+                    sampler, target.at(c), m, seed=shard_seed(seed, c), chunk=chunks[c], progress=progress
+                ):
                     arrays = {"x": res.x.detach().float().cpu().numpy()}
                     if res.z is not None:
                         arrays["z"] = res.z.detach().float().cpu().numpy()
@@ -110,22 +140,42 @@ def sample_conditional_run(sampler, *, method: str, n: int, ckpt: Path, classes:
         _append_labels(run.path(FORMAT_FILES["npz"]), plan)
         info = {**_merge_info(method, plan, infos), "seed": seed, "wall_time_s": time.perf_counter() - t0}
         if picture and picture[0].dim() == 4:
-            save_image_grid(run.path("samples.png"), _rows(picture), output_range=gen.output_range, nrow=PICTURE_PER_CLASS)
+            save_image_grid(
+                run.path("samples.png"), _rows(picture), output_range=gen.output_range, nrow=PICTURE_PER_CLASS
+            )
         record = {
-            "command": command_line(), "method": method, "options": sampler.options(), "n": n, "seed": seed, "format": "npz",
-            "classes": [c for c, _ in plan], "config": None if replay is None else replay.record, "device": str(dev), "inputs": inputs.provenance,
-            "dataset": inputs.dataset, "info": info, "versions": versions(), "time": timestamp(),
+            "command": command_line(),
+            "method": method,
+            "options": sampler.options(),
+            "n": n,
+            "seed": seed,
+            "format": "npz",
+            "classes": [c for c, _ in plan],
+            "config": None if replay is None else replay.record,
+            "device": str(dev),
+            "inputs": inputs.provenance,
+            "dataset": inputs.dataset,
+            "info": info,
+            "versions": versions(),
+            "time": timestamp(),
         }
         files = run.commit(record)
     rate = f", acceptance {info['acceptance_rate']:.3f}" if "acceptance_rate" in info else ""
-    typer.echo(f"{method}: {n} samples over {len(plan)} classes in {info['wall_time_s']:.2f}s{rate} -> {out}/{', '.join(files)}, run.json")
+    typer.echo(
+        f"{method}: {n} samples over {len(plan)} classes in {info['wall_time_s']:.2f}s{rate} -> {out}/{', '.join(files)}, run.json"
+    )
 
 
 def _append_labels(path: Path, plan: list[tuple[int, int]], block: int = 1 << 20) -> None:
     """Add ``y.npy`` (int64, one class index per row, in plan order) to the staged ``samples.npz``, in blocks."""
     n = sum(m for _, m in plan)
-    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_STORED, allowZip64=True) as zf, zf.open("y.npy", "w", force_zip64=True) as f:
-        np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int64)), "fortran_order": False, "shape": (n,)})
+    with (
+        zipfile.ZipFile(path, "a", compression=zipfile.ZIP_STORED, allowZip64=True) as zf,
+        zf.open("y.npy", "w", force_zip64=True) as f,
+    ):
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int64)), "fortran_order": False, "shape": (n,)}
+        )
         for c, m in plan:
             for i in range(0, m, block):
                 f.write(np.full(min(block, m - i), c, dtype=np.int64).tobytes())

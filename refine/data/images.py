@@ -32,15 +32,16 @@ Extracting the JPEG zip once (optional; reading the zip in place works too)::
 A missing or malformed root raises :class:`~refine.errors.DataError` with one line that says
 what was expected where.
 """
+
 from __future__ import annotations
 
 import gzip
 import io
 import os
 import zipfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -70,7 +71,13 @@ IMAGE_DATASETS: dict[str, str] = {
     "cifar10-jpg": "the CIFAR-10 JPEG zip, or the folder it was extracted to (train/<class>/*.jpg, test/<class>/*.jpg)",
     "folder": "a class-per-folder image tree (ROOT/<class>/<image>, optionally under ROOT/train and ROOT/test)",
 }
-_ALIASES = {"fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist", "cifar-10": "cifar10", "imagefolder": "folder", "cifar10jpg": "cifar10-jpg"}
+_ALIASES = {
+    "fashionmnist": "fashion-mnist",
+    "fmnist": "fashion-mnist",
+    "cifar-10": "cifar10",
+    "imagefolder": "folder",
+    "cifar10jpg": "cifar10-jpg",
+}
 SPLITS = ("train", "test")
 
 
@@ -97,7 +104,9 @@ def is_image_spec(spec: str | None) -> bool:
 def parse_data_spec(spec: str) -> DataSpec:
     """``"mnist:/data/mnist"`` -> ``DataSpec("mnist", Path("/data/mnist"))``; unknown names are errors."""
     if not isinstance(spec, str) or ":" not in spec:
-        raise ConfigError(f"image dataset spec {spec!r} is not NAME:ROOT (e.g. mnist:/data/mnist); names: {', '.join(IMAGE_DATASETS)}")
+        raise ConfigError(
+            f"image dataset spec {spec!r} is not NAME:ROOT (e.g. mnist:/data/mnist); names: {', '.join(IMAGE_DATASETS)}"
+        )
     name, root = spec.split(":", 1)
     name = name.strip().lower()
     name = _ALIASES.get(name, name)
@@ -105,7 +114,9 @@ def parse_data_spec(spec: str) -> DataSpec:
         raise ConfigError(f"unknown image dataset {name!r} in {spec!r}; valid names: {', '.join(IMAGE_DATASETS)}")
     root = root.strip()
     if not root:
-        raise ConfigError(f"image dataset spec {spec!r} has no ROOT after the colon; expected {name}:ROOT with ROOT holding {IMAGE_DATASETS[name]}")
+        raise ConfigError(
+            f"image dataset spec {spec!r} has no ROOT after the colon; expected {name}:ROOT with ROOT holding {IMAGE_DATASETS[name]}"
+        )
     return DataSpec(name, Path(os.path.expanduser(root)))
 
 
@@ -149,11 +160,18 @@ class ImageData:
         x = self.images if index is None else self.images[index]
         return to_float(x.to(device) if device is not None else x)
 
-    def subset(self, index) -> "ImageData":
+    def subset(self, index) -> ImageData:
         idx = torch.as_tensor(index, dtype=torch.long)
-        return ImageData(self.images[idx], None if self.labels is None else self.labels[idx], self.classes, self.spec, self.split, dict(self.info))
+        return ImageData(
+            self.images[idx],
+            None if self.labels is None else self.labels[idx],
+            self.classes,
+            self.spec,
+            self.split,
+            dict(self.info),
+        )
 
-    def random_split(self, n_first: int, *, rng: torch.Generator | None) -> tuple["ImageData", "ImageData"]:
+    def random_split(self, n_first: int, *, rng: torch.Generator | None) -> tuple[ImageData, ImageData]:
         """Two disjoint random subsets: ``n_first`` images and the rest."""
         if not 0 <= n_first <= len(self):
             raise ConfigError(f"cannot take {n_first} of {len(self)} images")
@@ -162,7 +180,9 @@ class ImageData:
 
     def describe(self) -> str:
         lab = f", {self.num_classes} classes" if self.labels is not None else ", unlabelled"
-        return f"{self.spec} [{self.split}]: {len(self)} images {self.channels}x{self.image_size}x{self.image_size}{lab}"
+        return (
+            f"{self.spec} [{self.split}]: {len(self)} images {self.channels}x{self.image_size}x{self.image_size}{lab}"
+        )
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
@@ -176,7 +196,15 @@ class ImageBatches:
     Each pass draws a fresh permutation from ``rng``; the last incomplete batch is dropped.
     """
 
-    def __init__(self, data: ImageData, batch_size: int, *, rng: torch.Generator | None = None, device=None, with_labels: bool = False) -> None:
+    def __init__(
+        self,
+        data: ImageData,
+        batch_size: int,
+        *,
+        rng: torch.Generator | None = None,
+        device=None,
+        with_labels: bool = False,
+    ) -> None:
         if batch_size <= 0:
             raise ConfigError(f"batch size must be positive, got {batch_size}")
         if len(data) < batch_size:
@@ -212,9 +240,13 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         with opener(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"{path} cannot be read ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__}); expected an idx file as distributed with MNIST") from None
+        raise DataError(
+            f"{path} cannot be read ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__}); expected an idx file as distributed with MNIST"
+        ) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DataError(f"{path} is not an idx file (bad magic number); expected e.g. train-images-idx3-ubyte as distributed with MNIST")
+        raise DataError(
+            f"{path} is not an idx file (bad magic number); expected e.g. train-images-idx3-ubyte as distributed with MNIST"
+        )
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
@@ -223,15 +255,31 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     need = int(np.prod(dims)) * dtype.itemsize
     if len(raw) - header != need:
-        raise DataError(f"{path} holds {len(raw) - header} bytes of data, its header {dims} needs {need}; the file is truncated or corrupt")
+        raise DataError(
+            f"{path} holds {len(raw) - header} bytes of data, its header {dims} needs {need}; the file is truncated or corrupt"
+        )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
 
 
-_MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 _TV_FOLDER = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 _CLASSES = {
     "mnist": [str(i) for i in range(10)],
-    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+    "fashion-mnist": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
 }
 
 
@@ -245,7 +293,9 @@ def _find_file(folder: Path, base: str) -> Path | None:
 def _load_mnist_family(spec: DataSpec, split: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
     root = spec.root
     if not root.is_dir():
-        raise DataError(f"{spec.name} root {root} is not a folder; expected a folder holding {IMAGE_DATASETS[spec.name]}")
+        raise DataError(
+            f"{spec.name} root {root} is not a folder; expected a folder holding {IMAGE_DATASETS[spec.name]}"
+        )
     tv_raw = root / _TV_FOLDER[spec.name] / "raw"
     img_name, lab_name = _MNIST_FILES[split]
     # torchvision's own layout (uncompressed files under ROOT/<Name>/raw): let torchvision read it.
@@ -259,7 +309,9 @@ def _load_mnist_family(spec: DataSpec, split: str) -> tuple[torch.Tensor, torch.
         try:
             ds = cls(str(root), train=split == "train", download=False)
         except (RuntimeError, OSError, ValueError, AssertionError) as e:
-            raise DataError(f"torchvision could not read {spec.name} from {tv_raw} ({str(e).splitlines()[0][:120]})") from None
+            raise DataError(
+                f"torchvision could not read {spec.name} from {tv_raw} ({str(e).splitlines()[0][:120]})"
+            ) from None
         return ds.data.unsqueeze(1).contiguous(), ds.targets.long(), {"reader": "torchvision", "folder": str(tv_raw)}
     # The files as distributed (.gz or not), in ROOT/<Name>/raw, ROOT/raw or ROOT itself: read them here.
     for folder in (tv_raw, root / "raw", root):
@@ -267,9 +319,14 @@ def _load_mnist_family(spec: DataSpec, split: str) -> tuple[torch.Tensor, torch.
         if img is not None and lab is not None:
             images, labels = read_idx(img), read_idx(lab)
             if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-                raise DataError(f"{img} and {lab} do not fit together: images {images.shape}, labels {labels.shape}; expected (N, 28, 28) and (N,)")
-            return (torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
-                    {"reader": "idx", "folder": str(folder)})
+                raise DataError(
+                    f"{img} and {lab} do not fit together: images {images.shape}, labels {labels.shape}; expected (N, 28, 28) and (N,)"
+                )
+            return (
+                torch.from_numpy(images.copy()).unsqueeze(1),
+                torch.from_numpy(labels.astype(np.int64)),
+                {"reader": "idx", "folder": str(folder)},
+            )
     raise DataError(
         f"{spec.name} root {root} holds no {img_name}[.gz] and {lab_name}[.gz] (looked in {root}, {root / 'raw'} and {tv_raw}); "
         f"point --data {spec.name}:ROOT at the folder with the original files"
@@ -284,7 +341,9 @@ def _load_cifar10(spec: DataSpec, split: str) -> tuple[torch.Tensor, torch.Tenso
     if not (root / "cifar-10-batches-py").is_dir():
         has_zip = root.is_file() or (root.is_dir() and any(root.glob("*.zip")))
         hint = " (for the CIFAR-10 JPEG archive use cifar10-jpg:PATH)" if has_zip else ""
-        raise DataError(f"cifar10 root {spec.root} holds no cifar-10-batches-py/ folder; expected torchvision's CIFAR-10 python pickles there{hint}")
+        raise DataError(
+            f"cifar10 root {spec.root} holds no cifar-10-batches-py/ folder; expected torchvision's CIFAR-10 python pickles there{hint}"
+        )
     from .. import _compat
 
     _compat.ensure_torchvision()
@@ -293,7 +352,9 @@ def _load_cifar10(spec: DataSpec, split: str) -> tuple[torch.Tensor, torch.Tenso
     try:
         ds = datasets.CIFAR10(str(root), train=split == "train", download=False)
     except (RuntimeError, OSError, ValueError, EOFError) as e:
-        raise DataError(f"torchvision could not read CIFAR-10 from {root / 'cifar-10-batches-py'} ({str(e).splitlines()[0][:120]}); the files are missing or corrupt") from None
+        raise DataError(
+            f"torchvision could not read CIFAR-10 from {root / 'cifar-10-batches-py'} ({str(e).splitlines()[0][:120]}); the files are missing or corrupt"
+        ) from None
     images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
     return images, torch.tensor(ds.targets, dtype=torch.long), {"reader": "torchvision", "classes": list(ds.classes)}
 
@@ -313,21 +374,27 @@ def _decode(data_or_path, what: str) -> np.ndarray:
             with Image.open(src) as im:
                 limit = Image.MAX_IMAGE_PIXELS
                 if limit is not None and im.size[0] * im.size[1] > limit:
-                    raise DataError(f"{what} is {im.size[0]}x{im.size[1]} pixels, more than refine decodes ({limit} pixels: "
-                                    "a decompression bomb or not a dataset image)")
+                    raise DataError(
+                        f"{what} is {im.size[0]}x{im.size[1]} pixels, more than refine decodes ({limit} pixels: "
+                        "a decompression bomb or not a dataset image)"
+                    )
                 im = im.convert("RGB") if im.mode not in ("L", "RGB") else im
                 im.load()
                 return np.asarray(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise DataError(f"{what} is refused as a decompression bomb ({str(e).splitlines()[0][:100]})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{what} is not a readable image ({str(e).splitlines()[0][:100] if str(e) else type(e).__name__})") from None
+        raise DataError(
+            f"{what} is not a readable image ({str(e).splitlines()[0][:100] if str(e) else type(e).__name__})"
+        ) from None
 
 
 def _stack(arrays: list[np.ndarray], where: str) -> torch.Tensor:
     shapes = {a.shape[:2] for a in arrays}
     if len(shapes) > 1:
-        raise DataError(f"images in {where} have different sizes ({', '.join(f'{h}x{w}' for h, w in sorted(shapes)[:4])}); pass an image size to resize them")
+        raise DataError(
+            f"images in {where} have different sizes ({', '.join(f'{h}x{w}' for h, w in sorted(shapes)[:4])}); pass an image size to resize them"
+        )
     gray = all(a.ndim == 2 for a in arrays)
     arrays = [a if a.ndim == 3 else (a[:, :, None] if gray else np.repeat(a[:, :, None], 3, axis=2)) for a in arrays]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
@@ -357,7 +424,9 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _image_folder(folder: Path, what: str, progress: bool, resize_to: int | None, limit: int | None, rng) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
+def _image_folder(
+    folder: Path, what: str, progress: bool, resize_to: int | None, limit: int | None, rng
+) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
     subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if subdirs:
         from .. import _compat
@@ -371,20 +440,26 @@ def _image_folder(folder: Path, what: str, progress: bool, resize_to: int | None
             raise DataError(f"{what}: {str(e).splitlines()[0][:160]}") from None
         samples = ds.samples
         if not samples:
-            raise DataError(f"{what}: no image files ({', '.join(IMAGE_EXTENSIONS[:3])}, ...) under the class folders of {folder}")
+            raise DataError(
+                f"{what}: no image files ({', '.join(IMAGE_EXTENSIONS[:3])}, ...) under the class folders of {folder}"
+            )
         classes: list[str] | None = list(ds.classes)
         paths = [p for p, _ in samples]
         labels = torch.tensor([c for _, c in samples], dtype=torch.long)
     else:
         paths = sorted(str(p) for p in folder.iterdir() if p.is_file() and _is_image(p.name))
         if not paths:
-            raise DataError(f"{what}: {folder} holds neither class subfolders nor image files; expected ROOT/<class>/<image>")
+            raise DataError(
+                f"{what}: {folder} holds neither class subfolders nor image files; expected ROOT/<class>/<image>"
+            )
         labels, classes = None, None
     keep = _limit_index(len(paths), limit, rng)
     if keep is not None:
         paths = [paths[i] for i in keep]
         labels = None if labels is None else labels[keep]
-    arrays = _decode_many(((p, os.path.relpath(p, folder)) for p in paths), f"{what}: ", progress, f"reading {folder.name}", resize_to)
+    arrays = _decode_many(
+        ((p, os.path.relpath(p, folder)) for p in paths), f"{what}: ", progress, f"reading {folder.name}", resize_to
+    )
     return _stack(arrays, str(folder)), labels, classes
 
 
@@ -412,24 +487,36 @@ def _load_cifar10_jpg(spec: DataSpec, split: str, progress: bool, resize_to: int
         try:
             zf = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as e:
-            raise DataError(f"cifar10-jpg path {path} is a file but not a readable zip archive ({str(e)[:100]}); expected the CIFAR-10 JPEG zip or its extracted folder") from None
+            raise DataError(
+                f"cifar10-jpg path {path} is a file but not a readable zip archive ({str(e)[:100]}); expected the CIFAR-10 JPEG zip or its extracted folder"
+            ) from None
         with zf:
             members, classes = _zip_split_members(zf, split)
             if not members:
-                raise DataError(f"zip {path} holds no {split}/<class>/*.jpg entries; expected the CIFAR-10 JPEG archive (cifar10/{split}/<class>/NNNN.jpg)")
+                raise DataError(
+                    f"zip {path} holds no {split}/<class>/*.jpg entries; expected the CIFAR-10 JPEG archive (cifar10/{split}/<class>/NNNN.jpg)"
+                )
             keep = _limit_index(len(members), limit, rng)
             if keep is not None:
                 members = [members[i] for i in keep]
-            arrays = _decode_many((((lambda m=m: zf.read(m)), m) for m, _ in members), f"{path}:", progress, f"reading {split}", resize_to)
+            arrays = _decode_many(
+                (((lambda m=m: zf.read(m)), m) for m, _ in members), f"{path}:", progress, f"reading {split}", resize_to
+            )
         labels = torch.tensor([c for _, c in members], dtype=torch.long)
         return _stack(arrays, str(path)), labels, classes, {"reader": "zip", "path": str(path)}
     if not path.is_dir():
-        raise DataError(f"cifar10-jpg path {path} does not exist; expected the CIFAR-10 JPEG zip or the folder it was extracted to")
+        raise DataError(
+            f"cifar10-jpg path {path} does not exist; expected the CIFAR-10 JPEG zip or the folder it was extracted to"
+        )
     for base in (path, path / "cifar10"):
         if (base / split).is_dir():
-            images, labels, classes = _image_folder(base / split, f"cifar10-jpg {base / split}", progress, resize_to, limit, rng)
+            images, labels, classes = _image_folder(
+                base / split, f"cifar10-jpg {base / split}", progress, resize_to, limit, rng
+            )
             return images, labels, classes, {"reader": "ImageFolder", "folder": str(base / split)}
-    raise DataError(f"cifar10-jpg folder {path} has no {split}/ subfolder (nor cifar10/{split}/); expected {split}/<class>/*.jpg as in the extracted archive")
+    raise DataError(
+        f"cifar10-jpg folder {path} has no {split}/ subfolder (nor cifar10/{split}/); expected {split}/<class>/*.jpg as in the extracted archive"
+    )
 
 
 def _load_folder(spec: DataSpec, split: str, progress: bool, resize_to: int | None, limit: int | None, rng):
@@ -439,13 +526,22 @@ def _load_folder(spec: DataSpec, split: str, progress: bool, resize_to: int | No
     if (root / "train").is_dir():
         folder = root / split
         if not folder.is_dir():
-            raise DataError(f"folder root {root} has train/ but no {split}/ subfolder; add one or use the train split only")
+            raise DataError(
+                f"folder root {root} has train/ but no {split}/ subfolder; add one or use the train split only"
+            )
     elif split == "train":
         folder = root
     else:
-        raise DataError(f"folder root {root} has no train/ and test/ subfolders, so it has no {split} split; hold out images from the train split instead")
+        raise DataError(
+            f"folder root {root} has no train/ and test/ subfolders, so it has no {split} split; hold out images from the train split instead"
+        )
     images, labels, classes = _image_folder(folder, f"folder {folder}", progress, resize_to, limit, rng)
-    return images, labels, classes, {"reader": "ImageFolder" if labels is not None else "flat folder", "folder": str(folder)}
+    return (
+        images,
+        labels,
+        classes,
+        {"reader": "ImageFolder" if labels is not None else "flat folder", "folder": str(folder)},
+    )
 
 
 # --------------------------------------------------------------------------- conversion and the entry point
@@ -462,7 +558,13 @@ def convert_images(images: torch.Tensor, *, image_size: int | None = None, chann
     if image_size is not None and (images.shape[-1] != image_size or images.shape[-2] != image_size):
         out = []
         for i in range(0, len(images), 4096):
-            r = torch.nn.functional.interpolate(images[i : i + 4096].float(), size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
+            r = torch.nn.functional.interpolate(
+                images[i : i + 4096].float(),
+                size=(image_size, image_size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
             out.append(r.round().clamp(0, 255).byte())
         images = torch.cat(out) if out else images.new_zeros((0, images.shape[1], image_size, image_size))
     return images.contiguous()
@@ -514,7 +616,9 @@ def load_images(
     return ImageData(images, labels, classes, str(ds), split, info)
 
 
-def real_images_like(spec: str, shape: Sequence[int], n: int, *, split: str = "test", rng: torch.Generator | None = None, device=None) -> torch.Tensor:
+def real_images_like(
+    spec: str, shape: Sequence[int], n: int, *, split: str = "test", rng: torch.Generator | None = None, device=None
+) -> torch.Tensor:
     """``n`` real images of ``spec`` as float ``[-1, 1]`` with a generator's sample ``shape`` ``(C, H, W)``.
 
     A random subset of the split (held out from training by default), e.g. to start MH chains
@@ -525,7 +629,9 @@ def real_images_like(spec: str, shape: Sequence[int], n: int, *, split: str = "t
         raise ConfigError(f"image datasets are square; the generator makes {h}x{w} images")
     data = load_images(spec, split=split, image_size=h, channels=c, limit=n, rng=rng)
     if len(data) < n:
-        raise DataError(f"{spec} [{split}] holds {len(data)} images, fewer than the {n} requested; ask for fewer samples")
+        raise DataError(
+            f"{spec} [{split}] holds {len(data)} images, fewer than the {n} requested; ask for fewer samples"
+        )
     return data.float(device=device)
 
 
@@ -556,7 +662,9 @@ def extract_zip(archive: str | os.PathLike, dest: str | os.PathLike, *, progress
             for m in members:
                 target = (tmp / m.filename).resolve()
                 if not str(target).startswith(str(tmp.resolve()) + os.sep) and target != tmp.resolve():
-                    raise DataError(f"{archive} member {m.filename!r} would be written outside {dest}; refusing to extract")
+                    raise DataError(
+                        f"{archive} member {m.filename!r} would be written outside {dest}; refusing to extract"
+                    )
             for m in tqdm(members, desc="extracting", unit="file", disable=not progress, leave=False):
                 zf.extract(m, tmp)
         os.replace(tmp, dest)

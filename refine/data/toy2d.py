@@ -8,6 +8,7 @@ Two 25-Gaussian conventions are in use, and their numbers are not comparable:
 - ``grid25-veegan`` (VEEGAN / PacGAN): means ``{-4,-2,0,2,4}^2``, std 0.05.
 - ``ring8`` (VEEGAN / PacGAN): 8 means on a circle of radius 1, std 0.01; ``ring8-lbt``: std 0.1.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,7 +52,11 @@ def _grid(spacing: float, std: float, scale: float = 1.0, name: str = "grid25") 
 
 
 def _ring(n: int, radius: float, std: float, name: str) -> Mixture:
-    return Mixture(name, tuple((radius * math.cos(2 * math.pi * k / n), radius * math.sin(2 * math.pi * k / n)) for k in range(n)), std)
+    return Mixture(
+        name,
+        tuple((radius * math.cos(2 * math.pi * k / n), radius * math.sin(2 * math.pi * k / n)) for k in range(n)),
+        std,
+    )
 
 
 MIXTURES: dict[str, Mixture] = {

@@ -6,6 +6,7 @@ tuple whose first two entries are ``(features, logits)`` (as
 module is run under ``torch.inference_mode()`` and is never moved or switched to eval mode
 here. Outputs come back on the CPU as ordinary tensors (usable in autograd afterwards).
 """
+
 from __future__ import annotations
 
 import math
@@ -40,7 +41,7 @@ def _batch_source(data: Any, batch_size: int) -> tuple[Iterable[Any], int | None
         if data.dim() == 0:
             raise ShapeError("data must be a batch of samples (N, ...), got a 0-d tensor")
         n = data.shape[0]
-        return (data[i:i + batch_size] for i in range(0, n, batch_size)), math.ceil(n / batch_size)
+        return (data[i : i + batch_size] for i in range(0, n, batch_size)), math.ceil(n / batch_size)
     if not isinstance(data, Iterable):
         raise ConfigError(f"data must be a tensor, an array or an iterable of batches, got {type(data).__name__}")
     try:
@@ -65,18 +66,27 @@ def _first_tensor(batch: Any, index: int) -> torch.Tensor:
 def _split_output(out: Any, with_logits: bool, index: int) -> Output:
     if isinstance(out, torch.Tensor):
         if with_logits:
-            raise ConfigError("with_logits=True needs a module that returns (features, logits); "
-                              "this one returned a single tensor")
+            raise ConfigError(
+                "with_logits=True needs a module that returns (features, logits); this one returned a single tensor"
+            )
         return out
     if isinstance(out, (tuple, list)) and len(out) >= 2 and all(isinstance(t, torch.Tensor) for t in out[:2]):
         return (out[0], out[1]) if with_logits else out[0]
-    raise ConfigError(f"the module returned {type(out).__name__} for batch {index}; "
-                      "expected a tensor or a (features, logits) tuple")
+    raise ConfigError(
+        f"the module returned {type(out).__name__} for batch {index}; expected a tensor or a (features, logits) tuple"
+    )
 
 
-def iter_features(module: nn.Module, data: Any, *, batch_size: int = 50,
-                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None, with_logits: bool = False,
-                  progress: bool = True, desc: str = "features") -> Iterator[Output]:
+def iter_features(
+    module: nn.Module,
+    data: Any,
+    *,
+    batch_size: int = 50,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    with_logits: bool = False,
+    progress: bool = True,
+    desc: str = "features",
+) -> Iterator[Output]:
     """Yield per-batch features ``(b, D)`` (or ``(features, logits)`` with ``with_logits``).
 
     ``data``: a tensor or array ``(N, ...)`` (cut into batches of ``batch_size``), or an iterable
@@ -88,8 +98,10 @@ def iter_features(module: nn.Module, data: Any, *, batch_size: int = 50,
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if module.training:
-        raise ConfigError(f"{type(module).__name__} is in training mode; call .eval() on it first "
-                          "(batch norm and dropout would change the features)")
+        raise ConfigError(
+            f"{type(module).__name__} is in training mode; call .eval() on it first "
+            "(batch norm and dropout would change the features)"
+        )
     device = module_device(module)
     batches, total = _batch_source(data, batch_size)
     bar = tqdm(batches, total=total, desc=desc, unit="batch", disable=not progress, leave=False)
@@ -107,16 +119,24 @@ def iter_features(module: nn.Module, data: Any, *, batch_size: int = 50,
             parts = tuple(p.detach().to("cpu").reshape(p.shape[0], -1).clone() for p in parts)
             for name, p in zip(("features", "logits"), parts):
                 if p.is_floating_point() and not torch.isfinite(p).all():
-                    raise NonFiniteError(f"the module produced NaN or inf {name} for batch {i}; "
-                                         "check its weights and the input range")
+                    raise NonFiniteError(
+                        f"the module produced NaN or inf {name} for batch {i}; check its weights and the input range"
+                    )
             yield parts if with_logits else parts[0]
     finally:
         bar.close()
 
 
-def extract_features(module: nn.Module, data: Any, *, batch_size: int = 50,
-                     transform: Callable[[torch.Tensor], torch.Tensor] | None = None, with_logits: bool = False,
-                     progress: bool = True, desc: str = "features") -> Output:
+def extract_features(
+    module: nn.Module,
+    data: Any,
+    *,
+    batch_size: int = 50,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    with_logits: bool = False,
+    progress: bool = True,
+    desc: str = "features",
+) -> Output:
     """All features ``(N, D)`` on the CPU (and logits ``(N, C)`` with ``with_logits``).
 
     Same arguments as :func:`iter_features`; for very large ``N`` stream with that instead
@@ -124,8 +144,9 @@ def extract_features(module: nn.Module, data: Any, *, batch_size: int = 50,
     """
     feats: list[torch.Tensor] = []
     logits: list[torch.Tensor] = []
-    for out in iter_features(module, data, batch_size=batch_size, transform=transform, with_logits=with_logits,
-                             progress=progress, desc=desc):
+    for out in iter_features(
+        module, data, batch_size=batch_size, transform=transform, with_logits=with_logits, progress=progress, desc=desc
+    ):
         if with_logits:
             feats.append(out[0])
             logits.append(out[1])

@@ -26,6 +26,7 @@
   and network, under a directory given by the caller, ``$REFINE_CACHE``, ``$XDG_CACHE_HOME/refine``
   or ``~/.cache/refine`` (the order torch.hub follows for ``$TORCH_HOME``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -80,12 +81,16 @@ def _check_gaussian(mu: np.ndarray, sigma: np.ndarray, which: str) -> None:
     if sigma.shape != (mu.shape[0], mu.shape[0]):
         raise ShapeError(f"sigma{which} must be ({mu.shape[0]}, {mu.shape[0]}) to match mu{which}, got {sigma.shape}")
     if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-        raise NonFiniteError(f"mu{which}/sigma{which} contain NaN or inf; recompute the statistics from finite features")
+        raise NonFiniteError(
+            f"mu{which}/sigma{which} contain NaN or inf; recompute the statistics from finite features"
+        )
     scale = float(np.abs(sigma).max(initial=0.0))
     asym = float(np.abs(sigma - sigma.T).max(initial=0.0))
     if asym > _PSD_RTOL * scale:
-        raise ShapeError(f"sigma{which} is not symmetric (max |S - S^T| = {asym:.3g}, max |S| = {scale:.3g}); "
-                         "pass a covariance matrix")
+        raise ShapeError(
+            f"sigma{which} is not symmetric (max |S - S^T| = {asym:.3g}, max |S| = {scale:.3g}); "
+            "pass a covariance matrix"
+        )
 
 
 def _eigen_root(sigma: np.ndarray, which: str) -> tuple[np.ndarray, np.ndarray]:
@@ -100,8 +105,10 @@ def _eigen_root(sigma: np.ndarray, which: str) -> tuple[np.ndarray, np.ndarray]:
         return v, w
     top = max(float(w[-1]), 0.0)
     if w[0] < -_PSD_RTOL * top or (top == 0.0 and w[0] < 0.0):
-        raise ConfigError(f"sigma{which} is not positive semi-definite (smallest eigenvalue {w[0]:.3g}, "
-                          f"largest {top:.3g}); pass a covariance matrix")
+        raise ConfigError(
+            f"sigma{which} is not positive semi-definite (smallest eigenvalue {w[0]:.3g}, "
+            f"largest {top:.3g}); pass a covariance matrix"
+        )
     keep = w > len(w) * np.finfo(np.float64).eps * top
     return v[:, keep], np.sqrt(w[keep])
 
@@ -194,7 +201,7 @@ class StatsAccumulator:
         self.m2 = self.m2 + m2_b + np.outer(delta, delta) * (n_a * n_b / n)
         self.count = n
 
-    def update(self, features: Any) -> "StatsAccumulator":
+    def update(self, features: Any) -> StatsAccumulator:
         """Add a batch of feature vectors ``(n, D)`` (array or tensor); returns ``self``."""
         x = features
         if isinstance(x, torch.Tensor):
@@ -210,16 +217,18 @@ class StatsAccumulator:
         elif x.shape[1] != self.dim:
             raise ShapeError(f"features have dimension {x.shape[1]}, but this accumulator holds dimension {self.dim}")
         for start in range(0, x.shape[0], self.chunk_size):
-            chunk = _as_float64(x[start:start + self.chunk_size], "features")
+            chunk = _as_float64(x[start : start + self.chunk_size], "features")
             if not np.isfinite(chunk).all():
-                raise NonFiniteError(f"features rows {start}..{start + len(chunk) - 1} contain NaN or inf; "
-                                     "check the feature network and its inputs")
+                raise NonFiniteError(
+                    f"features rows {start}..{start + len(chunk) - 1} contain NaN or inf; "
+                    "check the feature network and its inputs"
+                )
             mean = chunk.mean(axis=0)
             centred = chunk - mean
             self._combine(len(chunk), mean, centred.T @ centred)
         return self
 
-    def merge(self, other: "StatsAccumulator") -> "StatsAccumulator":
+    def merge(self, other: StatsAccumulator) -> StatsAccumulator:
         """Fold ``other``'s rows into this accumulator (``other`` is left unchanged); returns ``self``."""
         if not isinstance(other, StatsAccumulator):
             raise ConfigError(f"merge expects a StatsAccumulator, got {type(other).__name__}")
@@ -240,11 +249,15 @@ class StatsAccumulator:
 
     def state_dict(self) -> dict[str, Any]:
         """Plain values (count, mean, centred outer-product sum) for sending between processes."""
-        return {"count": self.count, "dim": self.dim, "mean": None if self.mean is None else self.mean.copy(),
-                "m2": None if self.m2 is None else self.m2.copy()}
+        return {
+            "count": self.count,
+            "dim": self.dim,
+            "mean": None if self.mean is None else self.mean.copy(),
+            "m2": None if self.m2 is None else self.m2.copy(),
+        }
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any]) -> "StatsAccumulator":
+    def from_state_dict(cls, state: Mapping[str, Any]) -> StatsAccumulator:
         acc = cls(state.get("dim"))
         if state["count"]:
             acc._combine(int(state["count"]), _as_float64(state["mean"], "mean"), _as_float64(state["m2"], "m2"))
@@ -252,6 +265,7 @@ class StatsAccumulator:
 
 
 # --------------------------------------------------------------------------- .npz files
+
 
 def _check_npz_path(path: str | os.PathLike) -> Path:
     p = Path(path)
@@ -308,8 +322,10 @@ def load_statistics(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     with _open_npz(path) as f:
         missing = [k for k in ("mu", "sigma") if k not in f.files]
         if missing:
-            raise DataError(f"statistics file {path} lacks {', '.join(missing)} (found keys: {', '.join(f.files) or 'none'}); "
-                            "expected an .npz with 'mu' and 'sigma'")
+            raise DataError(
+                f"statistics file {path} lacks {', '.join(missing)} (found keys: {', '.join(f.files) or 'none'}); "
+                "expected an .npz with 'mu' and 'sigma'"
+            )
         mu, sigma = np.asarray(f["mu"], dtype=np.float64), np.asarray(f["sigma"], dtype=np.float64)
     _check_gaussian(mu, sigma, "")
     return mu, sigma
@@ -324,6 +340,7 @@ def load_statistics_meta(path: str | os.PathLike) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- cache
+
 
 def default_cache_dir() -> Path:
     """``$REFINE_CACHE`` if set, else ``$XDG_CACHE_HOME/refine``, else ``~/.cache/refine``.
@@ -379,8 +396,9 @@ class StatisticsCache:
     def path(self, dataset: str, split: str, preprocessing: str | Mapping[str, Any], network: str) -> Path:
         return self.root / "fid_stats" / f"{self.key(dataset, split, preprocessing, network)}.npz"
 
-    def load(self, dataset: str, split: str, preprocessing: str | Mapping[str, Any],
-             network: str) -> tuple[np.ndarray, np.ndarray] | None:
+    def load(
+        self, dataset: str, split: str, preprocessing: str | Mapping[str, Any], network: str
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         """Cached ``(mu, sigma)``, or None when absent."""
         p = self.path(dataset, split, preprocessing, network)
         if not p.is_file():
@@ -388,19 +406,38 @@ class StatisticsCache:
         stored = load_statistics_meta(p).get("key")
         wanted = self._key_fields(dataset, split, preprocessing, network)
         if stored != wanted:
-            raise DataError(f"cached statistics {p} record key {stored!r}, not {wanted!r}; delete the file to recompute it")
+            raise DataError(
+                f"cached statistics {p} record key {stored!r}, not {wanted!r}; delete the file to recompute it"
+            )
         return load_statistics(p)
 
-    def save(self, dataset: str, split: str, preprocessing: str | Mapping[str, Any], network: str,
-             mu: Any, sigma: Any, *, meta: Mapping[str, Any] | None = None) -> Path:
+    def save(
+        self,
+        dataset: str,
+        split: str,
+        preprocessing: str | Mapping[str, Any],
+        network: str,
+        mu: Any,
+        sigma: Any,
+        *,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Path:
         """Store ``(mu, sigma)`` atomically; ``meta`` adds provenance (e.g. number of images)."""
         fields = self._key_fields(dataset, split, preprocessing, network)
-        return save_statistics(self.path(dataset, split, preprocessing, network), mu, sigma,
-                               meta={**dict(meta or {}), "key": fields})
+        return save_statistics(
+            self.path(dataset, split, preprocessing, network), mu, sigma, meta={**dict(meta or {}), "key": fields}
+        )
 
-    def get_or_compute(self, dataset: str, split: str, preprocessing: str | Mapping[str, Any], network: str,
-                       compute: Callable[[], tuple[Any, Any]], *,
-                       meta: Mapping[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def get_or_compute(
+        self,
+        dataset: str,
+        split: str,
+        preprocessing: str | Mapping[str, Any],
+        network: str,
+        compute: Callable[[], tuple[Any, Any]],
+        *,
+        meta: Mapping[str, Any] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Cached ``(mu, sigma)``; on a miss, call ``compute()`` for them, store and return them."""
         hit = self.load(dataset, split, preprocessing, network)
         if hit is not None:

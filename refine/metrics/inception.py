@@ -10,6 +10,7 @@ TensorFlow graph. :func:`build_fid_inception` builds that architecture exactly a
 logits (Inception Score). Images are resized to 299x299 with the same bilinear interpolation as
 pytorch-fid; :func:`to_inception_input` maps a declared value range to the network's [-1, 1].
 """
+
 from __future__ import annotations
 
 import os
@@ -80,9 +81,27 @@ def build_fid_inception() -> Inception3:
 
 
 # The layers of Inception3 from the input to pool3, in order (as pytorch-fid's blocks 0-3).
-_TRUNK = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
-          "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
-          "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "avgpool")
+_TRUNK = (
+    "Conv2d_1a_3x3",
+    "Conv2d_2a_3x3",
+    "Conv2d_2b_3x3",
+    "maxpool1",
+    "Conv2d_3b_1x1",
+    "Conv2d_4a_3x3",
+    "maxpool2",
+    "Mixed_5b",
+    "Mixed_5c",
+    "Mixed_5d",
+    "Mixed_6a",
+    "Mixed_6b",
+    "Mixed_6c",
+    "Mixed_6d",
+    "Mixed_6e",
+    "Mixed_7a",
+    "Mixed_7b",
+    "Mixed_7c",
+    "avgpool",
+)
 
 
 class FIDInceptionV3(nn.Module):
@@ -109,8 +128,10 @@ class FIDInceptionV3(nn.Module):
         if x.shape[0] and x.is_floating_point():
             lo, hi = float(x.amin()), float(x.amax())
             if lo < -1.01 or hi > 1.01:
-                raise ConfigError(f"Inception expects values in [-1, 1], found [{lo:.4g}, {hi:.4g}]; convert with "
-                                  "refine.metrics.inception.to_inception_input(x, value_range=(lo, hi))")
+                raise ConfigError(
+                    f"Inception expects values in [-1, 1], found [{lo:.4g}, {hi:.4g}]; convert with "
+                    "refine.metrics.inception.to_inception_input(x, value_range=(lo, hi))"
+                )
         weight = self.net.fc.weight
         x = x.to(weight.dtype)
         if x.shape[1] == 1:
@@ -124,8 +145,10 @@ class FIDInceptionV3(nn.Module):
 
 
 def _where_to_put() -> str:
-    return (f"pass its path, set {WEIGHTS_ENV}=/path/to/{FID_WEIGHTS_FILE}, or put it in "
-            f"{Path(torch.hub.get_dir()) / 'checkpoints'} (it is published at {FID_WEIGHTS_URL})")
+    return (
+        f"pass its path, set {WEIGHTS_ENV}=/path/to/{FID_WEIGHTS_FILE}, or put it in "
+        f"{Path(torch.hub.get_dir()) / 'checkpoints'} (it is published at {FID_WEIGHTS_URL})"
+    )
 
 
 def find_inception_weights(path: str | os.PathLike | None = None) -> Path:
@@ -144,16 +167,21 @@ def find_inception_weights(path: str | os.PathLike | None = None) -> Path:
         if p.is_file():
             return p
         where = "the given path" if source == "path" else f"${WEIGHTS_ENV}"
-        raise MissingWeightsError(f"FID Inception weights {FID_WEIGHTS_FILE} not found at {p} ({where}); {_where_to_put()}")
+        raise MissingWeightsError(
+            f"FID Inception weights {FID_WEIGHTS_FILE} not found at {p} ({where}); {_where_to_put()}"
+        )
     p = Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_FILE
     if p.is_file():
         return p
-    raise MissingWeightsError(f"FID Inception weights {FID_WEIGHTS_FILE} not found (no path given, {WEIGHTS_ENV} unset, "
-                              f"not in the torch hub cache); {_where_to_put()}")
+    raise MissingWeightsError(
+        f"FID Inception weights {FID_WEIGHTS_FILE} not found (no path given, {WEIGHTS_ENV} unset, "
+        f"not in the torch hub cache); {_where_to_put()}"
+    )
 
 
-def load_inception(path: str | os.PathLike | None = None, *, device: torch.device | str = "cpu",
-                   logits_bias: bool = False) -> FIDInceptionV3:
+def load_inception(
+    path: str | os.PathLike | None = None, *, device: torch.device | str = "cpu", logits_bias: bool = False
+) -> FIDInceptionV3:
     """Build :class:`FIDInceptionV3` with the FID weights (see :func:`find_inception_weights`).
 
     The returned network is in eval mode with gradients off, on ``device``.
@@ -162,16 +190,20 @@ def load_inception(path: str | os.PathLike | None = None, *, device: torch.devic
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure here means an unusable file
-        raise CheckpointError(f"cannot read Inception weights {p} ({type(e).__name__}: {e}); "
-                              f"replace it with a complete copy of {FID_WEIGHTS_FILE}") from None
+        raise CheckpointError(
+            f"cannot read Inception weights {p} ({type(e).__name__}: {e}); "
+            f"replace it with a complete copy of {FID_WEIGHTS_FILE}"
+        ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"Inception weights {p} hold a {type(state).__name__}, expected a state_dict")
     net = build_fid_inception()
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"Inception weights {p} do not fit the FID Inception network "
-                              f"(missing {len(missing)} keys e.g. {missing[:2]}, unexpected {len(unexpected)} e.g. "
-                              f"{unexpected[:2]}); expected {FID_WEIGHTS_FILE}")
+        raise CheckpointError(
+            f"Inception weights {p} do not fit the FID Inception network "
+            f"(missing {len(missing)} keys e.g. {missing[:2]}, unexpected {len(unexpected)} e.g. "
+            f"{unexpected[:2]}); expected {FID_WEIGHTS_FILE}"
+        )
     model = FIDInceptionV3(net, logits_bias=logits_bias).eval().requires_grad_(False)
     return model.to(device)
 
@@ -190,20 +222,36 @@ def to_inception_input(images: torch.Tensor, value_range: tuple[float, float] = 
         tol = 1e-3 * (hi - lo)
         found_lo, found_hi = float(x.amin()), float(x.amax())
         if found_lo < lo - tol or found_hi > hi + tol:
-            raise ConfigError(f"images have values in [{found_lo:.4g}, {found_hi:.4g}] but value_range=({lo:g}, {hi:g}) "
-                              "was declared; declare the range the images are in (or clamp them)")
+            raise ConfigError(
+                f"images have values in [{found_lo:.4g}, {found_hi:.4g}] but value_range=({lo:g}, {hi:g}) "
+                "was declared; declare the range the images are in (or clamp them)"
+            )
     if (lo, hi) == (0.0, 1.0):
         return 2 * x - 1  # the same arithmetic as pytorch-fid's normalize_input
     return (x - lo) * (2.0 / (hi - lo)) - 1.0
 
 
-def inception_features(net: nn.Module, images: Any, *, value_range: tuple[float, float], batch_size: int = 50,
-                       with_logits: bool = False, progress: bool = True,
-                       desc: str = "inception") -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+def inception_features(
+    net: nn.Module,
+    images: Any,
+    *,
+    value_range: tuple[float, float],
+    batch_size: int = 50,
+    with_logits: bool = False,
+    progress: bool = True,
+    desc: str = "inception",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """pool3 features ``(N, 2048)`` (and logits ``(N, 1008)`` with ``with_logits``) of images.
 
     ``images``: a tensor ``(N, C, H, W)`` or an iterable of batches (see
     :func:`refine.metrics.features.iter_features`), with values in the declared ``value_range``.
     """
-    return extract_features(net, images, batch_size=batch_size, transform=partial(to_inception_input,
-                            value_range=value_range), with_logits=with_logits, progress=progress, desc=desc)
+    return extract_features(
+        net,
+        images,
+        batch_size=batch_size,
+        transform=partial(to_inception_input, value_range=value_range),
+        with_logits=with_logits,
+        progress=progress,
+        desc=desc,
+    )

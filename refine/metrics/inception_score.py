@@ -8,6 +8,7 @@ computed on each of ``splits`` disjoint parts of the samples; the result is the 
 shuffled first (a fixed ``torch.Generator`` seed gives a reproducible split); without one, the
 given order is kept.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,7 +52,7 @@ def inception_score(logits: Any, *, splits: int = 10, rng: torch.Generator | Non
     log_p = torch.log_softmax(x, dim=1)
     scores = []
     for k in range(splits):
-        part = log_p[k * n // splits:(k + 1) * n // splits]
+        part = log_p[k * n // splits : (k + 1) * n // splits]
         log_py = torch.logsumexp(part, dim=0) - math.log(part.shape[0])  # log of the mean of p(y|x)
         kl = (part.exp() * (part - log_py)).sum(dim=1).mean()
         scores.append(math.exp(float(kl)))

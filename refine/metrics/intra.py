@@ -14,6 +14,7 @@
 Per-class Fréchet distances are biased upwards at small sample sizes (as FID is), so compare
 methods at the same number of samples per class.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,15 @@ def _labels(y, n: int, what: str) -> torch.Tensor:
     return y
 
 
-def intra_frechet(features: torch.Tensor, y, real_features: torch.Tensor, real_y, *, classes: Sequence[int] | None = None,
-                  min_samples: int = 2) -> dict:
+def intra_frechet(
+    features: torch.Tensor,
+    y,
+    real_features: torch.Tensor,
+    real_y,
+    *,
+    classes: Sequence[int] | None = None,
+    min_samples: int = 2,
+) -> dict:
     """``{"mean": float, "per_class": {c: fd}}``: the Fréchet distance per class and its mean over ``classes``
     (default: the classes present in ``y``). A class with fewer than ``min_samples`` generated or real
     samples is skipped and listed under ``"skipped"``."""
@@ -58,7 +66,10 @@ def label_accuracy(logits: torch.Tensor, y) -> dict:
     """``{"accuracy": float, "per_class": {c: float}}``: how often the classifier's argmax equals the intended class."""
     y = _labels(y, len(logits), "the samples")
     hit = (logits.argmax(1).cpu() == y).double()
-    return {"accuracy": float(hit.mean()), "per_class": {int(c): float(hit[y == c].mean()) for c in sorted(set(y.tolist()))}}
+    return {
+        "accuracy": float(hit.mean()),
+        "per_class": {int(c): float(hit[y == c].mean()) for c in sorted(set(y.tolist()))},
+    }
 
 
 def class_histogram(labels, num_classes: int) -> np.ndarray:
@@ -77,8 +88,16 @@ def histogram_kl(p_ref: np.ndarray, counts_or_p: np.ndarray, n: int | None = Non
     return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
 
 
-def intra_scores(features: torch.Tensor, logits: torch.Tensor | None, y, real_features: torch.Tensor, real_y, *, inception: bool = False,
-                 classes: Sequence[int] | None = None) -> dict:
+def intra_scores(
+    features: torch.Tensor,
+    logits: torch.Tensor | None,
+    y,
+    real_features: torch.Tensor,
+    real_y,
+    *,
+    inception: bool = False,
+    classes: Sequence[int] | None = None,
+) -> dict:
     """Intra-FID (``intra_fid``, Inception space) or intra-FD (``intra_fd``), label accuracy when ``logits``
     are given, and a per-class table ``[{class, n, fd, accuracy}]``, for samples of classes ``y``."""
     key = "intra_fid" if inception else "intra_fd"

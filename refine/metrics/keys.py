@@ -17,6 +17,7 @@ Inception Score        ``is_mean/is_std``     ``is_mean/is_std`` (from that netw
 The keys are constants here; code that reads results should use :func:`metric_keys` rather
 than spell them out.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -26,8 +27,19 @@ from .fid import FID
 from .inception_score import IS_MEAN, IS_STD
 from .prdc import COVERAGE, DENSITY, PRECISION, RECALL
 
-__all__ = ["FID", "FD", "KID_MEAN", "KID_STD", "KD_MEAN", "KD_STD", "METRICS", "DEFAULT_METRICS", "MetricKeys", "metric_keys",
-           "parse_metrics"]
+__all__ = [
+    "FID",
+    "FD",
+    "KID_MEAN",
+    "KID_STD",
+    "KD_MEAN",
+    "KD_STD",
+    "METRICS",
+    "DEFAULT_METRICS",
+    "MetricKeys",
+    "metric_keys",
+    "parse_metrics",
+]
 
 FD = "fd"
 """Fréchet distance in a feature space other than Inception's."""
@@ -71,5 +83,7 @@ def parse_metrics(text: str | None) -> tuple[str, ...]:
     names = [_ALIASES.get(t, t) for t in names]
     unknown = [t for t in names if t not in METRICS]
     if unknown:
-        raise ConfigError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)} (e.g. --metrics fid,kid)")
+        raise ConfigError(
+            f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)} (e.g. --metrics fid,kid)"
+        )
     return tuple(m for m in METRICS if m in names)

@@ -21,6 +21,7 @@ The subsets are drawn from a ``torch.Generator`` (seed :data:`KID_SEED` unless o
 never from a global random state, so a result is reproducible from its record. Everything is
 computed in float64; memory is three ``subset_size x subset_size`` kernel matrices at a time.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -50,7 +51,9 @@ def _as_features(x: Any, name: str) -> np.ndarray:
     return a
 
 
-def polynomial_kernel(x: np.ndarray, y: np.ndarray, *, degree: int = 3, gamma: float | None = None, coef0: float = 1.0) -> np.ndarray:
+def polynomial_kernel(
+    x: np.ndarray, y: np.ndarray, *, degree: int = 3, gamma: float | None = None, coef0: float = 1.0
+) -> np.ndarray:
     """``(gamma * x @ y.T + coef0) ** degree``; ``gamma`` defaults to ``1 / D``."""
     g = 1.0 / x.shape[1] if gamma is None else gamma
     return (x @ y.T * g + coef0) ** degree
@@ -60,13 +63,24 @@ def mmd2_unbiased(k_xx: np.ndarray, k_xy: np.ndarray, k_yy: np.ndarray) -> float
     """Unbiased MMD² from the three ``m x m`` kernel matrices (diagonals of ``k_xx``, ``k_yy`` left out)."""
     m = k_xx.shape[0]
     if m < 2 or k_xx.shape != (m, m) or k_xy.shape != (m, m) or k_yy.shape != (m, m):
-        raise ShapeError(f"MMD² needs three square kernel matrices of one size >= 2, got {k_xx.shape}, {k_xy.shape}, {k_yy.shape}")
+        raise ShapeError(
+            f"MMD² needs three square kernel matrices of one size >= 2, got {k_xx.shape}, {k_xy.shape}, {k_yy.shape}"
+        )
     within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
     return float(within - 2.0 * k_xy.sum() / (m * m))
 
 
-def kid(real: Any, fake: Any, *, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE, rng: torch.Generator | None = None,
-        degree: int = 3, gamma: float | None = None, coef0: float = 1.0) -> tuple[float, float, int]:
+def kid(
+    real: Any,
+    fake: Any,
+    *,
+    subsets: int = KID_SUBSETS,
+    subset_size: int = KID_SUBSET_SIZE,
+    rng: torch.Generator | None = None,
+    degree: int = 3,
+    gamma: float | None = None,
+    coef0: float = 1.0,
+) -> tuple[float, float, int]:
     """``(mean, std, m)`` of the unbiased MMD² between ``real`` and ``fake`` features over random subsets.
 
     ``real`` ``(N1, D)`` and ``fake`` ``(N2, D)``: arrays or tensors. Each of the ``subsets``

@@ -12,6 +12,7 @@ A point on a ball's boundary counts as inside. Distances are computed in float64
 ``torch.cdist``, a chunk of rows at a time, on the device of ``real``; the real-to-fake distance
 matrix is computed once for all four numbers.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -70,9 +71,9 @@ def knn_radii(features: Any, k: int = 3, *, chunk_size: int | None = None) -> to
 def _radii(x: torch.Tensor, k: int, rows: int) -> torch.Tensor:
     out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
     for a in range(0, x.shape[0], rows):
-        d = torch.cdist(x[a:a + rows], x)
+        d = torch.cdist(x[a : a + rows], x)
         # The k+1 smallest include the point itself (distance 0).
-        out[a:a + rows] = d.topk(k + 1, dim=1, largest=False).values[:, k]
+        out[a : a + rows] = d.topk(k + 1, dim=1, largest=False).values[:, k]
     return out
 
 
@@ -98,12 +99,12 @@ def prdc(real: Any, fake: Any, *, k: int = 3, chunk_size: int | None = None) -> 
     real_covered = torch.zeros(r.shape[0], dtype=torch.bool, device=r.device)  # coverage
     density_count = torch.zeros((), dtype=torch.float64, device=r.device)
     for a in range(0, r.shape[0], rows):
-        d = torch.cdist(r[a:a + rows], f)  # (rows, M)
-        inside_real = d <= real_r[a:a + rows, None]
+        d = torch.cdist(r[a : a + rows], f)  # (rows, M)
+        inside_real = d <= real_r[a : a + rows, None]
         fake_on_real |= inside_real.any(dim=0)
         density_count += inside_real.sum(dtype=torch.float64)
-        real_on_fake[a:a + rows] = (d <= fake_r[None, :]).any(dim=1)
-        real_covered[a:a + rows] = inside_real.any(dim=1)  # nearest fake within r_i
+        real_on_fake[a : a + rows] = (d <= fake_r[None, :]).any(dim=1)
+        real_covered[a : a + rows] = inside_real.any(dim=1)  # nearest fake within r_i
     return {
         PRECISION: float(fake_on_real.double().mean()),
         RECALL: float(real_on_fake.double().mean()),

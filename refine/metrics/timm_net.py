@@ -13,6 +13,7 @@ Preprocessing follows the model's own data config (timm's ``resolve_model_data_c
 input size with its interpolation (antialiased, no crop: the whole sample is scored) and
 normalised with its mean and std.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,9 +39,11 @@ def is_timm_spec(features: str | os.PathLike) -> bool:
 
 
 def timm_name(features: str) -> str:
-    name = str(features).strip()[len(TIMM_PREFIX):].strip()
+    name = str(features).strip()[len(TIMM_PREFIX) :].strip()
     if not name:
-        raise ConfigError(f"--features {features!r} names no timm model; write timm:NAME, e.g. timm:vit_small_patch14_dinov2.lvd142m")
+        raise ConfigError(
+            f"--features {features!r} names no timm model; write timm:NAME, e.g. timm:vit_small_patch14_dinov2.lvd142m"
+        )
     return name
 
 
@@ -56,14 +59,18 @@ def load_timm_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
         try:
             state = st_load(data)
         except (SafetensorError, ValueError, RuntimeError, OSError) as e:
-            raise CheckpointError(f"feature weights file {p} is not a valid safetensors file ({str(e).splitlines()[0][:160]})") from None
+            raise CheckpointError(
+                f"feature weights file {p} is not a valid safetensors file ({str(e).splitlines()[0][:160]})"
+            ) from None
     else:
         try:
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any failure means an unusable file
             first = (str(e).splitlines() or [type(e).__name__])[0][:160]
-            raise CheckpointError(f"feature weights file {p} is neither safetensors nor a state_dict torch.load(weights_only=True) reads ({first}); "
-                                  "save it with safetensors.torch.save_file(model.state_dict(), PATH)") from None
+            raise CheckpointError(
+                f"feature weights file {p} is neither safetensors nor a state_dict torch.load(weights_only=True) reads ({first}); "
+                "save it with safetensors.torch.save_file(model.state_dict(), PATH)"
+            ) from None
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -71,9 +78,13 @@ def load_timm_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     return state, sha
 
 
-def _drop_head(state: dict[str, torch.Tensor], head: str | tuple | list | None, model_keys: set[str]) -> dict[str, torch.Tensor]:
+def _drop_head(
+    state: dict[str, torch.Tensor], head: str | tuple | list | None, model_keys: set[str]
+) -> dict[str, torch.Tensor]:
     heads = [head] if isinstance(head, str) else list(head or [])
-    return {k: v for k, v in state.items() if k in model_keys or not any(k == h or k.startswith(h + ".") for h in heads)}
+    return {
+        k: v for k, v in state.items() if k in model_keys or not any(k == h or k.startswith(h + ".") for h in heads)
+    }
 
 
 def _transform(cfg: dict) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -96,8 +107,9 @@ def _transform(cfg: dict) -> Callable[[torch.Tensor], torch.Tensor]:
     return transform
 
 
-def build_timm_features(name: str, weights: str | os.PathLike, *, device: torch.device | str = "cpu"
-                        ) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor], dict]:
+def build_timm_features(
+    name: str, weights: str | os.PathLike, *, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor], dict]:
     """``(network, transform, info)`` for ``timm.create_model(name)``'s pooled features with the weights at ``weights``."""
     import timm
 
@@ -112,14 +124,27 @@ def build_timm_features(name: str, weights: str | os.PathLike, *, device: torch.
     state = _drop_head(state, model.pretrained_cfg.get("classifier"), keys)
     missing, unexpected = sorted(keys - set(state)), sorted(set(state) - keys)
     if missing or unexpected:
-        raise CheckpointError(f"feature weights {weights} do not fit timm model {name} (missing {len(missing)} keys e.g. {missing[:2]}, "
-                              f"unexpected {len(unexpected)} e.g. {unexpected[:2]}); pass the weights of that model")
+        raise CheckpointError(
+            f"feature weights {weights} do not fit timm model {name} (missing {len(missing)} keys e.g. {missing[:2]}, "
+            f"unexpected {len(unexpected)} e.g. {unexpected[:2]}); pass the weights of that model"
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"feature weights {weights} do not fit timm model {name} ({str(e).splitlines()[1 if len(str(e).splitlines()) > 1 else 0].strip()[:160]})") from None
+        raise CheckpointError(
+            f"feature weights {weights} do not fit timm model {name} ({str(e).splitlines()[1 if len(str(e).splitlines()) > 1 else 0].strip()[:160]})"
+        ) from None
     model = model.eval().requires_grad_(False).to(device)
     cfg = timm.data.resolve_model_data_config(model)
-    info = {"timm_model": name, "timm_version": timm.__version__, "weights": str(weights), "sha256": sha, "feature_dim": int(model.num_features),
-            "input_size": list(cfg["input_size"]), "interpolation": cfg.get("interpolation"), "mean": list(cfg["mean"]), "std": list(cfg["std"])}
+    info = {
+        "timm_model": name,
+        "timm_version": timm.__version__,
+        "weights": str(weights),
+        "sha256": sha,
+        "feature_dim": int(model.num_features),
+        "input_size": list(cfg["input_size"]),
+        "interpolation": cfg.get("interpolation"),
+        "mean": list(cfg["mean"]),
+        "std": list(cfg["std"]),
+    }
     return model, _transform(cfg), info

@@ -6,6 +6,7 @@
 - ``kl_uniform``: KL divergence of the histogram of high-quality samples over modes
   from the uniform distribution (0 when every mode is hit equally often).
 """
+
 from __future__ import annotations
 
 import math

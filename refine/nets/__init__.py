@@ -4,11 +4,12 @@ Checkpoints store ``{"name": ..., "kwargs": {...}}`` and a state_dict, so a netw
 is rebuilt from plain values (no pickled modules). Modules register themselves with
 :func:`register_arch`.
 """
+
 from __future__ import annotations
 
 import inspect
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -41,7 +42,9 @@ def build(name: str, **kwargs) -> nn.Module:
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         unknown = sorted(set(kwargs) - set(params))
         if unknown:
-            raise ConfigError(f"unknown argument(s) {', '.join(unknown)} for architecture {name}; valid: {', '.join(params)}")
+            raise ConfigError(
+                f"unknown argument(s) {', '.join(unknown)} for architecture {name}; valid: {', '.join(params)}"
+            )
     return factory(**kwargs)
 
 
@@ -82,13 +85,17 @@ def _plain(value, key: str, depth: int = 0):
         return value
     if isinstance(value, int):
         if abs(value) > MAX_ARCH_INT:
-            raise ConfigError(f"architecture argument {key}={value} is out of range (at most {MAX_ARCH_INT} in absolute value)")
+            raise ConfigError(
+                f"architecture argument {key}={value} is out of range (at most {MAX_ARCH_INT} in absolute value)"
+            )
         return value
     if isinstance(value, float):
         return value
     if isinstance(value, (list, tuple)) and depth < 2 and len(value) <= 64:
         return [_plain(v, key, depth + 1) for v in value]
-    raise ConfigError(f"architecture argument {key} must be a number, string, bool or a short list of them, got {type(value).__name__}")
+    raise ConfigError(
+        f"architecture argument {key} must be a number, string, bool or a short list of them, got {type(value).__name__}"
+    )
 
 
 def _checked_config(cfg) -> tuple[str, dict]:
@@ -96,7 +103,9 @@ def _checked_config(cfg) -> tuple[str, dict]:
         raise ConfigError(f"architecture config must be {{'name': ..., 'kwargs': {{...}}}}, got {type(cfg).__name__}")
     kwargs = cfg.get("kwargs") or {}
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
-        raise ConfigError(f"architecture {cfg['name']!r}: kwargs must be a dict of named arguments, got {type(kwargs).__name__}")
+        raise ConfigError(
+            f"architecture {cfg['name']!r}: kwargs must be a dict of named arguments, got {type(kwargs).__name__}"
+        )
     if cfg["name"] not in ARCHS:
         raise ConfigError(f"unknown architecture {cfg['name']!r}; valid: {', '.join(list_archs())}")
     return cfg["name"], {k: _plain(v, k) for k, v in kwargs.items()}
@@ -116,30 +125,49 @@ def load_checked(cfg, state, *, path, role: str, memory_limit: int | None = None
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             unknown = sorted(set(kwargs) - set(params))
             if unknown:
-                raise ConfigError(f"unknown argument(s) {', '.join(unknown)} for architecture {name}; valid: {', '.join(params)}")
+                raise ConfigError(
+                    f"unknown argument(s) {', '.join(unknown)} for architecture {name}; valid: {', '.join(params)}"
+                )
     except ConfigError as e:
         raise CheckpointError(f"{path}: {role}: {e}") from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise CheckpointError(f"{path}: the {role} state must be a dict of tensors, got {type(state).__name__}")
     planned = planned_state(factory, kwargs)
     if planned is not None:
         need = sum(b for _, b in planned.values())
         if memory_limit is not None and need > memory_limit:
-            raise CheckpointError(f"{path}: the {role} ({name} with {kwargs}) would hold {need / 2**30:.3g} GiB of weights, more than fits in memory here")
+            raise CheckpointError(
+                f"{path}: the {role} ({name} with {kwargs}) would hold {need / 2**30:.3g} GiB of weights, more than fits in memory here"
+            )
         empty = [k for k, (shape, _) in planned.items() if 0 in shape]
         if empty:
-            raise CheckpointError(f"{path}: the {role} ({name} with {kwargs}) has an empty layer ({empty[0]} of shape {list(planned[empty[0]][0])}); every size must be >= 1")
+            raise CheckpointError(
+                f"{path}: the {role} ({name} with {kwargs}) has an empty layer ({empty[0]} of shape {list(planned[empty[0]][0])}); every size must be >= 1"
+            )
         missing, unexpected = sorted(set(planned) - set(state)), sorted(set(state) - set(planned))
         if missing or unexpected:
-            why = "; ".join(p for p in (f"missing {', '.join(missing[:3])}" if missing else "", f"unexpected {', '.join(unexpected[:3])}" if unexpected else "") if p)
+            why = "; ".join(
+                p
+                for p in (
+                    f"missing {', '.join(missing[:3])}" if missing else "",
+                    f"unexpected {', '.join(unexpected[:3])}" if unexpected else "",
+                )
+                if p
+            )
             raise CheckpointError(f"{path}: the {role} weights do not fit its architecture ({why})")
         for k, (shape, _) in planned.items():
             if tuple(state[k].shape) != shape:
-                raise CheckpointError(f"{path}: the {role} weights do not fit its architecture ({k} is {list(state[k].shape)} in the file but {list(shape)} in the architecture)")
+                raise CheckpointError(
+                    f"{path}: the {role} weights do not fit its architecture ({k} is {list(state[k].shape)} in the file but {list(shape)} in the architecture)"
+                )
     try:
         net = factory(**kwargs)
     except (ConfigError, TypeError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: {role}: building {name} failed ({(str(e).splitlines() or [type(e).__name__])[0][:160]})") from None
+        raise CheckpointError(
+            f"{path}: {role}: building {name} failed ({(str(e).splitlines() or [type(e).__name__])[0][:160]})"
+        ) from None
     try:
         net.load_state_dict(state)
     except RuntimeError as e:
@@ -149,8 +177,16 @@ def load_checked(cfg, state, *, path, role: str, memory_limit: int | None = None
     return net
 
 
-from . import mlp  # noqa: E402,F401  (registration)
-from . import dcgan, resnet  # noqa: E402,F401  (registration: image networks)
-from . import conditional  # noqa: E402,F401  (registration: class-conditional image networks)
+from . import conditional, dcgan, mlp, resnet  # noqa: E402,F401  (registration of the architectures)
 
-__all__ = ["ARCHS", "register_arch", "list_archs", "build", "arch_config", "build_from_config", "load_checked", "planned_state", "MAX_ARCH_INT"]
+__all__ = [
+    "ARCHS",
+    "register_arch",
+    "list_archs",
+    "build",
+    "arch_config",
+    "build_from_config",
+    "load_checked",
+    "planned_state",
+    "MAX_ARCH_INT",
+]

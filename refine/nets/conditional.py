@@ -16,6 +16,7 @@ GAN loss this logit is ``log p(x | y) / p_G(x | y)``, the conditional density ra
 Both take the label as a class index ``y`` of shape ``(N,)`` (int64): the convention
 ``label="index"`` of :mod:`refine.conditional`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -52,14 +53,20 @@ class ConditionalBatchNorm2d(nn.Module):
 class ConditionalDCGANGenerator(nn.Module):
     """``G(z, y)``: ``(N, nz[, 1, 1])`` latents and ``(N,)`` class indices -> images in ``[-1, 1]``."""
 
-    def __init__(self, image_size: int = 28, channels: int = 1, nz: int = 100, width: int = 64, num_classes: int = 10) -> None:
+    def __init__(
+        self, image_size: int = 28, channels: int = 1, nz: int = 100, width: int = 64, num_classes: int = 10
+    ) -> None:
         super().__init__()
         base, n_up = _check(image_size, channels, width, nz)
         self.nz, self.num_classes = nz, _check_classes(num_classes)
         ch = [width * 2 ** (n_up - i) for i in range(n_up)]
-        self.embed = nn.Embedding(num_classes, nz)  # a class code beside z at the input: conditioning from the first step
-        self.convs = nn.ModuleList([nn.ConvTranspose2d(2 * nz, ch[0], base, 1, 0, bias=False)]
-                                   + [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False) for a, b in zip(ch[:-1], ch[1:])])
+        self.embed = nn.Embedding(
+            num_classes, nz
+        )  # a class code beside z at the input: conditioning from the first step
+        self.convs = nn.ModuleList(
+            [nn.ConvTranspose2d(2 * nz, ch[0], base, 1, 0, bias=False)]
+            + [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False) for a, b in zip(ch[:-1], ch[1:])]
+        )
         self.norms = nn.ModuleList([ConditionalBatchNorm2d(c, num_classes) for c in ch])
         self.out = nn.ConvTranspose2d(ch[-1], channels, 4, 2, 1)
         for m in self.modules():  # the DCGAN initialisation; conditional BatchNorm sets its own
@@ -104,7 +111,9 @@ class ProjectionDiscriminator(nn.Module):
 
 
 @register_arch("cdcgan-g")
-def cdcgan_g(image_size: int = 28, channels: int = 1, nz: int = 100, width: int = 64, num_classes: int = 10) -> ConditionalDCGANGenerator:
+def cdcgan_g(
+    image_size: int = 28, channels: int = 1, nz: int = 100, width: int = 64, num_classes: int = 10
+) -> ConditionalDCGANGenerator:
     """Class-conditional DCGAN generator (conditional BatchNorm); called as ``G(z, y)``, latent ``(nz, 1, 1)``, output ``[-1, 1]``."""
     return ConditionalDCGANGenerator(image_size, channels, nz, width, num_classes)
 
@@ -113,4 +122,3 @@ def cdcgan_g(image_size: int = 28, channels: int = 1, nz: int = 100, width: int 
 def proj_d(image_size: int = 28, channels: int = 1, width: int = 64, num_classes: int = 10) -> ProjectionDiscriminator:
     """Projection discriminator with spectral norm; called as ``D(x, y)``, one logit per image."""
     return ProjectionDiscriminator(image_size, channels, width, num_classes)
-

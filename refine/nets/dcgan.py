@@ -18,6 +18,7 @@ normalisation of its hidden layers:
 Channel widths scale with ``width``: the generator's layers have ``width * 2**k`` channels,
 ``k`` counting down to 1 before the output; the discriminator's ``width * 2**k`` counting up.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -34,7 +35,9 @@ D_NORMS = ("spectral", "batch", "none")
 
 def _check(image_size: int, channels: int, width: int, nz: int | None = None) -> tuple[int, int]:
     if image_size not in IMAGE_SIZES:
-        raise ConfigError(f"DCGAN supports image sizes {', '.join(map(str, IMAGE_SIZES))}; got {image_size} (resize the data with --image-size)")
+        raise ConfigError(
+            f"DCGAN supports image sizes {', '.join(map(str, IMAGE_SIZES))}; got {image_size} (resize the data with --image-size)"
+        )
     if channels not in (1, 3):
         raise ConfigError(f"DCGAN supports 1 or 3 channels, got {channels}")
     if width < 1 or (nz is not None and nz < 1):
@@ -50,7 +53,11 @@ class DCGANGenerator(nn.Module):
         base, n_up = _check(image_size, channels, width, nz)
         self.nz = nz
         ch = [width * 2 ** (n_up - i) for i in range(n_up)]  # e.g. 32 px: 8w, 4w, 2w
-        layers: list[nn.Module] = [nn.ConvTranspose2d(nz, ch[0], base, 1, 0, bias=False), nn.BatchNorm2d(ch[0]), nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(nz, ch[0], base, 1, 0, bias=False),
+            nn.BatchNorm2d(ch[0]),
+            nn.ReLU(True),
+        ]
         for a, b in zip(ch[:-1], ch[1:]):
             layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(ch[-1], channels, 4, 2, 1), nn.Tanh()]

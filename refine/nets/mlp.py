@@ -1,4 +1,5 @@
 """Fully connected networks for 2-D experiments."""
+
 from __future__ import annotations
 
 import torch
@@ -7,7 +8,12 @@ from torch import nn
 from ..errors import ConfigError
 from . import register_arch
 
-_ACTS = {"relu": torch.relu, "leaky_relu": lambda t: nn.functional.leaky_relu(t, 0.2), "tanh": torch.tanh, "elu": nn.functional.elu}
+_ACTS = {
+    "relu": torch.relu,
+    "leaky_relu": lambda t: nn.functional.leaky_relu(t, 0.2),
+    "tanh": torch.tanh,
+    "elu": nn.functional.elu,
+}
 
 
 class MLP(nn.Module):
@@ -17,7 +23,9 @@ class MLP(nn.Module):
     plain stack-of-Linear state_dict such as ``layers.0.weight`` loads into it.
     """
 
-    def __init__(self, in_dim: int = 2, out_dim: int = 2, hidden: int = 100, depth: int = 3, activation: str = "relu") -> None:
+    def __init__(
+        self, in_dim: int = 2, out_dim: int = 2, hidden: int = 100, depth: int = 3, activation: str = "relu"
+    ) -> None:
         super().__init__()
         if activation not in _ACTS:
             raise ConfigError(f"unknown activation {activation!r}; valid: {', '.join(_ACTS)}")

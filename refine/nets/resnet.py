@@ -13,6 +13,7 @@ by cross-entropy and then frozen; :meth:`ResNetFeatures.features` gives the feat
 21 M parameters (85 MB) and costs about 1 GFLOP per 32 px image; narrower stages keep the
 depth and the structure at a fraction of the size and cost (``(16, 32, 64, 128)``: 1.3 M).
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,8 +30,15 @@ STEMS = ("cifar", "imagenet")
 class ResNetFeatures(nn.Module):
     """ResNet-34 body + ``Linear -> BatchNorm -> ReLU`` feature layer + linear classifier."""
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 10, feature_dim: int = 256, widths=(64, 128, 256, 512), stem: str = "cifar",
-                 stem_stride: int = 1) -> None:
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        feature_dim: int = 256,
+        widths=(64, 128, 256, 512),
+        stem: str = "cifar",
+        stem_stride: int = 1,
+    ) -> None:
         super().__init__()
         widths = tuple(int(w) for w in widths)
         if len(widths) != 4 or any(w < 1 for w in widths):
@@ -38,7 +46,9 @@ class ResNetFeatures(nn.Module):
         if stem not in STEMS:
             raise ConfigError(f"unknown stem {stem!r}; valid: {', '.join(STEMS)}")
         if in_channels < 1 or num_classes < 2 or feature_dim < 1 or stem_stride not in (1, 2):
-            raise ConfigError(f"need in_channels >= 1, num_classes >= 2, feature_dim >= 1, stem_stride 1 or 2; got {in_channels}, {num_classes}, {feature_dim}, {stem_stride}")
+            raise ConfigError(
+                f"need in_channels >= 1, num_classes >= 2, feature_dim >= 1, stem_stride 1 or 2; got {in_channels}, {num_classes}, {feature_dim}, {stem_stride}"
+            )
         from .. import _compat
 
         _compat.ensure_torchvision()
@@ -53,7 +63,9 @@ class ResNetFeatures(nn.Module):
         self.body = body
         self.in_channels = in_channels
         self.feature_dim = feature_dim
-        self.embed = nn.Sequential(nn.Linear(body.num_features, feature_dim), nn.BatchNorm1d(feature_dim), nn.ReLU(inplace=True))
+        self.embed = nn.Sequential(
+            nn.Linear(body.num_features, feature_dim), nn.BatchNorm1d(feature_dim), nn.ReLU(inplace=True)
+        )
         self.classifier = nn.Linear(feature_dim, num_classes)
 
     def _check(self, x: torch.Tensor) -> None:
@@ -71,7 +83,13 @@ class ResNetFeatures(nn.Module):
 
 
 @register_arch("resnet34-features")
-def resnet34_features(in_channels: int = 3, num_classes: int = 10, feature_dim: int = 256, widths=(64, 128, 256, 512), stem: str = "cifar",
-                      stem_stride: int = 1) -> ResNetFeatures:
+def resnet34_features(
+    in_channels: int = 3,
+    num_classes: int = 10,
+    feature_dim: int = 256,
+    widths=(64, 128, 256, 512),
+    stem: str = "cifar",
+    stem_stride: int = 1,
+) -> ResNetFeatures:
     """ResNet-34 (timm, not pretrained) with a CIFAR-style stem and a linear feature layer."""
     return ResNetFeatures(in_channels, num_classes, feature_dim, tuple(widths), stem, stem_stride)

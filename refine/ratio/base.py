@@ -5,6 +5,7 @@ A density ratio estimates ``r(x) = p_data(x) / p_G(x)`` and exposes it in log sp
 a calibrated discriminator, a feature-space ratio (DRE-F-SP) or a closed-form
 ratio in a test are interchangeable.
 """
+
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
@@ -39,7 +40,9 @@ def check_log_ratio(out: torch.Tensor, batch: int, what: str = "ratio") -> torch
     elif out.dim() > 2 and out.shape[0] == batch and out[0].numel() == 1:
         out = out.reshape(batch)
     if out.dim() != 1 or out.shape[0] != batch:
-        raise ShapeError(f"{what} returned shape {tuple(out.shape)} for a batch of {batch}; expected ({batch},) or ({batch}, 1)")
+        raise ShapeError(
+            f"{what} returned shape {tuple(out.shape)} for a batch of {batch}; expected ({batch},) or ({batch}, 1)"
+        )
     return out
 
 

@@ -16,6 +16,7 @@ used by MH-GAN (``sum(y - p) / sqrt(sum p (1 - p))``, about N(0, 1) when calibra
 the Brier score and the expected calibration error, measured on a half of the data
 the map was not fitted on.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,7 +26,14 @@ import torch
 
 from ..errors import ConfigError, ShapeError
 
-__all__ = ["LogisticCalibration", "IsotonicCalibration", "calibrate", "calibration_stats", "CALIBRATIONS", "calibration_from_config"]
+__all__ = [
+    "LogisticCalibration",
+    "IsotonicCalibration",
+    "calibrate",
+    "calibration_stats",
+    "CALIBRATIONS",
+    "calibration_from_config",
+]
 
 
 class LogisticCalibration:
@@ -129,7 +137,15 @@ def _fit(method: str, s: np.ndarray, y: np.ndarray, log_prior_odds: float):
 
 
 @torch.no_grad()
-def calibrate(ratio, real: torch.Tensor, fake: torch.Tensor, method: str = "logistic", *, rng: torch.Generator | None = None, batch_size: int = 4096):
+def calibrate(
+    ratio,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    method: str = "logistic",
+    *,
+    rng: torch.Generator | None = None,
+    batch_size: int = 4096,
+):
     """Fit a calibration of ``ratio``'s logit on held-out ``real`` and ``fake`` samples.
 
     ``ratio`` is a :class:`~refine.ratio.DiscriminatorRatio`. Returns ``(calibrated_ratio, report)``
@@ -142,12 +158,16 @@ def calibrate(ratio, real: torch.Tensor, fake: torch.Tensor, method: str = "logi
         raise ShapeError(f"calibration needs at least 2 real and 2 generated samples, got {len(real)} and {len(fake)}")
 
     def logits(x):
-        return torch.cat([ratio.logit(x[i : i + batch_size]).double().cpu() for i in range(0, len(x), batch_size)]).numpy()
+        return torch.cat(
+            [ratio.logit(x[i : i + batch_size]).double().cpu() for i in range(0, len(x), batch_size)]
+        ).numpy()
 
     s = np.concatenate([logits(real), logits(fake)])
     y = np.concatenate([np.ones(len(real)), np.zeros(len(fake))])
     if not np.isfinite(s).all():
-        raise ConfigError(f"discriminator returned {int((~np.isfinite(s)).sum())} non-finite scores on the calibration data")
+        raise ConfigError(
+            f"discriminator returned {int((~np.isfinite(s)).sum())} non-finite scores on the calibration data"
+        )
     log_prior_odds = math.log(len(real) / len(fake))
     perm = torch.randperm(len(s), generator=rng).numpy()
     fit_idx, test_idx = perm[: len(s) // 2], perm[len(s) // 2 :]

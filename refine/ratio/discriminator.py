@@ -15,9 +15,10 @@ p_data / (p_data + p_G)`` and its logit is exactly ``log r(x)``. So:
 logit as the ratio. A fitted calibration (:mod:`refine.ratio.calibration`) maps the
 logit before the temperature.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -70,7 +71,7 @@ class DiscriminatorRatio:
             s = self.calibration(s)
         return s / self.temperature if self.temperature != 1.0 else s
 
-    def with_calibration(self, calibration) -> "DiscriminatorRatio":
+    def with_calibration(self, calibration) -> DiscriminatorRatio:
         return DiscriminatorRatio(self.net, self.output, temperature=self.temperature, calibration=calibration)
 
     def __repr__(self) -> str:

@@ -29,11 +29,12 @@ default here) ``log r`` is finite and smooth everywhere, so gradient samplers ca
 Ratio files (``refine fit-ratio --kind feature-sp``) have kind ``"feature-sp"`` and hold both
 networks as state_dicts with their architecture configs.
 """
+
 from __future__ import annotations
 
 import math
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -90,7 +91,9 @@ class RatioHead(nn.Module):
         super().__init__()
         hidden = tuple(int(h) for h in hidden)
         if in_dim < 1 or any(h < 1 for h in hidden) or not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"ratio head needs positive sizes and dropout in [0, 1); got in_dim={in_dim}, hidden={hidden}, dropout={dropout}")
+            raise ConfigError(
+                f"ratio head needs positive sizes and dropout in [0, 1); got in_dim={in_dim}, hidden={hidden}, dropout={dropout}"
+            )
         layers: list[nn.Module] = []
         d = in_dim
         for h in hidden:
@@ -121,8 +124,15 @@ class FeatureRatio:
     (bilinear) before it. Both networks should be in eval mode (the loader does that).
     """
 
-    def __init__(self, feature_net: nn.Module, head: nn.Module, *, activation: str = "softplus", image_size: int | None = None,
-                 differentiable: bool = True) -> None:
+    def __init__(
+        self,
+        feature_net: nn.Module,
+        head: nn.Module,
+        *,
+        activation: str = "softplus",
+        image_size: int | None = None,
+        differentiable: bool = True,
+    ) -> None:
         if activation not in ACTIVATIONS:
             raise ConfigError(f"unknown ratio activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
         if not hasattr(feature_net, "features"):
@@ -137,7 +147,9 @@ class FeatureRatio:
         if x.dim() != 4:
             raise ShapeError(f"DRE-F-SP takes images (N, C, H, W); got shape {tuple(x.shape)}")
         if self.image_size is not None and (x.shape[-1] != self.image_size or x.shape[-2] != self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)
+            x = F.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True
+            )
         return self.feature_net.features(x)
 
     def ratio_from_features(self, f: torch.Tensor) -> torch.Tensor:
@@ -166,7 +178,11 @@ def _device_of(net: nn.Module) -> torch.device:
 
 def _build_seeded(cfg: dict, rng: torch.Generator | None) -> nn.Module:
     """Build a network with weights drawn from a seed taken from ``rng`` (global RNG state untouched)."""
-    seed = int(torch.randint(0, 2**62, (1,), generator=rng, device=rng.device if rng is not None else "cpu")) if rng is not None else None
+    seed = (
+        int(torch.randint(0, 2**62, (1,), generator=rng, device=rng.device if rng is not None else "cpu"))
+        if rng is not None
+        else None
+    )
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
@@ -178,7 +194,9 @@ def _perm(n: int, rng) -> torch.Tensor:
 
 
 @torch.no_grad()
-def extract_features(feature_net: nn.Module, images, *, batch_size: int = 256, progress: bool = False, desc: str = "features") -> torch.Tensor:
+def extract_features(
+    feature_net: nn.Module, images, *, batch_size: int = 256, progress: bool = False, desc: str = "features"
+) -> torch.Tensor:
     """Features ``(N, D)`` (CPU, float32) of float images ``(N, C, H, W)`` or of an ImageData (converted per batch)."""
     from ..data.images import ImageData
 
@@ -189,7 +207,11 @@ def extract_features(feature_net: nn.Module, images, *, batch_size: int = 256, p
     feature_net.eval()
     try:
         for i in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
-            x = images.float(slice(i, i + batch_size), device=dev) if isinstance(images, ImageData) else images[i : i + batch_size].to(dev)
+            x = (
+                images.float(slice(i, i + batch_size), device=dev)
+                if isinstance(images, ImageData)
+                else images[i : i + batch_size].to(dev)
+            )
             out.append(feature_net.features(x).float().cpu())
     finally:
         feature_net.train(was)
@@ -197,7 +219,16 @@ def extract_features(feature_net: nn.Module, images, *, batch_size: int = 256, p
 
 
 @torch.no_grad()
-def generated_features(generator, feature_net: nn.Module, n: int, *, rng, batch_size: int = 256, progress: bool = False, desc: str = "generated features") -> torch.Tensor:
+def generated_features(
+    generator,
+    feature_net: nn.Module,
+    n: int,
+    *,
+    rng,
+    batch_size: int = 256,
+    progress: bool = False,
+    desc: str = "generated features",
+) -> torch.Tensor:
     """Features of ``n`` fresh samples of ``generator`` (a LatentGenerator), without storing the images."""
     dev = _device_of(feature_net)
     out = []
@@ -235,10 +266,14 @@ def train_feature_net(
     if len(images) != len(labels):
         raise ShapeError(f"{len(images)} images but {len(labels)} labels")
     if epochs < 1 or batch_size < 1 or len(images) < batch_size:
-        raise ConfigError(f"need epochs >= 1 and at least one batch: epochs={epochs}, batch_size={batch_size}, images={len(images)}")
+        raise ConfigError(
+            f"need epochs >= 1 and at least one batch: epochs={epochs}, batch_size={batch_size}, images={len(images)}"
+        )
     num_classes = int(arch.get("kwargs", {}).get("num_classes", 10))
     if int(labels.max()) >= num_classes or int(labels.min()) < 0:
-        raise DataError(f"labels range over [{int(labels.min())}, {int(labels.max())}] but the network has {num_classes} classes")
+        raise DataError(
+            f"labels range over [{int(labels.min())}, {int(labels.max())}] but the network has {num_classes} classes"
+        )
     net = _build_seeded(arch, rng).to(device)
     net.train()
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
@@ -250,7 +285,13 @@ def train_feature_net(
     for epoch in range(epochs):
         perm = _perm(len(images), rng)
         tot_loss = tot_acc = 0.0
-        bar = tqdm(range(steps_per_epoch), desc=f"feature net {epoch + 1}/{epochs}", unit="batch", disable=not progress, leave=False)
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"feature net {epoch + 1}/{epochs}",
+            unit="batch",
+            disable=not progress,
+            leave=False,
+        )
         for s in bar:
             idx = perm[s * batch_size : (s + 1) * batch_size]
             x, y = conv(images[idx]).to(device), labels[idx].to(device)
@@ -288,7 +329,9 @@ def classifier_accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tens
 
 # --------------------------------------------------------------------------- step 2: the ratio head
 @torch.no_grad()
-def _val_loss(head: nn.Module, f_real: torch.Tensor, f_fake: torch.Tensor, activation: str, batch: int = 8192) -> tuple[float, float]:
+def _val_loss(
+    head: nn.Module, f_real: torch.Tensor, f_fake: torch.Tensor, activation: str, batch: int = 8192
+) -> tuple[float, float]:
     """(SP loss without penalty, mean r on generated) on validation features."""
     dev = _device_of(head)
     rr = torch.cat([_activate(head(f_real[i : i + batch].to(dev)), activation) for i in range(0, len(f_real), batch)])
@@ -327,11 +370,18 @@ def fit_ratio_head(
     if not lambdas or any(not math.isfinite(v) or v < 0 for v in lambdas):
         raise ConfigError(f"lambdas must be a non-empty list of finite values >= 0, got {lambdas}")
     dim = f_real.shape[1]
-    for name, f in (("real", f_real), ("generated", f_fake), ("validation real", f_real_val), ("validation generated", f_fake_val)):
+    for name, f in (
+        ("real", f_real),
+        ("generated", f_fake),
+        ("validation real", f_real_val),
+        ("validation generated", f_fake_val),
+    ):
         if f.dim() != 2 or f.shape[1] != dim or len(f) == 0:
             raise ShapeError(f"{name} features must be (N>0, {dim}); got {tuple(f.shape)}")
     if epochs < 1 or batch_size < 1 or len(f_fake) < batch_size:
-        raise ConfigError(f"need epochs >= 1 and at least one batch of generated features: epochs={epochs}, batch_size={batch_size}, n={len(f_fake)}")
+        raise ConfigError(
+            f"need epochs >= 1 and at least one batch of generated features: epochs={epochs}, batch_size={batch_size}, n={len(f_fake)}"
+        )
     cfg = arch_config("ratio-head", in_dim=dim, hidden=list(hidden), dropout=dropout)
     f_real, f_fake = f_real.to(device), f_fake.to(device)
     rows = []
@@ -344,9 +394,13 @@ def fit_ratio_head(
         state = None
         for epoch in range(epochs):
             perm_f = _perm(len(f_fake), rng).to(device)
-            idx_r = torch.randint(0, len(f_real), (steps * batch_size,), generator=rng, device=rng.device if rng is not None else "cpu").to(device)
+            idx_r = torch.randint(
+                0, len(f_real), (steps * batch_size,), generator=rng, device=rng.device if rng is not None else "cpu"
+            ).to(device)
             tot = 0.0
-            for s in tqdm(range(steps), desc=f"ratio head lambda={lam:g} {epoch + 1}/{epochs}", disable=not progress, leave=False):
+            for s in tqdm(
+                range(steps), desc=f"ratio head lambda={lam:g} {epoch + 1}/{epochs}", disable=not progress, leave=False
+            ):
                 rf = _activate(head(f_fake[perm_f[s * batch_size : (s + 1) * batch_size]]), activation)
                 rr = _activate(head(f_real[idx_r[s * batch_size : (s + 1) * batch_size]]), activation)
                 loss = sp_loss(rr, rf, lam)
@@ -373,9 +427,20 @@ def fit_ratio_head(
             best = (head, row)
     if best is None:
         raise ConfigError("no ratio head reached a finite validation loss; lower the learning rate")
-    report = {"lambdas": rows, "lambda": best[1]["lambda"], "val_loss": best[1]["val_loss"], "val_mean_r_fake": best[1].get("val_mean_r_fake"),
-              "activation": activation, "epochs": epochs, "batch_size": batch_size, "lr": lr, "n_real": len(f_real), "n_fake": len(f_fake),
-              "n_real_val": len(f_real_val), "n_fake_val": len(f_fake_val)}
+    report = {
+        "lambdas": rows,
+        "lambda": best[1]["lambda"],
+        "val_loss": best[1]["val_loss"],
+        "val_mean_r_fake": best[1].get("val_mean_r_fake"),
+        "activation": activation,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "n_real": len(f_real),
+        "n_fake": len(f_fake),
+        "n_real_val": len(f_real_val),
+        "n_fake_val": len(f_fake_val),
+    }
     return best[0], cfg, report
 
 
@@ -421,27 +486,52 @@ def fit_dre_f_sp(
         raise ConfigError(f"n_val must be in [2, {len(real) - 2}] for {len(real)} real images, got {n_val}")
     x_shape = tuple(generator.sample(1, rng=rng)[1].shape[1:])
     if x_shape != tuple(real.images.shape[1:]):
-        raise ShapeError(f"the generator makes images {x_shape} but the data holds {tuple(real.images.shape[1:])}; load the data with the generator's "
-                         "image size and channels")
+        raise ShapeError(
+            f"the generator makes images {x_shape} but the data holds {tuple(real.images.shape[1:])}; load the data with the generator's "
+            "image size and channels"
+        )
     report: dict = {"real": real.describe()}
     val, train = real.random_split(n_val, rng=rng)
-    feature_batch_size = min(feature_batch_size, len(train) // 2 if real.labels is None else len(train))  # tiny datasets: one batch
+    feature_batch_size = min(
+        feature_batch_size, len(train) // 2 if real.labels is None else len(train)
+    )  # tiny datasets: one batch
     if feature_net is None:
         if feature_arch is None:
             raise ConfigError("pass a trained feature_net or a feature_arch to train one")
         if real.labels is not None:
-            feature_net, frep = train_feature_net(train.images, train.labels, arch=feature_arch, epochs=feature_epochs, batch_size=feature_batch_size,
-                                                  lr=feature_lr, val=(val.images, val.labels), rng=rng, device=device, progress=progress)
+            feature_net, frep = train_feature_net(
+                train.images,
+                train.labels,
+                arch=feature_arch,
+                epochs=feature_epochs,
+                batch_size=feature_batch_size,
+                lr=feature_lr,
+                val=(val.images, val.labels),
+                rng=rng,
+                device=device,
+                progress=progress,
+            )
             frep["target"] = "class labels"
         else:
             half, train = train.random_split(len(train) // 2, rng=rng)
             with torch.no_grad():
-                fake = torch.cat([generator.sample(min(512, len(half) - i), rng=rng)[1].cpu() for i in range(0, len(half), 512)])
+                fake = torch.cat(
+                    [generator.sample(min(512, len(half) - i), rng=rng)[1].cpu() for i in range(0, len(half), 512)]
+                )
             imgs = torch.cat([half.float(), fake.float()])
             labs = torch.cat([torch.zeros(len(half), dtype=torch.long), torch.ones(len(fake), dtype=torch.long)])
             arch = {**feature_arch, "kwargs": {**feature_arch.get("kwargs", {}), "num_classes": 2}}
-            feature_net, frep = train_feature_net(imgs, labs, arch=arch, epochs=feature_epochs, batch_size=feature_batch_size, lr=feature_lr, rng=rng,
-                                                  device=device, progress=progress)
+            feature_net, frep = train_feature_net(
+                imgs,
+                labs,
+                arch=arch,
+                epochs=feature_epochs,
+                batch_size=feature_batch_size,
+                lr=feature_lr,
+                rng=rng,
+                device=device,
+                progress=progress,
+            )
             feature_arch = arch
             frep["target"] = "real vs generated (unlabelled data)"
         report["feature_net"] = frep
@@ -454,11 +544,26 @@ def fit_dre_f_sp(
     f_real = extract_features(feature_net, train, progress=progress, desc="real features")
     f_real_val = extract_features(feature_net, val, progress=progress, desc="validation real features")
     f_fake = generated_features(generator, feature_net, n_fake, rng=rng, progress=progress)
-    f_fake_val = generated_features(generator, feature_net, n_val, rng=rng, progress=progress, desc="validation generated features")
+    f_fake_val = generated_features(
+        generator, feature_net, n_val, rng=rng, progress=progress, desc="validation generated features"
+    )
     report["feature_time_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    head, head_arch, hrep = fit_ratio_head(f_real, f_fake, f_real_val, f_fake_val, lambdas=lambdas, hidden=head_hidden, activation=activation,
-                                           epochs=head_epochs, batch_size=head_batch_size, lr=head_lr, rng=rng, device=device, progress=progress)
+    head, head_arch, hrep = fit_ratio_head(
+        f_real,
+        f_fake,
+        f_real_val,
+        f_fake_val,
+        lambdas=lambdas,
+        hidden=head_hidden,
+        activation=activation,
+        epochs=head_epochs,
+        batch_size=head_batch_size,
+        lr=head_lr,
+        rng=rng,
+        device=device,
+        progress=progress,
+    )
     hrep["train_time_s"] = time.perf_counter() - t0
     report["head"] = hrep
     report["archs"] = {"feature_net": feature_arch, "head": head_arch}
@@ -467,14 +572,19 @@ def fit_dre_f_sp(
 
 
 # --------------------------------------------------------------------------- files
-def save_feature_ratio(path, ratio: FeatureRatio, *, feature_arch: dict, head_arch: dict, meta: dict | None = None) -> None:
+def save_feature_ratio(
+    path, ratio: FeatureRatio, *, feature_arch: dict, head_arch: dict, meta: dict | None = None
+) -> None:
     """Write a ``feature-sp`` ratio file (both networks as state_dicts; loads with weights_only=True)."""
     from ..io import save_ratio
 
     if feature_arch is None:
         raise ConfigError("saving a DRE-F-SP ratio needs the feature network's architecture config")
     payload = {
-        "feature_net": {"arch": feature_arch, "state": {k: v.detach().cpu() for k, v in ratio.feature_net.state_dict().items()}},
+        "feature_net": {
+            "arch": feature_arch,
+            "state": {k: v.detach().cpu() for k, v in ratio.feature_net.state_dict().items()},
+        },
         "head": {"arch": head_arch, "state": {k: v.detach().cpu() for k, v in ratio.head.state_dict().items()}},
         "activation": ratio.activation,
         "image_size": ratio.image_size,
@@ -494,8 +604,10 @@ def load_feature_net(path, *, device="cpu") -> tuple[nn.Module, dict]:
 
     obj = safe_load(path, what="ratio file")
     if not isinstance(obj, dict) or obj.get("kind") != "feature-sp":
-        raise CheckpointError(f"{path} is not a feature-sp ratio file (kind {obj.get('kind') if isinstance(obj, dict) else None!r}); "
-                              "pass a file written by `refine fit-ratio --kind feature-sp`")
+        raise CheckpointError(
+            f"{path} is not a feature-sp ratio file (kind {obj.get('kind') if isinstance(obj, dict) else None!r}); "
+            "pass a file written by `refine fit-ratio --kind feature-sp`"
+        )
     net = _build_and_load(obj.get("feature_net"), str(path), "feature network")
     return net.eval().requires_grad_(False).to(device), obj["feature_net"]["arch"]
 

@@ -3,9 +3,19 @@
 Every method is registered by name in :data:`SAMPLERS`; importing this package
 registers the built-in ones.
 """
-from . import mh, raw, rejection, sir  # noqa: F401  (registration)
-from . import dcd, ddls, dgflow, dot  # noqa: F401  (registration: gradient refiners)
-from .base import SAMPLERS, SampleResult, Sampler, get_sampler, list_samplers, option, parse_options, register, sampler_options
+
+from . import dcd, ddls, dgflow, dot, mh, raw, rejection, sir  # noqa: F401  (registration)
+from .base import (
+    SAMPLERS,
+    Sampler,
+    SampleResult,
+    get_sampler,
+    list_samplers,
+    option,
+    parse_options,
+    register,
+    sampler_options,
+)
 from .mh import MHSampler
 from .raw import RawSampler
 from .rejection import DRSSampler, RejectionSampler

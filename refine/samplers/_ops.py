@@ -1,5 +1,6 @@
 """Small pure helpers shared by the samplers: noise on the rng's device, log-space
 acceptance, categorical resampling, chunked evaluation and the proposal budget."""
+
 from __future__ import annotations
 
 import math
@@ -88,7 +89,10 @@ class Rows:
         """Append the rows of ``parts`` (one tensor per output, or None where there is none),
         up to ``n`` in all; returns how many rows were taken."""
         if self._out is None:
-            self._out = [None if p is None else torch.empty((self.n, *p.shape[1:]), dtype=p.dtype, device=p.device) for p in parts]
+            self._out = [
+                None if p is None else torch.empty((self.n, *p.shape[1:]), dtype=p.dtype, device=p.device)
+                for p in parts
+            ]
         rows = len(next(p for p in parts if p is not None)) if any(p is not None for p in parts) else 0
         take = min(rows, self.n - self.count)
         for out, p in zip(self._out, parts):

@@ -6,14 +6,16 @@ state between calls. ``sampler.sample(target, n, rng=...)`` returns a
 entry in their metadata; :func:`get_sampler` validates names, options and types,
 and turns CLI strings into the declared types.
 """
+
 from __future__ import annotations
 
 import contextvars
 import dataclasses
 import functools
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -22,9 +24,18 @@ from ..errors import ConfigError
 from ..target import LatentTarget, check_finite
 from ..validate import MAX_SAMPLES, as_int, as_rng
 
-__all__ = ["Sampler", "SampleResult", "register", "get_sampler", "list_samplers", "sampler_options", "SAMPLERS", "option"]
+__all__ = [
+    "Sampler",
+    "SampleResult",
+    "register",
+    "get_sampler",
+    "list_samplers",
+    "sampler_options",
+    "SAMPLERS",
+    "option",
+]
 
-SAMPLERS: dict[str, type["Sampler"]] = {}
+SAMPLERS: dict[str, type[Sampler]] = {}
 
 
 def option(default, help: str, **kw):
@@ -80,9 +91,13 @@ def _checked(impl: Callable) -> Callable:
     return sample
 
 
-def check_result(result: "SampleResult", method: str) -> None:
+def check_result(result: SampleResult, method: str) -> None:
     """A :class:`NonFiniteError` if the samples (or the latents) hold NaN or inf."""
-    check_finite(result.x, f"the samples of method {method}", "the generator produced them (check its weights and inputs), or the method diverged (lower its step size)")
+    check_finite(
+        result.x,
+        f"the samples of method {method}",
+        "the generator produced them (check its weights and inputs), or the method diverged (lower its step size)",
+    )
     if result.z is not None:
         check_finite(result.z, f"the latents of method {method}", "lower the step size")
 
@@ -106,7 +121,15 @@ class Sampler:
         if impl is not None and not getattr(impl, "_refine_checked", False):
             cls.sample = _checked(impl)
 
-    def sample(self, target, n: int, *, rng: torch.Generator | None = None, progress: bool = False, real: torch.Tensor | None = None) -> SampleResult:
+    def sample(
+        self,
+        target,
+        n: int,
+        *,
+        rng: torch.Generator | None = None,
+        progress: bool = False,
+        real: torch.Tensor | None = None,
+    ) -> SampleResult:
         raise NotImplementedError
 
     def options(self) -> dict[str, Any]:

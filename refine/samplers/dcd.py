@@ -22,6 +22,7 @@ Langevin steps started at generator outputs, the same step size, noise and clipp
 sampler), using held-out real samples passed as ``real=``. The user's network is not changed.
 The passes spent on fine-tuning are counted in ``info`` (amortised over the ``n`` samples).
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,7 +35,16 @@ import torch
 from ..errors import ConfigError
 from ._ops import positive
 from .base import option, register
-from .langevin import GradientSampler, Plan, data_potential, generated_start, latent_potential, output_bounds, prior_bounds, prior_start
+from .langevin import (
+    GradientSampler,
+    Plan,
+    data_potential,
+    generated_start,
+    latent_potential,
+    output_bounds,
+    prior_bounds,
+    prior_start,
+)
 
 __all__ = ["DCDSampler"]
 
@@ -46,9 +56,16 @@ class DCDSampler(GradientSampler):
 
     step_size: float = option(3e-4, "step size eps: x <- x + (eps/2) clip(grad D) + sqrt(eps) xi")
     steps: int = option(100, "Langevin steps per chain")
-    clip: Optional[float] = option(None, "clip each element of the drift gradient to [-clip, clip] (none: off; the bound depends on the critic's scale)")
-    space: Literal["data", "latent"] = option("data", "where the chains move: data space (x) or latent space (z, with the prior term)")
-    finetune: int = option(0, "critic fine-tuning iterations by contrastive divergence before sampling (needs real=); 0: off")
+    clip: Optional[float] = option(
+        None,
+        "clip each element of the drift gradient to [-clip, clip] (none: off; the bound depends on the critic's scale)",
+    )
+    space: Literal["data", "latent"] = option(
+        "data", "where the chains move: data space (x) or latent space (z, with the prior term)"
+    )
+    finetune: int = option(
+        0, "critic fine-tuning iterations by contrastive divergence before sampling (needs real=); 0: off"
+    )
     finetune_steps: int = option(10, "Langevin steps of the negative chains during fine-tuning")
     finetune_lr: float = option(1e-4, "Adam learning rate of the critic fine-tuning")
     finetune_batch: int = option(256, "real and negative samples per fine-tuning iteration")
@@ -83,14 +100,26 @@ class DCDSampler(GradientSampler):
         from ..train.wgan import finetune_critic_cd
 
         if real is None:
-            raise ConfigError("dcd with finetune > 0 needs held-out real samples (pass real=... to refine.sample / DCDSampler.sample)")
+            raise ConfigError(
+                "dcd with finetune > 0 needs held-out real samples (pass real=... to refine.sample / DCDSampler.sample)"
+            )
         ratio = target.ratio
         if not isinstance(ratio, DiscriminatorRatio) or not isinstance(ratio.net, torch.nn.Module):
             raise ConfigError(f"dcd fine-tuning needs a DiscriminatorRatio around an nn.Module critic, got {ratio!r}")
-        tuned = DiscriminatorRatio(copy.deepcopy(ratio.net), ratio.output, temperature=ratio.temperature, calibration=ratio.calibration)
+        tuned = DiscriminatorRatio(
+            copy.deepcopy(ratio.net), ratio.output, temperature=ratio.temperature, calibration=ratio.calibration
+        )
         cfg = dataclasses.replace(self._config(None), steps=int(self.finetune_steps), mala=False)
-        report = finetune_critic_cd(target.generator, tuned, real, iterations=int(self.finetune), batch_size=int(self.finetune_batch),
-                                    lr=float(self.finetune_lr), langevin=cfg, rng=rng)
+        report = finetune_critic_cd(
+            target.generator,
+            tuned,
+            real,
+            iterations=int(self.finetune),
+            batch_size=int(self.finetune_batch),
+            lr=float(self.finetune_lr),
+            langevin=cfg,
+            rng=rng,
+        )
         tuned.net.eval().requires_grad_(False)
         return LatentTarget(target.generator, tuned, prior_term=target.prior_term), report
 
@@ -101,13 +130,26 @@ class DCDSampler(GradientSampler):
         extra = {}
         info = {}
         if report is not None:
-            extra = {"extra_g_total": report["g_evals"], "extra_d_total": report["d_evals"], "extra_d_backward_total": report["d_backward"]}
+            extra = {
+                "extra_g_total": report["g_evals"],
+                "extra_d_total": report["d_evals"],
+                "extra_d_backward_total": report["d_backward"],
+            }
             hist = report["history"]
-            info = {"finetune": {"iterations": len(hist), "loss_first": hist[0]["loss"], "loss_last": hist[-1]["loss"],
-                                 "score_real_last": hist[-1]["score_real"], "score_neg_last": hist[-1]["score_neg"]}}
+            info = {
+                "finetune": {
+                    "iterations": len(hist),
+                    "loss_first": hist[0]["loss"],
+                    "loss_last": hist[-1]["loss"],
+                    "score_real_last": hist[-1]["score_real"],
+                    "score_neg_last": hist[-1]["score_neg"],
+                }
+            }
         if self.space == "data":
             pot = data_potential(target)
             start, _ = generated_start(target, n, rng)
             return Plan(lambda _v0: pot, start, "data", bounds=output_bounds(target.generator), info=info, **extra)
         pot = latent_potential(target, prior=True)
-        return Plan(lambda _v0: pot, prior_start(target, rng), "latent", bounds=prior_bounds(target), info=info, **extra)
+        return Plan(
+            lambda _v0: pot, prior_start(target, rng), "latent", bounds=prior_bounds(target), info=info, **extra
+        )

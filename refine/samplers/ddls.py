@@ -18,11 +18,12 @@ convention of the DDLS paper for WGANs with ``T`` chosen by the user.
 ``mala=True`` adds the Metropolis correction (exact for the target at any step size);
 with a uniform prior, unadjusted chains are reflected at the box's walls.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import register, option
+from .base import option, register
 from .langevin import GradientSampler, Plan, latent_potential, prior_bounds, prior_start
 
 __all__ = ["DDLSSampler"]

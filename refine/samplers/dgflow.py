@@ -25,6 +25,7 @@ to converge. The paper's latent flow has no prior term; ``prior=True`` adds ``lo
 How the ratio is read: ``d = target.log_ratio(G(z))`` (the logit, or ``critic / T`` for a
 WGAN critic read as ``DiscriminatorRatio(net, "critic", temperature=T)``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,4 +50,10 @@ class DGflowSampler(GradientSampler):
 
     def _plan(self, target, n, rng, real) -> Plan:
         pot = latent_potential(target, prior=bool(self.prior), transform=self.divergence)
-        return Plan(lambda _v0: pot, prior_start(target, rng), "latent", bounds=prior_bounds(target), info={"divergence": self.divergence})
+        return Plan(
+            lambda _v0: pot,
+            prior_start(target, rng),
+            "latent",
+            bounds=prior_bounds(target),
+            info={"divergence": self.divergence},
+        )

@@ -23,6 +23,7 @@ How the ratio is read: ``D = target.log_ratio`` (a WGAN critic's value, or a log
 scaled (a critic's temperature cancels): it uses the critic value directly.
 ``k_eff`` (or ``K_eff``) can also be given instead of estimated.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,7 +34,16 @@ import torch
 from ..errors import ConfigError, NonFiniteError
 from ._ops import evaluate, positive
 from .base import option, register
-from .langevin import GradientSampler, Plan, _ratio_view, generated_start, output_bounds, prior_bounds, prior_start, ratio_value_and_grad
+from .langevin import (
+    GradientSampler,
+    Plan,
+    _ratio_view,
+    generated_start,
+    output_bounds,
+    prior_bounds,
+    prior_start,
+    ratio_value_and_grad,
+)
 
 __all__ = ["DOTSampler", "estimate_k_eff", "dot_objective"]
 
@@ -54,10 +64,14 @@ def estimate_k_eff(target, pairs: int, *, space: str, rng, batch_size: int = 409
     den = (x1 - x2).flatten(1).norm(dim=1) if space == "target" else (z1 - z2).flatten(1).norm(dim=1)
     ok = den > 0
     if not bool(ok.any()):
-        raise ConfigError("cannot estimate K_eff: every pair of generated samples coincides (a collapsed generator); pass -o k_eff=VALUE")
+        raise ConfigError(
+            "cannot estimate K_eff: every pair of generated samples coincides (a collapsed generator); pass -o k_eff=VALUE"
+        )
     k = float(((d1 - d2).abs()[ok] / den[ok]).max())
     if not k > 0:
-        raise ConfigError(f"estimated K_eff is {k}: the critic is constant on {pairs} pairs of samples; pass -o k_eff=VALUE")
+        raise ConfigError(
+            f"estimated K_eff is {k}: the critic is constant on {pairs} pairs of samples; pass -o k_eff=VALUE"
+        )
     return k
 
 
@@ -77,8 +91,12 @@ class DOTSampler(GradientSampler):
     steps: int = option(100, "gradient steps per sample")
     noise_scale: float = option(0.0, "noise sigma = noise_scale * sqrt(eps) (DOT is deterministic: 0)")
     space: Literal["target", "latent"] = option("target", "transport in data space (target) or in latent space")
-    pairs: int = option(100, "pairs of generated samples used to estimate K_eff / k_eff (the max over pairs; as in the reference)")
-    k_eff: Optional[float] = option(None, "the Lipschitz constant K_eff (target) or k_eff (latent); none: estimate from pairs")
+    pairs: int = option(
+        100, "pairs of generated samples used to estimate K_eff / k_eff (the max over pairs; as in the reference)"
+    )
+    k_eff: Optional[float] = option(
+        None, "the Lipschitz constant K_eff (target) or k_eff (latent); none: estimate from pairs"
+    )
     sphere: bool = option(False, "normal prior, latent space: project updates onto the sphere through z (keeps ||z||)")
 
     def __post_init__(self) -> None:
@@ -127,13 +145,22 @@ class DOTSampler(GradientSampler):
 
                 return pot
 
-            return Plan(potential_for, start, "data", bounds=output_bounds(target.generator), extra_g_total=extra, extra_d_total=extra,
-                        info=info)
+            return Plan(
+                potential_for,
+                start,
+                "data",
+                bounds=output_bounds(target.generator),
+                extra_g_total=extra,
+                extra_d_total=extra,
+                info=info,
+            )
 
         view = _ratio_view(target)
         sphere = bool(self.sphere)
         if sphere and prior_bounds(target) is not None:
-            raise ConfigError("sphere=True applies to a normal prior; this target's prior is uniform (its box is enforced instead)")
+            raise ConfigError(
+                "sphere=True applies to a normal prior; this target's prior is uniform (its box is enforced instead)"
+            )
 
         def potential_for(zy: torch.Tensor):
             def pot(z: torch.Tensor):
@@ -152,5 +179,12 @@ class DOTSampler(GradientSampler):
 
             return pot
 
-        return Plan(potential_for, prior_start(target, rng), "latent", bounds=prior_bounds(target), extra_g_total=extra, extra_d_total=extra,
-                    info=info)
+        return Plan(
+            potential_for,
+            prior_start(target, rng),
+            "latent",
+            bounds=prior_bounds(target),
+            extra_g_total=extra,
+            extra_d_total=extra,
+            info=info,
+        )

@@ -31,20 +31,22 @@ user's modules receives a ``.grad`` and no ``requires_grad`` flag is changed.
 :class:`GradientSampler` is the base of the registered samplers; it holds only
 hyperparameters (a frozen dataclass) and builds a potential per call.
 """
+
 from __future__ import annotations
 
 import math
 import time
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, NonFiniteError, NotDifferentiableError
 from ._ops import accept_log, positive
-from .base import SampleResult, Sampler, option
+from .base import Sampler, SampleResult, option
 
 __all__ = [
     "LangevinConfig",
@@ -103,9 +105,13 @@ class LangevinConfig:
     bounds: Optional[tuple[float, float]] = None
 
     def __post_init__(self) -> None:
-        validate_common(self.step_size, self.steps, self.noise_scale, self.noise, self.decay, self.clip, self.temperature)
+        validate_common(
+            self.step_size, self.steps, self.noise_scale, self.noise, self.decay, self.clip, self.temperature
+        )
         if self.mala and self.noise_scale == 0 and self.noise in (None, 0.0):
-            raise ConfigError("mala needs noise: set noise_scale > 0 (or noise > 0); without noise the chain is gradient ascent")
+            raise ConfigError(
+                "mala needs noise: set noise_scale > 0 (or noise > 0); without noise the chain is gradient ascent"
+            )
         if self.mala and self.noise == 0.0:
             raise ConfigError("mala needs noise > 0")
         if self.bounds is not None:
@@ -214,7 +220,9 @@ def _bound(v: torch.Tensor, cfg: LangevinConfig, *, reflect: bool) -> torch.Tens
     return lo + torch.where(u > width, 2 * width - u, u)
 
 
-def step(state: LangevinState, potential: Potential, cfg: LangevinConfig, t: int, *, rng: torch.Generator | None) -> tuple[LangevinState, LangevinInfo]:
+def step(
+    state: LangevinState, potential: Potential, cfg: LangevinConfig, t: int, *, rng: torch.Generator | None
+) -> tuple[LangevinState, LangevinInfo]:
     """One update of every chain in ``state`` (pure: the input state is not modified)."""
     eps = cfg.step_size_at(t)
     sigma = cfg.sigma_at(t)
@@ -249,8 +257,14 @@ def step(state: LangevinState, potential: Potential, cfg: LangevinConfig, t: int
     return new, LangevinInfo(acc, log_alpha.to(value.dtype), eps, sigma)
 
 
-def run(potential: Potential, position: torch.Tensor, cfg: LangevinConfig, *, rng: torch.Generator | None,
-        on_step: Callable[[int], None] | None = None) -> tuple[LangevinState, dict]:
+def run(
+    potential: Potential,
+    position: torch.Tensor,
+    cfg: LangevinConfig,
+    *,
+    rng: torch.Generator | None,
+    on_step: Callable[[int], None] | None = None,
+) -> tuple[LangevinState, dict]:
     """Run ``cfg.steps`` updates from ``position``; returns the final state and counters."""
     state = init(position, potential)
     start_value = state.value
@@ -268,8 +282,17 @@ def run(potential: Potential, position: torch.Tensor, cfg: LangevinConfig, *, rn
     return state, stats
 
 
-def run_chunked(potential_for: Callable[[torch.Tensor], Potential], start: Callable[[int], torch.Tensor], n: int, batch_size: int,
-                cfg: LangevinConfig, *, rng: torch.Generator | None, progress: bool = False, desc: str = "langevin") -> tuple[LangevinState, dict]:
+def run_chunked(
+    potential_for: Callable[[torch.Tensor], Potential],
+    start: Callable[[int], torch.Tensor],
+    n: int,
+    batch_size: int,
+    cfg: LangevinConfig,
+    *,
+    rng: torch.Generator | None,
+    progress: bool = False,
+    desc: str = "langevin",
+) -> tuple[LangevinState, dict]:
     """Run ``n`` chains in chunks of ``batch_size`` (bounded memory).
 
     ``start(c)`` draws ``c`` starting positions; ``potential_for(v0)`` returns the potential
@@ -357,7 +380,9 @@ def data_potential(target, *, scale: float = 1.0) -> Potential:
 def check_ratio_differentiable(target) -> None:
     """Raise NotDifferentiableError unless gradients of ``log r(x)`` reach ``x`` (data-space methods)."""
     if getattr(target.ratio, "differentiable", True) is False:
-        raise NotDifferentiableError(f"the ratio {target.ratio!r} is not differentiable; use a sampler that needs no gradients (rs, drs, mh, sir)")
+        raise NotDifferentiableError(
+            f"the ratio {target.ratio!r} is not differentiable; use a sampler that needs no gradients (rs, drs, mh, sir)"
+        )
     z = target.prior.sample(2, rng=torch.Generator().manual_seed(0), device=target.device)
     with torch.no_grad():
         x = target.generator(z)
@@ -366,7 +391,9 @@ def check_ratio_differentiable(target) -> None:
         out = target.log_ratio(x)
         g = torch.autograd.grad(out.sum(), x, allow_unused=True)[0] if out.requires_grad else None
     if g is None:
-        raise NotDifferentiableError("no gradient flows from log r(x) to x (the ratio detaches its output, or runs under no_grad)")
+        raise NotDifferentiableError(
+            "no gradient flows from log r(x) to x (the ratio detaches its output, or runs under no_grad)"
+        )
 
 
 # --------------------------------------------------------------------------- sampler base
@@ -439,15 +466,23 @@ class GradientSampler(Sampler):
     batch_size: int = option(4096, "chains run together (memory bound)")
 
     def __post_init__(self) -> None:
-        validate_common(self.step_size, self.steps, self.noise_scale, self.noise, self.decay, self.clip, self.temperature)
+        validate_common(
+            self.step_size, self.steps, self.noise_scale, self.noise, self.decay, self.clip, self.temperature
+        )
         positive("batch_size", self.batch_size)
         self._config(None)  # validates the combination (e.g. mala without noise)
 
     def _config(self, bounds) -> LangevinConfig:
         return LangevinConfig(
-            step_size=float(self.step_size), steps=int(self.steps), noise_scale=float(self.noise_scale),
-            noise=None if self.noise is None else float(self.noise), decay=float(self.decay),
-            clip=None if self.clip is None else float(self.clip), temperature=float(self.temperature), mala=bool(self.mala), bounds=bounds,
+            step_size=float(self.step_size),
+            steps=int(self.steps),
+            noise_scale=float(self.noise_scale),
+            noise=None if self.noise is None else float(self.noise),
+            decay=float(self.decay),
+            clip=None if self.clip is None else float(self.clip),
+            temperature=float(self.temperature),
+            mala=bool(self.mala),
+            bounds=bounds,
         )
 
     def planned_evals(self, n: int) -> float:
@@ -468,8 +503,16 @@ class GradientSampler(Sampler):
         t0 = time.perf_counter()
         self._check_gradients(target)  # a clear error up front, whatever the entry point
         plan = self._plan(target, n, rng, real)
-        state, stats = run_chunked(plan.potential_for, plan.start, n, int(self.batch_size), self._config(plan.bounds), rng=rng,
-                                   progress=progress, desc=self.name)
+        state, stats = run_chunked(
+            plan.potential_for,
+            plan.start,
+            n,
+            int(self.batch_size),
+            self._config(plan.bounds),
+            rng=rng,
+            progress=progress,
+            desc=self.name,
+        )
         x, log_r = state.aux
         evals = stats["evaluations_per_chain"]
         latent = plan.space == "latent"

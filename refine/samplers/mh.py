@@ -11,6 +11,7 @@ MH-GAN does to avoid burn-in. A chain that never accepts a proposal would return
 that real sample; it returns its first proposal instead (counted in
 ``info["chains_never_moved"]``).
 """
+
 from __future__ import annotations
 
 import time
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError, ShapeError
 from ._ops import Rows, accept_log, evaluate, positive
-from .base import SampleResult, Sampler, option, register
+from .base import Sampler, SampleResult, option, register
 
 __all__ = ["MHSampler"]
 
@@ -38,7 +39,9 @@ class MHSampler(Sampler):
     summary = "independence Metropolis-Hastings (MH-GAN): parallel chains, k proposals each"
     k: int = option(640, "proposals per chain (chain length)")
     batch_size: int = option(4096, "chains advanced together in one batch")
-    init: Literal["generated", "real"] = option("generated", "start chains at a generated sample or at held-out real samples (real=)")
+    init: Literal["generated", "real"] = option(
+        "generated", "start chains at a generated sample or at held-out real samples (real=)"
+    )
 
     def __post_init__(self) -> None:
         if int(self.k) < 1:
@@ -61,10 +64,14 @@ class MHSampler(Sampler):
         device = target.device
         if self.init == "real":
             if real is None:
-                raise ConfigError("mh with init=real needs held-out real samples: pass real=... (refine sample draws them from the checkpoint's "
-                                  "dataset, and this checkpoint names none), or use init=generated")
+                raise ConfigError(
+                    "mh with init=real needs held-out real samples: pass real=... (refine sample draws them from the checkpoint's "
+                    "dataset, and this checkpoint names none), or use init=generated"
+                )
             if len(real) < n:
-                raise ShapeError(f"mh with init=real needs one real sample per chain: {n} chains, {len(real)} real samples")
+                raise ShapeError(
+                    f"mh with init=real needs one real sample per chain: {n} chains, {len(real)} real samples"
+                )
         rows = Rows(n)
         accepts = never = 0
         g = d = 0

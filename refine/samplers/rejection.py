@@ -39,6 +39,7 @@ zero. Reference implementations differ on this choice (some use a fixed shift,
 some a percentile of the batch); refine takes the percentile, default 80, as in the
 paper's experiments: higher keeps fewer, better samples.
 """
+
 from __future__ import annotations
 
 import math
@@ -87,8 +88,11 @@ def burn_in_size(burn_in: int | None, n: int) -> int:
 @dataclass(frozen=True)
 class _RejectionBase(Sampler):
     batch_size: int = option(4096, "proposals evaluated per round")
-    burn_in: int | None = option(None, "proposals used to estimate the bound M before sampling; none: 10000, or max(256, 4n) "
-                                          "for small n, whose proposals are then reused as candidates")
+    burn_in: int | None = option(
+        None,
+        "proposals used to estimate the bound M before sampling; none: 10000, or max(256, 4n) "
+        "for small n, whose proposals are then reused as candidates",
+    )
     budget: float = option(1000.0, "proposals allowed per requested sample before giving up")
 
     def __post_init__(self) -> None:
@@ -97,7 +101,9 @@ class _RejectionBase(Sampler):
         positive("budget", self.budget)
 
     def planned_evals(self, n: int) -> float:
-        return float(n) + float(burn_in_size(self.burn_in, n))  # at the least: the burn-in, then one proposal per sample
+        return float(n) + float(
+            burn_in_size(self.burn_in, n)
+        )  # at the least: the burn-in, then one proposal per sample
 
     def _log_accept(self, delta: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Log acceptance probability from ``delta = log r - log M`` (<= 0)."""
@@ -110,7 +116,9 @@ class _RejectionBase(Sampler):
         prior = target.prior
         evaluated = 0
         n_burn = burn_in_size(self.burn_in, n)
-        reuse = self.burn_in is None and n_burn < DEFAULT_BURN_IN  # small n: the burn-in's proposals are the first candidates
+        reuse = (
+            self.burn_in is None and n_burn < DEFAULT_BURN_IN
+        )  # small n: the burn-in's proposals are the first candidates
         batch_size = min(int(self.batch_size), n_burn) if reuse else int(self.batch_size)
         # Burn-in: estimate log M (and the acceptance rate it implies).
         burn, kept = [], []
@@ -126,7 +134,9 @@ class _RejectionBase(Sampler):
         online = q >= 1.0
         log_m = float(burn_w.max()) if online else float(torch.quantile(burn_w[:16_000_000], q))
         budget = int(math.ceil(self.budget * n))
-        expected = self._check_expected_rate(burn_w, log_m, n, _max_proposals(n_burn if reuse else 0, budget, batch_size))
+        expected = self._check_expected_rate(
+            burn_w, log_m, n, _max_proposals(n_burn if reuse else 0, budget, batch_size)
+        )
         del burn
         xs, zs = [], []
         accepted = proposals = updates = 0
@@ -236,8 +246,11 @@ class RejectionSampler(_RejectionBase):
 
     summary = "exact rejection sampling with the bound M from a burn-in, raised online"
 
-    m_quantile: float = option(1.0, "quantile of the burn-in weights used as log M; 1 = the max, raised online (exact once M bounds r); "
-                                     "below 1 caps r at M (approximate, higher acceptance)")
+    m_quantile: float = option(
+        1.0,
+        "quantile of the burn-in weights used as log M; 1 = the max, raised online (exact once M bounds r); "
+        "below 1 caps r at M (approximate, higher acceptance)",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

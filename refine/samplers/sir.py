@@ -6,6 +6,7 @@ converges to the target. ``info["ess"]`` is the mean effective sample size of a
 candidate group divided by ``candidates`` (1: all weights equal; ``1/candidates``:
 one candidate dominates).
 """
+
 from __future__ import annotations
 
 import time
@@ -16,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ._ops import Rows, evaluate, log_ess, positive, resample_rows
-from .base import SampleResult, Sampler, option, register
+from .base import Sampler, SampleResult, option, register
 
 __all__ = ["SIRSampler"]
 

@@ -14,6 +14,7 @@ non-saturating ``softplus(-logit)`` (``adv_loss="ns"``, the default; steadier on
 The data discriminator is saved as the checkpoint's discriminator (a ratio for ``refine
 sample``); ``E`` and ``C`` go under ``extra["networks"]`` (``encoder``, ``code_discriminator``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -50,8 +51,19 @@ class AlphaGAN:
             "code_discriminator": arch_config("mlp", in_dim=z_dim, out_dim=1, hidden=hidden, depth=depth),
         }
 
-    def __init__(self, generator, discriminator, *, encoder: nn.Module, code_discriminator: nn.Module, lr: float = 1e-3, betas=(0.5, 0.999),
-                 lr_d: float | None = None, rec_weight: float = 1.0, adv_loss: str = "ns"):
+    def __init__(
+        self,
+        generator,
+        discriminator,
+        *,
+        encoder: nn.Module,
+        code_discriminator: nn.Module,
+        lr: float = 1e-3,
+        betas=(0.5, 0.999),
+        lr_d: float | None = None,
+        rec_weight: float = 1.0,
+        adv_loss: str = "ns",
+    ):
         if discriminator is None:
             raise ConfigError("alphagan needs a data discriminator on x")
         if lr <= 0 or rec_weight < 0:
@@ -97,10 +109,21 @@ class AlphaGAN:
         apply_grads(gparams, torch.autograd.grad(loss_g, gparams, allow_unused=True))
         self.opt_e.step()
         self.opt_g.step()
-        return {"loss_d": loss_d.item(), "loss_c": loss_c.item(), "loss_g": loss_g.item(), "loss_e": loss_e.item(), "rec": rec.item()}
+        return {
+            "loss_d": loss_d.item(),
+            "loss_c": loss_c.item(),
+            "loss_g": loss_g.item(),
+            "loss_e": loss_e.item(),
+            "rec": rec.item(),
+        }
 
     def modules(self) -> dict[str, nn.Module]:
         return {"generator": self.G.net, "discriminator": self.D, "encoder": self.E, "code_discriminator": self.C}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"generator": self.opt_g, "encoder": self.opt_e, "discriminator": self.opt_d, "code_discriminator": self.opt_c}
+        return {
+            "generator": self.opt_g,
+            "encoder": self.opt_e,
+            "discriminator": self.opt_d,
+            "code_discriminator": self.opt_c,
+        }

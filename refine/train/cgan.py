@@ -15,6 +15,7 @@ The checkpoint is a ``refine.gan`` file with ``conditional={"num_classes": K, "l
 so :func:`refine.load_gan` returns the :class:`~refine.conditional.ConditionalGenerator` and its
 conditional ratio. Sample grids show one row per class.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,7 +37,15 @@ from .images import ImageRun
 from .losses import d_loss_ns, g_loss_ns
 from .registry import register_method
 
-__all__ = ["CGAN", "CGAN_LOSSES", "cgan_networks", "fit_conditional_discriminator", "save_cgan_checkpoint", "save_class_grid", "train_cgan"]
+__all__ = [
+    "CGAN",
+    "CGAN_LOSSES",
+    "cgan_networks",
+    "fit_conditional_discriminator",
+    "save_cgan_checkpoint",
+    "save_class_grid",
+    "train_cgan",
+]
 
 CGAN_LOSSES = ("hinge", "ns")
 GRID_SEED = 12345
@@ -58,10 +67,21 @@ class CGAN:
 
     conditional = True  # trains on labelled images only; refine train routes it to train_cgan
 
-    def __init__(self, generator: ConditionalGenerator, discriminator: nn.Module, *, lr: float = 2e-4, betas=(0.0, 0.9), d_steps: int = 1,
-                 lr_d: float | None = None, loss: str = "hinge"):
+    def __init__(
+        self,
+        generator: ConditionalGenerator,
+        discriminator: nn.Module,
+        *,
+        lr: float = 2e-4,
+        betas=(0.0, 0.9),
+        d_steps: int = 1,
+        lr_d: float | None = None,
+        loss: str = "hinge",
+    ):
         if not isinstance(generator, ConditionalGenerator):
-            raise ConfigError("training method 'cgan' trains class-conditional networks on labelled image data (refine train --method cgan --data mnist:ROOT)")
+            raise ConfigError(
+                "training method 'cgan' trains class-conditional networks on labelled image data (refine train --method cgan --data mnist:ROOT)"
+            )
         if lr <= 0 or d_steps < 1 or (lr_d is not None and lr_d <= 0):
             raise ConfigError(f"need lr > 0, lr_d > 0 and d_steps >= 1, got {lr}, {lr_d} and {d_steps}")
         if loss not in CGAN_LOSSES:
@@ -73,7 +93,9 @@ class CGAN:
 
     def _fake(self, b: int, rng, device):
         z = self.G.prior.sample(b, rng=rng, device=device)
-        y = torch.randint(0, self.G.num_classes, (b,), generator=rng, device=rng.device if rng is not None else "cpu").to(device)
+        y = torch.randint(
+            0, self.G.num_classes, (b,), generator=rng, device=rng.device if rng is not None else "cpu"
+        ).to(device)
         return z, y
 
     def step(self, real: torch.Tensor, y: torch.Tensor, *, rng=None) -> dict:
@@ -92,7 +114,12 @@ class CGAN:
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
-        return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "d_real": lr_.mean().item(), "d_fake": lf.mean().item()}
+        return {
+            "loss_d": loss_d.item(),
+            "loss_g": loss_g.item(),
+            "d_real": lr_.mean().item(),
+            "d_fake": lf.mean().item(),
+        }
 
     def modules(self) -> dict[str, nn.Module]:
         return {"generator": self.G.net, "discriminator": self.D}
@@ -101,10 +128,16 @@ class CGAN:
         return {"generator": self.opt_g, "discriminator": self.opt_d}
 
 
-def cgan_networks(image_size: int, channels: int, num_classes: int, *, latent_dim: int = 100, g_width: int = 64, d_width: int = 64) -> tuple[dict, dict]:
+def cgan_networks(
+    image_size: int, channels: int, num_classes: int, *, latent_dim: int = 100, g_width: int = 64, d_width: int = 64
+) -> tuple[dict, dict]:
     """Architecture configs ``(generator, discriminator)`` of the conditional pair."""
-    return (arch_config("cdcgan-g", image_size=image_size, channels=channels, nz=latent_dim, width=g_width, num_classes=num_classes),
-            arch_config("proj-d", image_size=image_size, channels=channels, width=d_width, num_classes=num_classes))
+    return (
+        arch_config(
+            "cdcgan-g", image_size=image_size, channels=channels, nz=latent_dim, width=g_width, num_classes=num_classes
+        ),
+        arch_config("proj-d", image_size=image_size, channels=channels, width=d_width, num_classes=num_classes),
+    )
 
 
 def class_grid_latents(num_classes: int, latent_dim: int, per_class: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,22 +178,40 @@ def _epoch(trainer: CGAN, batches: ImageBatches, *, rng, epoch: int, epochs: int
     return {"epoch": epoch, **{k: v / max(count, 1) for k, v in sums.items()}}
 
 
-def train_cgan(data: ImageData, *, epochs: int = 5, method_options: dict | None = None, batch_size: int = 64, latent_dim: int = 100,
-               g_width: int = 64, d_width: int = 64, rng: torch.Generator | None = None, device="cpu", progress: bool = False,
-               init_seed: int | None = None, resume: dict | None = None, on_epoch=None, grid_dir: str | Path | None = None) -> ImageRun:
+def train_cgan(
+    data: ImageData,
+    *,
+    epochs: int = 5,
+    method_options: dict | None = None,
+    batch_size: int = 64,
+    latent_dim: int = 100,
+    g_width: int = 64,
+    d_width: int = 64,
+    rng: torch.Generator | None = None,
+    device="cpu",
+    progress: bool = False,
+    init_seed: int | None = None,
+    resume: dict | None = None,
+    on_epoch=None,
+    grid_dir: str | Path | None = None,
+) -> ImageRun:
     """Train the conditional pair on labelled ``data``; returns an :class:`~refine.train.images.ImageRun`
     whose generator is a :class:`~refine.conditional.ConditionalGenerator`. Arguments as
     :func:`refine.train.images.train_image_gan`."""
     from .toy2d import check_method_options
 
     if data.labels is None:
-        raise DataError(f"{data.spec} has no labels; method cgan trains on labelled images (MNIST, Fashion-MNIST, CIFAR-10, a folder of class subfolders)")
+        raise DataError(
+            f"{data.spec} has no labels; method cgan trains on labelled images (MNIST, Fashion-MNIST, CIFAR-10, a folder of class subfolders)"
+        )
     if epochs < 1 or batch_size < 1 or latent_dim < 1 or g_width < 1 or d_width < 1:
         raise ConfigError("epochs, batch size, latent size and widths must be positive")
     opts = dict(method_options or {})
     check_method_options(CGAN, opts)
     k = int(data.num_classes)
-    g_arch, d_arch = cgan_networks(data.image_size, data.channels, k, latent_dim=latent_dim, g_width=g_width, d_width=d_width)
+    g_arch, d_arch = cgan_networks(
+        data.image_size, data.channels, k, latent_dim=latent_dim, g_width=g_width, d_width=d_width
+    )
     with torch.random.fork_rng(devices=[]):
         if init_seed is not None:
             torch.manual_seed(init_seed)
@@ -169,10 +220,25 @@ def train_cgan(data: ImageData, *, epochs: int = 5, method_options: dict | None 
     dnet.to(device).train()
     G = ConditionalGenerator(gnet, k, label="index", prior=NormalPrior((latent_dim, 1, 1)), output_range="[-1,1]")
     trainer = CGAN(G, dnet, **opts)
-    meta = {"dataset": data.spec, "data": data.describe(), "n_train": len(data), "image_size": data.image_size, "channels": data.channels,
-            "num_classes": k, "classes": list(data.classes) if data.classes else None, "epochs": epochs, "method": "cgan", "batch_size": batch_size,
-            "latent_dim": latent_dim, "g_width": g_width, "d_width": d_width, "d_norm": "spectral",
-            "options": {key: list(v) if isinstance(v, tuple) else v for key, v in opts.items()}, "init_seed": init_seed, "history": []}
+    meta = {
+        "dataset": data.spec,
+        "data": data.describe(),
+        "n_train": len(data),
+        "image_size": data.image_size,
+        "channels": data.channels,
+        "num_classes": k,
+        "classes": list(data.classes) if data.classes else None,
+        "epochs": epochs,
+        "method": "cgan",
+        "batch_size": batch_size,
+        "latent_dim": latent_dim,
+        "g_width": g_width,
+        "d_width": d_width,
+        "d_norm": "spectral",
+        "options": {key: list(v) if isinstance(v, tuple) else v for key, v in opts.items()},
+        "init_seed": init_seed,
+        "history": [],
+    }
     run = ImageRun(G, dnet, {"generator": g_arch, "discriminator": d_arch}, "logit", meta)  # type: ignore[arg-type]
     start, past = restore_training_state(trainer, resume, rng=rng) if resume is not None else (0, [])
     per_class = 8
@@ -197,13 +263,34 @@ def save_cgan_checkpoint(path, run: ImageRun, *, meta: dict | None = None, train
     """Write a conditional ``refine.gan`` checkpoint (``conditional`` entry, output range [-1,1]); with ``train_state``, resumable."""
     extra = {STATE_KEY: train_state} if train_state is not None else None
     g = run.generator
-    save_gan(path, generator=g.net, generator_arch=run.archs["generator"], prior=g.prior, discriminator=run.discriminator,
-             discriminator_arch=run.archs["discriminator"], discriminator_output="logit", output_range="[-1,1]", meta={**run.meta, **(meta or {})},
-             extra=extra, conditional={"num_classes": g.num_classes, "label": g.label})
+    save_gan(
+        path,
+        generator=g.net,
+        generator_arch=run.archs["generator"],
+        prior=g.prior,
+        discriminator=run.discriminator,
+        discriminator_arch=run.archs["discriminator"],
+        discriminator_output="logit",
+        output_range="[-1,1]",
+        meta={**run.meta, **(meta or {})},
+        extra=extra,
+        conditional={"num_classes": g.num_classes, "label": g.label},
+    )
 
 
-def fit_conditional_discriminator(generator: ConditionalGenerator, discriminator: nn.Module, data: ImageData, *, epochs: int = 1,
-                                  batch_size: int = 128, lr: float = 2e-4, betas=(0.5, 0.999), rng=None, device="cpu", progress: bool = False) -> list[dict]:
+def fit_conditional_discriminator(
+    generator: ConditionalGenerator,
+    discriminator: nn.Module,
+    data: ImageData,
+    *,
+    epochs: int = 1,
+    batch_size: int = 128,
+    lr: float = 2e-4,
+    betas=(0.5, 0.999),
+    rng=None,
+    device="cpu",
+    progress: bool = False,
+) -> list[dict]:
     """Refit ``discriminator(x, y)`` in place with the logistic loss against the fixed ``generator``,
     real and generated batches sharing the real batch's labels, so that its logit estimates
     ``log p(x | y) / p_G(x | y)``. The generator is not touched; the discriminator comes back in
@@ -215,7 +302,9 @@ def fit_conditional_discriminator(generator: ConditionalGenerator, discriminator
     try:
         for epoch in range(1, epochs + 1):
             sums, count = {"loss_d": 0.0, "acc": 0.0}, 0
-            for real, y in tqdm(batches, total=len(batches), desc=f"refit D {epoch}/{epochs}", disable=not progress, leave=False):
+            for real, y in tqdm(
+                batches, total=len(batches), desc=f"refit D {epoch}/{epochs}", disable=not progress, leave=False
+            ):
                 with torch.no_grad():
                     fake = generator(generator.prior.sample(len(real), rng=rng, device=device), y)
                 lr_, lf = discriminator(real, y), discriminator(fake, y)

@@ -25,6 +25,7 @@ Continuing from a state gives bit-identical results to a run that was never
 interrupted, on the same device, provided the method draws all its randomness from
 the ``rng`` it is given (every built-in method does).
 """
+
 from __future__ import annotations
 
 import copy
@@ -37,7 +38,14 @@ from torch import nn
 from ..errors import CheckpointError
 from ..io import safe_load
 
-__all__ = ["STATE_FORMAT", "STATE_KEY", "training_state", "restore_training_state", "read_training_state", "method_parts"]
+__all__ = [
+    "STATE_FORMAT",
+    "STATE_KEY",
+    "training_state",
+    "restore_training_state",
+    "read_training_state",
+    "method_parts",
+]
 
 STATE_FORMAT = "refine.train_state"
 STATE_KEY = "train_state"
@@ -105,23 +113,31 @@ def _optimizer_state(saved: dict, opt) -> dict:
             if isinstance(now, tuple) and isinstance(g.get(key), list):
                 g[key] = tuple(g[key])
         groups.append(g)
-    out["param_groups"] = groups + list(saved.get("param_groups", []))[len(groups):]
+    out["param_groups"] = groups + list(saved.get("param_groups", []))[len(groups) :]
     return copy.deepcopy(out)
 
 
 def _check_state(state, where: str) -> dict:
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{where} holds no training state to resume from (expected {STATE_FORMAT!r}); "
-                              "resume from a checkpoint that `refine train` wrote, or start a new run")
+        raise CheckpointError(
+            f"{where} holds no training state to resume from (expected {STATE_FORMAT!r}); "
+            "resume from a checkpoint that `refine train` wrote, or start a new run"
+        )
     if state.get("version") != VERSION:
-        raise CheckpointError(f"{where}: training state version {state.get('version')!r} is not supported (this refine reads {VERSION})")
+        raise CheckpointError(
+            f"{where}: training state version {state.get('version')!r} is not supported (this refine reads {VERSION})"
+        )
     for key in ("epoch", "history", "modules", "optimizers"):
         if key not in state:
-            raise CheckpointError(f"{where}: the training state lacks {key!r}; the file is damaged, resume from an earlier checkpoint")
+            raise CheckpointError(
+                f"{where}: the training state lacks {key!r}; the file is damaged, resume from an earlier checkpoint"
+            )
     return state
 
 
-def restore_training_state(method, state: dict, *, rng: torch.Generator | None, where: str = "checkpoint") -> tuple[int, list[dict]]:
+def restore_training_state(
+    method, state: dict, *, rng: torch.Generator | None, where: str = "checkpoint"
+) -> tuple[int, list[dict]]:
     """Load ``state`` into ``method`` (networks, optimizers, extra counters) and ``rng``.
 
     Returns ``(epochs completed, history so far)``. The method must have been built
@@ -132,35 +148,47 @@ def restore_training_state(method, state: dict, *, rng: torch.Generator | None, 
     mods, opts = method_parts(method)
     for kind, have, saved in (("network", mods, state["modules"]), ("optimizer", opts, state["optimizers"])):
         if set(have) != set(saved):
-            raise CheckpointError(f"{where}: the run saved {kind}s {sorted(saved)}, this method has {sorted(have)}; "
-                                  "resume with the method and options the checkpoint was trained with")
+            raise CheckpointError(
+                f"{where}: the run saved {kind}s {sorted(saved)}, this method has {sorted(have)}; "
+                "resume with the method and options the checkpoint was trained with"
+            )
     for name, net in mods.items():
         try:
             net.load_state_dict(state["modules"][name])
         except RuntimeError as e:
             first = str(e).split("\n\t")[0].splitlines()[0]
-            raise CheckpointError(f"{where}: saved network {name!r} does not fit ({first[:200]}); resume with the settings it was trained with") from None
+            raise CheckpointError(
+                f"{where}: saved network {name!r} does not fit ({first[:200]}); resume with the settings it was trained with"
+            ) from None
     for name, opt in opts.items():
         try:
             opt.load_state_dict(_optimizer_state(state["optimizers"][name], opt))
         except (ValueError, KeyError, RuntimeError) as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise CheckpointError(f"{where}: saved optimizer {name!r} does not fit ({first[:200]}); resume with the settings it was trained with") from None
+            raise CheckpointError(
+                f"{where}: saved optimizer {name!r} does not fit ({first[:200]}); resume with the settings it was trained with"
+            ) from None
     if hasattr(method, "load_extra_state") and "extra" in state:
         method.load_extra_state(copy.deepcopy(state["extra"]))
     if rng is not None and state.get("rng") is not None:
         try:
             rng.set_state(state["rng"])
         except (RuntimeError, TypeError) as e:
-            raise CheckpointError(f"{where}: the saved random-number state does not fit a {rng.device} generator ({e})") from None
+            raise CheckpointError(
+                f"{where}: the saved random-number state does not fit a {rng.device} generator ({e})"
+            ) from None
     return int(state["epoch"]), [dict(h) for h in state["history"]]
 
 
 def read_training_state(path: str | os.PathLike) -> tuple[dict, dict]:
     """``(checkpoint dict, training state)`` of a checkpoint written by ``refine train``."""
     ckpt = safe_load(path, what="checkpoint to resume")
-    state = ckpt.get("extra", {}).get(STATE_KEY) if isinstance(ckpt, dict) and isinstance(ckpt.get("extra"), dict) else None
+    state = (
+        ckpt.get("extra", {}).get(STATE_KEY) if isinstance(ckpt, dict) and isinstance(ckpt.get("extra"), dict) else None
+    )
     if state is None:
-        raise CheckpointError(f"{path} holds no training state to resume from (a checkpoint not written by `refine train`, "
-                              "or by a version without resumable checkpoints); start a new run")
+        raise CheckpointError(
+            f"{path} holds no training state to resume from (a checkpoint not written by `refine train`, "
+            "or by a version without resumable checkpoints); start a new run"
+        )
     return ckpt, _check_state(state, str(path))

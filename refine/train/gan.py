@@ -1,11 +1,12 @@
 """The non-saturating GAN (Goodfellow et al. 2014), the base of most other methods."""
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ..generator import LatentGenerator
 from ..errors import ConfigError
+from ..generator import LatentGenerator
 from .losses import d_loss_ns, g_loss_ns
 from .registry import register_method
 
@@ -20,7 +21,16 @@ def _adam(params, lr, betas):
 class GAN:
     """Non-saturating GAN: ``d_steps`` discriminator updates (BCE on logits), then one generator update."""
 
-    def __init__(self, generator: LatentGenerator, discriminator: nn.Module, *, lr: float = 1e-3, betas=(0.5, 0.999), d_steps: int = 1, lr_d: float | None = None):
+    def __init__(
+        self,
+        generator: LatentGenerator,
+        discriminator: nn.Module,
+        *,
+        lr: float = 1e-3,
+        betas=(0.5, 0.999),
+        d_steps: int = 1,
+        lr_d: float | None = None,
+    ):
         if lr <= 0 or d_steps < 1:
             raise ConfigError(f"need lr > 0 and d_steps >= 1, got {lr} and {d_steps}")
         self.G, self.D = generator, discriminator
@@ -77,8 +87,19 @@ class _DiscriminatorOnly:
         return {"loss_d": loss.item(), "acc": acc.item()}
 
 
-def fit_discriminator(generator: LatentGenerator, discriminator: nn.Module, real: torch.Tensor, *, epochs: int = 10, batch_size: int = 512,
-                      lr: float = 1e-3, betas=(0.5, 0.999), lr_drop_epoch: int | None = None, rng=None, progress: bool = False) -> list[dict]:
+def fit_discriminator(
+    generator: LatentGenerator,
+    discriminator: nn.Module,
+    real: torch.Tensor,
+    *,
+    epochs: int = 10,
+    batch_size: int = 512,
+    lr: float = 1e-3,
+    betas=(0.5, 0.999),
+    lr_drop_epoch: int | None = None,
+    rng=None,
+    progress: bool = False,
+) -> list[dict]:
     """Train ``discriminator`` (in place) to tell ``real`` from fresh samples of the fixed ``generator``.
 
     The discriminator saved with a GAN was trained against a moving generator; refitting it
@@ -99,7 +120,16 @@ def fit_discriminator(generator: LatentGenerator, discriminator: nn.Module, real
                 group["lr"] = lr / 10
 
     try:
-        return fit(method, real, epochs=epochs, batch_size=batch_size, rng=rng, device=real.device, progress=progress, on_epoch=on_epoch)
+        return fit(
+            method,
+            real,
+            epochs=epochs,
+            batch_size=batch_size,
+            rng=rng,
+            device=real.device,
+            progress=progress,
+            on_epoch=on_epoch,
+        )
     finally:
         discriminator.train(was_training)
         for p, f in zip(discriminator.parameters(), flags):

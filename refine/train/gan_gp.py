@@ -12,6 +12,7 @@
 The discriminator still outputs a logit, so it is a density-ratio estimate like the plain GAN's.
 WGAN-GP itself is the ``wgan-gp`` method (:mod:`refine.train.wgan`).
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,7 +32,9 @@ def _uniform(shape, like: torch.Tensor, rng) -> torch.Tensor:
     return torch.rand(shape, generator=rng, device=dev).to(device=like.device, dtype=like.dtype)
 
 
-def penalty_points(kind: str, real: torch.Tensor, fake: torch.Tensor, *, rng=None, dragan_scale: float = 0.5) -> torch.Tensor:
+def penalty_points(
+    kind: str, real: torch.Tensor, fake: torch.Tensor, *, rng=None, dragan_scale: float = 0.5
+) -> torch.Tensor:
     """The points where the penalty is taken (see the module docs)."""
     a = _uniform((len(real),) + (1,) * (real.dim() - 1), real, rng)
     if kind == "interpolates":
@@ -49,8 +52,19 @@ class GANGP(GAN):
     Options: ``penalty`` (interpolates | dragan), ``gp_weight`` (10), ``dragan_scale`` (0.5).
     """
 
-    def __init__(self, generator, discriminator, *, lr: float = 1e-3, betas=(0.5, 0.999), d_steps: int = 1, lr_d: float | None = None,
-                 penalty: str = "interpolates", gp_weight: float = 10.0, dragan_scale: float = 0.5):
+    def __init__(
+        self,
+        generator,
+        discriminator,
+        *,
+        lr: float = 1e-3,
+        betas=(0.5, 0.999),
+        d_steps: int = 1,
+        lr_d: float | None = None,
+        penalty: str = "interpolates",
+        gp_weight: float = 10.0,
+        dragan_scale: float = 0.5,
+    ):
         super().__init__(generator, discriminator, lr=lr, betas=betas, d_steps=d_steps, lr_d=lr_d)
         if penalty not in PENALTIES:
             raise ConfigError(f"unknown penalty {penalty!r}; valid: {', '.join(PENALTIES)}")

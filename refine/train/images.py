@@ -11,6 +11,7 @@ generator in eval mode), and ``on_epoch(epoch, run, trainer)`` runs, which the C
 write a resumable checkpoint (:mod:`refine.train.checkpointing`). The fixed latents come from
 their own seed, so drawing them does not change the training run's random numbers.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -32,18 +33,38 @@ from .toy2d import check_method_options
 
 __all__ = ["IMAGE_PROTOCOL", "image_networks", "ImageRun", "train_image_gan", "save_image_checkpoint", "save_grid"]
 
-IMAGE_PROTOCOL = {"lr": 2e-4, "betas": (0.5, 0.999), "batch_size": 64, "latent_dim": 100, "g_width": 64, "d_width": 64, "d_norm": "spectral"}
+IMAGE_PROTOCOL = {
+    "lr": 2e-4,
+    "betas": (0.5, 0.999),
+    "batch_size": 64,
+    "latent_dim": 100,
+    "g_width": 64,
+    "d_width": 64,
+    "d_norm": "spectral",
+}
 GRID_SEED = 12345
 
 
-def image_networks(image_size: int, channels: int, *, latent_dim: int = 100, g_width: int = 64, d_width: int = 64, d_norm: str = "spectral") -> tuple[dict, dict]:
+def image_networks(
+    image_size: int,
+    channels: int,
+    *,
+    latent_dim: int = 100,
+    g_width: int = 64,
+    d_width: int = 64,
+    d_norm: str = "spectral",
+) -> tuple[dict, dict]:
     """Architecture configs ``(generator, discriminator)`` of the DCGAN pair."""
     if image_size not in IMAGE_SIZES:
-        raise ConfigError(f"image GANs support sizes {', '.join(map(str, IMAGE_SIZES))}; the data is {image_size} px (pass --image-size to resize it)")
+        raise ConfigError(
+            f"image GANs support sizes {', '.join(map(str, IMAGE_SIZES))}; the data is {image_size} px (pass --image-size to resize it)"
+        )
     if d_norm not in D_NORMS:
         raise ConfigError(f"unknown discriminator norm {d_norm!r}; valid: {', '.join(D_NORMS)}")
-    return (arch_config("dcgan-g", image_size=image_size, channels=channels, nz=latent_dim, width=g_width),
-            arch_config("dcgan-d", image_size=image_size, channels=channels, width=d_width, norm=d_norm))
+    return (
+        arch_config("dcgan-g", image_size=image_size, channels=channels, nz=latent_dim, width=g_width),
+        arch_config("dcgan-d", image_size=image_size, channels=channels, width=d_width, norm=d_norm),
+    )
 
 
 @dataclass
@@ -103,13 +124,17 @@ def train_image_gan(
     """
     cls = get_method(method)
     if getattr(cls, "networks", None) is not None:
-        raise ConfigError(f"training method {method!r} needs networks besides a generator and a discriminator on x; "
-                          "image training supports methods such as gan, gan-gp and wgan-gp")
+        raise ConfigError(
+            f"training method {method!r} needs networks besides a generator and a discriminator on x; "
+            "image training supports methods such as gan, gan-gp and wgan-gp"
+        )
     if epochs < 1 or batch_size < 1 or latent_dim < 1 or g_width < 1 or d_width < 1:
         raise ConfigError("epochs, batch size, latent size and widths must be positive")
     opts = {"lr": IMAGE_PROTOCOL["lr"], "betas": IMAGE_PROTOCOL["betas"], **(method_options or {})}
     check_method_options(cls, opts)
-    g_arch, d_arch = image_networks(data.image_size, data.channels, latent_dim=latent_dim, g_width=g_width, d_width=d_width, d_norm=d_norm)
+    g_arch, d_arch = image_networks(
+        data.image_size, data.channels, latent_dim=latent_dim, g_width=g_width, d_width=d_width, d_norm=d_norm
+    )
     with torch.random.fork_rng(devices=[]):
         if init_seed is not None:
             torch.manual_seed(init_seed)
@@ -118,10 +143,26 @@ def train_image_gan(
     dnet.to(device).train()
     G = LatentGenerator(gnet, NormalPrior((latent_dim, 1, 1)), output_range="[-1,1]")
     trainer = cls(G, dnet, **opts)
-    meta = {"dataset": data.spec, "data": data.describe(), "n_train": len(data), "image_size": data.image_size, "channels": data.channels,
-            "epochs": epochs, "method": method, "batch_size": batch_size, "latent_dim": latent_dim, "g_width": g_width, "d_width": d_width,
-            "d_norm": d_norm, "options": {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()}, "init_seed": init_seed, "history": []}
-    run = ImageRun(G, dnet, {"generator": g_arch, "discriminator": d_arch}, getattr(cls, "discriminator_output", "logit"), meta)
+    meta = {
+        "dataset": data.spec,
+        "data": data.describe(),
+        "n_train": len(data),
+        "image_size": data.image_size,
+        "channels": data.channels,
+        "epochs": epochs,
+        "method": method,
+        "batch_size": batch_size,
+        "latent_dim": latent_dim,
+        "g_width": g_width,
+        "d_width": d_width,
+        "d_norm": d_norm,
+        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()},
+        "init_seed": init_seed,
+        "history": [],
+    }
+    run = ImageRun(
+        G, dnet, {"generator": g_arch, "discriminator": d_arch}, getattr(cls, "discriminator_output", "logit"), meta
+    )
     start, past = restore_training_state(trainer, resume, rng=rng) if resume is not None else (0, [])
     grid_z = NormalPrior((latent_dim, 1, 1)).sample(grid_n, rng=torch.Generator().manual_seed(GRID_SEED))
     if grid_dir is not None:
@@ -135,8 +176,17 @@ def train_image_gan(
             on_epoch(epoch, run, trainer)
 
     batches = ImageBatches(data, batch_size, rng=rng, device=device)
-    run.meta["history"] = past + fit(trainer, batches, epochs=epochs, batch_size=batch_size, rng=rng, device=device, progress=progress,
-                                     start_epoch=start, on_epoch=after_epoch)
+    run.meta["history"] = past + fit(
+        trainer,
+        batches,
+        epochs=epochs,
+        batch_size=batch_size,
+        rng=rng,
+        device=device,
+        progress=progress,
+        start_epoch=start,
+        on_epoch=after_epoch,
+    )
     gnet.eval()
     dnet.eval()
     return run
@@ -145,15 +195,35 @@ def train_image_gan(
 def save_image_checkpoint(path, run: ImageRun, *, meta: dict | None = None, train_state: dict | None = None) -> None:
     """Write ``run`` as a ``refine.gan`` checkpoint (``output_range`` [-1,1]); with ``train_state``, resumable."""
     extra = {STATE_KEY: train_state} if train_state is not None else None
-    save_gan(path, generator=run.generator.net, generator_arch=run.archs["generator"], prior=run.generator.prior, discriminator=run.discriminator,
-             discriminator_arch=run.archs["discriminator"], discriminator_output=run.discriminator_output, output_range="[-1,1]",
-             meta={**run.meta, **(meta or {})}, extra=extra)
+    save_gan(
+        path,
+        generator=run.generator.net,
+        generator_arch=run.archs["generator"],
+        prior=run.generator.prior,
+        discriminator=run.discriminator,
+        discriminator_arch=run.archs["discriminator"],
+        discriminator_output=run.discriminator_output,
+        output_range="[-1,1]",
+        meta={**run.meta, **(meta or {})},
+        extra=extra,
+    )
 
 
 #: Settings a resumed image run takes from its checkpoint's record (CLI name -> meta key).
-RESUMED_SETTINGS = {"method": "method", "data": "dataset", "n_train": "n_train", "batch_size": "batch_size", "latent_dim": "latent_dim",
-                    "g_width": "g_width", "d_width": "d_width", "d_norm": "d_norm", "image_size": "image_size", "channels": "channels", "seed": "seed",
-                    "options": "options"}
+RESUMED_SETTINGS = {
+    "method": "method",
+    "data": "dataset",
+    "n_train": "n_train",
+    "batch_size": "batch_size",
+    "latent_dim": "latent_dim",
+    "g_width": "g_width",
+    "d_width": "d_width",
+    "d_norm": "d_norm",
+    "image_size": "image_size",
+    "channels": "channels",
+    "seed": "seed",
+    "options": "options",
+}
 
 
 def resume_settings(meta: dict, explicit: dict, *, where: str = "checkpoint") -> dict:
@@ -163,14 +233,20 @@ def resume_settings(meta: dict, explicit: dict, *, where: str = "checkpoint") ->
     out = {}
     for name, key in RESUMED_SETTINGS.items():
         if key not in meta:
-            raise CheckpointError(f"{where}: its record lacks {key!r}, so the run cannot be continued exactly; start a new run")
+            raise CheckpointError(
+                f"{where}: its record lacks {key!r}, so the run cannot be continued exactly; start a new run"
+            )
         stored = meta[key]
         if name == "options":
             for k, v in (explicit.get("options") or {}).items():
                 if stored.get(k) != (list(v) if isinstance(v, tuple) else v):
-                    raise ConfigError(f"-o {k}={v} disagrees with the run being resumed ({k}={stored.get(k)!r}); drop the option: a resumed run keeps its settings")
+                    raise ConfigError(
+                        f"-o {k}={v} disagrees with the run being resumed ({k}={stored.get(k)!r}); drop the option: a resumed run keeps its settings"
+                    )
         elif name in explicit and explicit[name] is not None and explicit[name] != stored:
-            raise ConfigError(f"--{name.replace('_', '-')} {explicit[name]} disagrees with the run being resumed ({stored}); "
-                              "drop the option: a resumed run keeps its settings")
+            raise ConfigError(
+                f"--{name.replace('_', '-')} {explicit[name]} disagrees with the run being resumed ({stored}); "
+                "drop the option: a resumed run keeps its settings"
+            )
         out[name] = stored
     return out

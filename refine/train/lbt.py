@@ -20,6 +20,7 @@ log variances are softly floored at ``LOGVAR_FLOOR``. Its two MLPs are stored un
 ``extra["networks"]`` (``estimator_encoder``, ``estimator_decoder``). ``lbt`` has no
 discriminator on ``x`` (refine it after ``refine fit-ratio``); ``lbt-gan`` has one.
 """
+
 from __future__ import annotations
 
 import math
@@ -61,7 +62,9 @@ class VAEEstimator(nn.Module):
         x = x.flatten(1)
         h = self.encoder(x)
         if h.shape[1] != 2 * self.latent_dim:
-            raise ConfigError(f"estimator encoder outputs {h.shape[1]} values, expected 2 x estimator_latent = {2 * self.latent_dim}")
+            raise ConfigError(
+                f"estimator encoder outputs {h.shape[1]} values, expected 2 x estimator_latent = {2 * self.latent_dim}"
+            )
         mu, lv = h[:, : self.latent_dim], _soft_floor(h[:, self.latent_dim :])
         u = mu + torch.exp(0.5 * lv) * eps
         out = self.decoder(u)
@@ -100,9 +103,24 @@ class LBT:
             nets = {"discriminator": arch_config("mlp", in_dim=x_dim, out_dim=1, hidden=hidden, depth=depth), **nets}
         return nets
 
-    def __init__(self, generator, discriminator=None, *, estimator_encoder: nn.Module, estimator_decoder: nn.Module, lr: float = 1e-3,
-                 betas=(0.5, 0.999), lr_e: float | None = None, lr_d: float | None = None, unroll: int = 5, estimator_steps: int = 1,
-                 unroll_rule: str = "sgd", unroll_lr: float | None = None, estimator_latent: int = 2, gan_weight: float = 0.0):
+    def __init__(
+        self,
+        generator,
+        discriminator=None,
+        *,
+        estimator_encoder: nn.Module,
+        estimator_decoder: nn.Module,
+        lr: float = 1e-3,
+        betas=(0.5, 0.999),
+        lr_e: float | None = None,
+        lr_d: float | None = None,
+        unroll: int = 5,
+        estimator_steps: int = 1,
+        unroll_rule: str = "sgd",
+        unroll_lr: float | None = None,
+        estimator_latent: int = 2,
+        gan_weight: float = 0.0,
+    ):
         if self.has_discriminator and discriminator is None:
             raise ConfigError(f"{self.method_name} needs a discriminator on x")
         if not self.has_discriminator and discriminator is not None:
@@ -110,8 +128,10 @@ class LBT:
         if not self.has_discriminator and gan_weight:
             raise ConfigError(f"gan_weight={gan_weight} needs a discriminator; use --method lbt-gan")
         if lr <= 0 or int(unroll) < 1 or int(estimator_steps) < 0 or gan_weight < 0:
-            raise ConfigError(f"need lr > 0, unroll >= 1 (the generator learns only through the unrolled steps), estimator_steps >= 0 "
-                              f"and gan_weight >= 0; got {lr}, {unroll}, {estimator_steps}, {gan_weight}")
+            raise ConfigError(
+                f"need lr > 0, unroll >= 1 (the generator learns only through the unrolled steps), estimator_steps >= 0 "
+                f"and gan_weight >= 0; got {lr}, {unroll}, {estimator_steps}, {gan_weight}"
+            )
         if unroll_rule not in UNROLL_RULES:
             raise ConfigError(f"unknown unroll_rule {unroll_rule!r}; valid: {', '.join(UNROLL_RULES)}")
         self.G, self.D = generator, discriminator
@@ -123,7 +143,11 @@ class LBT:
         self.betas = tuple(betas)
         self.opt_g = torch.optim.Adam(generator.net.parameters(), lr=lr, betas=self.betas)
         self.opt_e = torch.optim.Adam(self.E.parameters(), lr=self.lr_e, betas=self.betas)
-        self.opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr_d or lr, betas=self.betas) if discriminator is not None else None
+        self.opt_d = (
+            torch.optim.Adam(discriminator.parameters(), lr=lr_d or lr, betas=self.betas)
+            if discriminator is not None
+            else None
+        )
 
     def estimator_step(self, x: torch.Tensor, *, rng=None) -> float:
         """One ordinary maximum-likelihood (ELBO) update of the estimator on ``x``; returns the batch ELBO before it."""
@@ -143,8 +167,16 @@ class LBT:
             return -functional_call(self.E, (p, buffers), (xg, _normal((b, self.E.latent_dim), xg, rng))).mean()
 
         moments = adam_moments(self.opt_e, self.E) if self.unroll_rule == "adam" else None
-        params = differentiable_steps(leaf_params(self.E), inner, self.unroll, lr=self.unroll_lr, rule=self.unroll_rule, betas=self.betas,
-                                      moments=moments, create_graph=True)
+        params = differentiable_steps(
+            leaf_params(self.E),
+            inner,
+            self.unroll,
+            lr=self.unroll_lr,
+            rule=self.unroll_rule,
+            betas=self.betas,
+            moments=moments,
+            create_graph=True,
+        )
         return -functional_call(self.E, (params, buffers), (real, _normal((b, self.E.latent_dim), real, rng))).mean()
 
     def step(self, real: torch.Tensor, *, rng=None) -> dict:
@@ -190,9 +222,37 @@ class LBTGAN(LBT):
 
     has_discriminator = True
 
-    def __init__(self, generator, discriminator, *, estimator_encoder: nn.Module, estimator_decoder: nn.Module, lr: float = 1e-3,
-                 betas=(0.5, 0.999), lr_e: float | None = None, lr_d: float | None = None, unroll: int = 5, estimator_steps: int = 1,
-                 unroll_rule: str = "sgd", unroll_lr: float | None = None, estimator_latent: int = 2, gan_weight: float = 1.0):
-        super().__init__(generator, discriminator, estimator_encoder=estimator_encoder, estimator_decoder=estimator_decoder, lr=lr, betas=betas,
-                         lr_e=lr_e, lr_d=lr_d, unroll=unroll, estimator_steps=estimator_steps, unroll_rule=unroll_rule, unroll_lr=unroll_lr,
-                         estimator_latent=estimator_latent, gan_weight=gan_weight)
+    def __init__(
+        self,
+        generator,
+        discriminator,
+        *,
+        estimator_encoder: nn.Module,
+        estimator_decoder: nn.Module,
+        lr: float = 1e-3,
+        betas=(0.5, 0.999),
+        lr_e: float | None = None,
+        lr_d: float | None = None,
+        unroll: int = 5,
+        estimator_steps: int = 1,
+        unroll_rule: str = "sgd",
+        unroll_lr: float | None = None,
+        estimator_latent: int = 2,
+        gan_weight: float = 1.0,
+    ):
+        super().__init__(
+            generator,
+            discriminator,
+            estimator_encoder=estimator_encoder,
+            estimator_decoder=estimator_decoder,
+            lr=lr,
+            betas=betas,
+            lr_e=lr_e,
+            lr_d=lr_d,
+            unroll=unroll,
+            estimator_steps=estimator_steps,
+            unroll_rule=unroll_rule,
+            unroll_lr=unroll_lr,
+            estimator_latent=estimator_latent,
+            gan_weight=gan_weight,
+        )

@@ -7,10 +7,11 @@ epoch with the given ``rng``, feeds batches, shows a progress bar, and calls
 Data is a tensor (small datasets such as 2-D mixtures) or any iterable of batches
 (a ``DataLoader``; a batch may be ``(x, y)``, of which ``x`` is used).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from tqdm.auto import tqdm
@@ -20,7 +21,9 @@ from ..errors import ConfigError, NonFiniteError
 __all__ = ["fit", "iterate_batches"]
 
 
-def iterate_batches(data, batch_size: int, *, rng: torch.Generator | None, device, drop_last: bool = True) -> Iterable[torch.Tensor]:
+def iterate_batches(
+    data, batch_size: int, *, rng: torch.Generator | None, device, drop_last: bool = True
+) -> Iterable[torch.Tensor]:
     if isinstance(data, torch.Tensor):
         perm = torch.randperm(len(data), generator=rng, device=rng.device if rng is not None else "cpu").to(data.device)
         stop = len(data) - (len(data) % batch_size if drop_last else 0)
@@ -68,13 +71,21 @@ def fit(
     for epoch in range(start_epoch, epochs):
         sums: dict[str, float] = {}
         count = 0
-        bar = tqdm(iterate_batches(data, batch_size, rng=rng, device=device), total=nb, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        bar = tqdm(
+            iterate_batches(data, batch_size, rng=rng, device=device),
+            total=nb,
+            desc=f"epoch {epoch + 1}/{epochs}",
+            disable=not progress,
+            leave=False,
+        )
         try:
             for real in bar:
                 logs = method.step(real, rng=rng)
                 for k, v in logs.items():
                     if not math.isfinite(v):
-                        raise NonFiniteError(f"training diverged: {k} = {v} in epoch {epoch + 1}; lower the learning rate")
+                        raise NonFiniteError(
+                            f"training diverged: {k} = {v} in epoch {epoch + 1}; lower the learning rate"
+                        )
                     sums[k] = sums.get(k, 0.0) + v
                 count += 1
                 if count % 20 == 0:

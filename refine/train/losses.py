@@ -1,4 +1,5 @@
 """GAN losses on discriminator logits (pure functions)."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Registry of training methods: ``refine train --method NAME``."""
+
 from __future__ import annotations
 
 from ..errors import ConfigError

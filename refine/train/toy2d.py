@@ -4,6 +4,7 @@ Data: a 2-D mixture (default ``grid25``: means {-2,...,2}^2, std 0.05), 50,000 t
 points. G: 2->100->100->100->2 (ReLU), z ~ N(0, I_2); D: 2->100->100->100->1.
 Non-saturating loss, Adam lr 1e-3, betas (0.5, 0.999), batch 512.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -14,14 +15,23 @@ from torch import nn
 
 from ..data.toy2d import get_mixture
 from ..errors import CheckpointError, ConfigError
+from ..generator import LatentGenerator, NormalPrior
 from ..io import save_gan
-from ..generator import NormalPrior, LatentGenerator
 from ..nets import arch_config, build_from_config
 from .checkpointing import STATE_KEY, restore_training_state
 from .loop import fit
 from .registry import get_method
 
-__all__ = ["TOY_PROTOCOL", "toy_networks", "method_networks", "ToyRun", "train_toy", "save_toy_checkpoint", "load_extra_networks", "train_toy_gan"]
+__all__ = [
+    "TOY_PROTOCOL",
+    "toy_networks",
+    "method_networks",
+    "ToyRun",
+    "train_toy",
+    "save_toy_checkpoint",
+    "load_extra_networks",
+    "train_toy_gan",
+]
 
 TOY_PROTOCOL = {"n_train": 50_000, "hidden": 100, "depth": 3, "lr": 1e-3, "betas": (0.5, 0.999), "batch_size": 512}
 
@@ -33,7 +43,9 @@ def toy_networks(hidden: int = 100, depth: int = 3, *, latent_dim: int = 2):
     return build_from_config(g_arch), build_from_config(d_arch), g_arch, d_arch
 
 
-def method_networks(method_cls, *, x_dim: int, z_dim: int, hidden: int, depth: int, options: dict | None = None) -> dict[str, dict]:
+def method_networks(
+    method_cls, *, x_dim: int, z_dim: int, hidden: int, depth: int, options: dict | None = None
+) -> dict[str, dict]:
     """Architecture configs of the networks a training method needs besides the generator.
 
     A method class may define a classmethod ``networks(x_dim=, z_dim=, hidden=, depth=, options=)``
@@ -58,7 +70,9 @@ def check_method_options(method_cls, options: dict, *, networks=()) -> None:
     unknown = sorted(set(options) - set(valid))
     name = getattr(method_cls, "method_name", method_cls.__name__)
     if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for training method {name!r}; valid: {', '.join(valid)}")
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)} for training method {name!r}; valid: {', '.join(valid)}"
+        )
     for key, value in options.items():
         if value is None and params[key].default is None:  # e.g. lr_d=None: "use the default"
             continue
@@ -99,8 +113,9 @@ def _fits(value, kind: str) -> bool:
         return isinstance(value, (int, float))
     if kind == "text":
         return isinstance(value, str)
-    return isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    )
 
 
 @dataclass
@@ -115,10 +130,25 @@ class ToyRun:
     meta: dict = field(default_factory=dict)
 
 
-def train_toy(dataset: str = "grid25", *, epochs: int = 10, n_train: int = 50_000, method: str = "gan", hidden: int = 100, depth: int = 3,
-              batch_size: int = 512, latent_dim: int = 2, rng: torch.Generator | None = None, device="cpu", progress: bool = False,
-              method_options: dict | None = None, init_seed: int | None = None, resume: dict | None = None, on_epoch=None,
-              activation: str = "relu") -> ToyRun:
+def train_toy(
+    dataset: str = "grid25",
+    *,
+    epochs: int = 10,
+    n_train: int = 50_000,
+    method: str = "gan",
+    hidden: int = 100,
+    depth: int = 3,
+    batch_size: int = 512,
+    latent_dim: int = 2,
+    rng: torch.Generator | None = None,
+    device="cpu",
+    progress: bool = False,
+    method_options: dict | None = None,
+    init_seed: int | None = None,
+    resume: dict | None = None,
+    on_epoch=None,
+    activation: str = "relu",
+) -> ToyRun:
     """Train any registered method on a 2-D mixture; returns a :class:`ToyRun`.
 
     Network initialisation uses ``init_seed`` (torch's global RNG is saved and restored
@@ -138,7 +168,14 @@ def train_toy(dataset: str = "grid25", *, epochs: int = 10, n_train: int = 50_00
     archs = method_networks(cls, x_dim=2, z_dim=latent_dim, hidden=hidden, depth=depth, options=opts)
     if activation != "relu":  # the default leaves the configs (and checkpoints) as they were
         g_arch = {**g_arch, "kwargs": {**g_arch["kwargs"], "activation": activation}}
-        archs = {k: ({**a, "kwargs": {**a["kwargs"], "activation": activation}} if a.get("name", a.get("arch")) == "mlp" else a) for k, a in archs.items()}
+        archs = {
+            k: (
+                {**a, "kwargs": {**a["kwargs"], "activation": activation}}
+                if a.get("name", a.get("arch")) == "mlp"
+                else a
+            )
+            for k, a in archs.items()
+        }
     with torch.random.fork_rng(devices=[]):
         if init_seed is not None:
             torch.manual_seed(init_seed)
@@ -151,9 +188,20 @@ def train_toy(dataset: str = "grid25", *, epochs: int = 10, n_train: int = 50_00
     dnet = nets.pop("discriminator", None)
     check_method_options(cls, opts, networks=nets)
     trainer = cls(G, dnet, **nets, **opts)
-    meta = {"dataset": dataset, "n_train": n_train, "epochs": epochs, "method": method, "batch_size": batch_size, "latent_dim": latent_dim,
-            "hidden": hidden, "depth": depth, "activation": activation, "options": {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()},
-            "init_seed": init_seed, "history": []}
+    meta = {
+        "dataset": dataset,
+        "n_train": n_train,
+        "epochs": epochs,
+        "method": method,
+        "batch_size": batch_size,
+        "latent_dim": latent_dim,
+        "hidden": hidden,
+        "depth": depth,
+        "activation": activation,
+        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()},
+        "init_seed": init_seed,
+        "history": [],
+    }
     run = ToyRun(G, dnet, nets, {"generator": g_arch, **archs}, getattr(cls, "discriminator_output", "logit"), meta)
     start, past = restore_training_state(trainer, resume, rng=rng) if resume is not None else (0, [])
 
@@ -162,8 +210,17 @@ def train_toy(dataset: str = "grid25", *, epochs: int = 10, n_train: int = 50_00
         if on_epoch is not None:
             on_epoch(epoch, run, trainer)
 
-    run.meta["history"] = past + fit(trainer, data, epochs=epochs, batch_size=batch_size, rng=rng, device=device, progress=progress,
-                                     start_epoch=start, on_epoch=after_epoch)
+    run.meta["history"] = past + fit(
+        trainer,
+        data,
+        epochs=epochs,
+        batch_size=batch_size,
+        rng=rng,
+        device=device,
+        progress=progress,
+        start_epoch=start,
+        on_epoch=after_epoch,
+    )
     return run
 
 
@@ -172,13 +229,24 @@ def save_toy_checkpoint(path, run: ToyRun, *, meta: dict | None = None, train_st
     a training state to resume from under ``extra["train_state"]``."""
     extra = {}
     if run.networks:
-        extra["networks"] = {name: {"arch": run.archs[name], "state": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
-                             for name, net in run.networks.items()}
+        extra["networks"] = {
+            name: {"arch": run.archs[name], "state": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
+            for name, net in run.networks.items()
+        }
     if train_state is not None:
         extra[STATE_KEY] = train_state
-    save_gan(path, generator=run.generator.net, generator_arch=run.archs["generator"], prior=run.generator.prior, discriminator=run.discriminator,
-             discriminator_arch=run.archs.get("discriminator"), discriminator_output=run.discriminator_output, output_range="none",
-             meta={**run.meta, **(meta or {})}, extra=extra or None)
+    save_gan(
+        path,
+        generator=run.generator.net,
+        generator_arch=run.archs["generator"],
+        prior=run.generator.prior,
+        discriminator=run.discriminator,
+        discriminator_arch=run.archs.get("discriminator"),
+        discriminator_output=run.discriminator_output,
+        output_range="none",
+        meta={**run.meta, **(meta or {})},
+        extra=extra or None,
+    )
 
 
 def load_extra_networks(config: dict, *, device="cpu") -> dict[str, nn.Module]:
@@ -195,15 +263,39 @@ def load_extra_networks(config: dict, *, device="cpu") -> dict[str, nn.Module]:
     return out
 
 
-def train_toy_gan(dataset: str = "grid25", *, epochs: int = 10, n_train: int = 50_000, method: str = "gan", hidden: int = 100, depth: int = 3,
-                  batch_size: int = 512, rng: torch.Generator | None = None, device="cpu", progress: bool = False, method_options: dict | None = None,
-                  init_seed: int | None = None):
+def train_toy_gan(
+    dataset: str = "grid25",
+    *,
+    epochs: int = 10,
+    n_train: int = 50_000,
+    method: str = "gan",
+    hidden: int = 100,
+    depth: int = 3,
+    batch_size: int = 512,
+    rng: torch.Generator | None = None,
+    device="cpu",
+    progress: bool = False,
+    method_options: dict | None = None,
+    init_seed: int | None = None,
+):
     """Train a 2-D GAN; returns ``(generator, discriminator, meta)`` (see :func:`train_toy` for every network).
 
     Network initialisation uses ``init_seed`` (torch's global RNG is saved and restored
     around it, so the caller's state is untouched); data, latents and shuffling use ``rng``.
     """
-    run = train_toy(dataset, epochs=epochs, n_train=n_train, method=method, hidden=hidden, depth=depth, batch_size=batch_size, rng=rng,
-                    device=device, progress=progress, method_options=method_options, init_seed=init_seed)
+    run = train_toy(
+        dataset,
+        epochs=epochs,
+        n_train=n_train,
+        method=method,
+        hidden=hidden,
+        depth=depth,
+        batch_size=batch_size,
+        rng=rng,
+        device=device,
+        progress=progress,
+        method_options=method_options,
+        init_seed=init_seed,
+    )
     meta = {**run.meta, "g_arch": run.archs["generator"], "d_arch": run.archs.get("discriminator")}
     return run.generator, run.discriminator, meta

@@ -23,9 +23,10 @@ current moments, as in the paper, and puts ``eps`` inside the square root
 (``m / sqrt(v + eps^2)``) so that it stays differentiable where a gradient is zero.
 :func:`differentiable_steps` is shared with Learning by Teaching (:mod:`.lbt`).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -63,9 +64,18 @@ def adam_moments(optimizer: torch.optim.Optimizer | None, module: nn.Module) -> 
     return {"m": m, "v": v, "t": t} if t > 0 else None
 
 
-def differentiable_steps(params: dict[str, torch.Tensor], loss_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor], steps: int, *, lr: float,
-                         rule: str = "sgd", betas=(0.5, 0.999), eps: float = 1e-8, moments: dict | None = None,
-                         create_graph: bool = True) -> dict[str, torch.Tensor]:
+def differentiable_steps(
+    params: dict[str, torch.Tensor],
+    loss_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    steps: int,
+    *,
+    lr: float,
+    rule: str = "sgd",
+    betas=(0.5, 0.999),
+    eps: float = 1e-8,
+    moments: dict | None = None,
+    create_graph: bool = True,
+) -> dict[str, torch.Tensor]:
     """Take ``steps`` descent steps on ``loss_fn(params)`` and return the new parameters.
 
     With ``create_graph=True`` the returned tensors are differentiable functions of whatever
@@ -123,9 +133,21 @@ class UnrolledGAN(GAN):
     (``ns``, or ``saddle``: the paper's minimax objective).
     """
 
-    def __init__(self, generator, discriminator, *, lr: float = 1e-3, betas=(0.5, 0.999), d_steps: int = 1, lr_d: float | None = None,
-                 unroll: int = 5, unroll_rule: str = "adam", unroll_lr: float | None = None, second_order: bool = True,
-                 g_loss: str = "ns"):
+    def __init__(
+        self,
+        generator,
+        discriminator,
+        *,
+        lr: float = 1e-3,
+        betas=(0.5, 0.999),
+        d_steps: int = 1,
+        lr_d: float | None = None,
+        unroll: int = 5,
+        unroll_rule: str = "adam",
+        unroll_lr: float | None = None,
+        second_order: bool = True,
+        g_loss: str = "ns",
+    ):
         super().__init__(generator, discriminator, lr=lr, betas=betas, d_steps=d_steps, lr_d=lr_d)
         if int(unroll) < 0:
             raise ConfigError(f"unroll (discriminator steps looked ahead) must be >= 0, got {unroll}")
@@ -154,8 +176,16 @@ class UnrolledGAN(GAN):
         if self.unroll:
             inner_fake = fake if self.second_order else fake.detach()
             moments = adam_moments(self.opt_d, self.D) if self.unroll_rule == "adam" else None
-            params = differentiable_steps(params, lambda p: d_loss_ns(d_out(p, real), d_out(p, inner_fake)), self.unroll, lr=self.unroll_lr,
-                                          rule=self.unroll_rule, betas=self.betas, moments=moments, create_graph=self.second_order)
+            params = differentiable_steps(
+                params,
+                lambda p: d_loss_ns(d_out(p, real), d_out(p, inner_fake)),
+                self.unroll,
+                lr=self.unroll_lr,
+                rule=self.unroll_rule,
+                betas=self.betas,
+                moments=moments,
+                create_graph=self.second_order,
+            )
         if self.g_loss_kind == "saddle":
             return -d_loss_ns(d_out(params, real), d_out(params, fake))
         return g_loss_ns(d_out(params, fake))

@@ -30,6 +30,7 @@ are stored under ``extra["networks"]`` (``joint_discriminator``, ``reconstructor
 the trained generator first: ``refine fit-ratio --ckpt veegan.pt`` trains a fresh
 discriminator on ``x`` and ``refine sample --ratio`` uses it.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,22 +64,42 @@ class VEEGAN:
     def networks(cls, *, x_dim: int, z_dim: int, hidden: int, depth: int, options: dict) -> dict:
         eps = int(options.get("eps_dim", 0) or 0)
         if not 0 <= eps < z_dim:
-            raise ConfigError(f"eps_dim (latent coordinates not reconstructed) must be in [0, {z_dim - 1}] for latent size {z_dim}, got {eps}")
+            raise ConfigError(
+                f"eps_dim (latent coordinates not reconstructed) must be in [0, {z_dim - 1}] for latent size {z_dim}, got {eps}"
+            )
         return {
-            "joint_discriminator": arch_config("mlp", in_dim=x_dim + z_dim - eps, out_dim=1, hidden=hidden, depth=depth),
+            "joint_discriminator": arch_config(
+                "mlp", in_dim=x_dim + z_dim - eps, out_dim=1, hidden=hidden, depth=depth
+            ),
             "reconstructor": arch_config("mlp", in_dim=x_dim, out_dim=z_dim - eps, hidden=hidden, depth=depth),
         }
 
-    def __init__(self, generator, discriminator=None, *, joint_discriminator: nn.Module, reconstructor: nn.Module, lr: float = 1e-3,
-                 betas=(0.5, 0.999), lr_d: float | None = None, rec_weight: float = 1.0, d_steps: int = 1, eps_dim: int = 0,
-                 rec_std: float = 0.0):
+    def __init__(
+        self,
+        generator,
+        discriminator=None,
+        *,
+        joint_discriminator: nn.Module,
+        reconstructor: nn.Module,
+        lr: float = 1e-3,
+        betas=(0.5, 0.999),
+        lr_d: float | None = None,
+        rec_weight: float = 1.0,
+        d_steps: int = 1,
+        eps_dim: int = 0,
+        rec_std: float = 0.0,
+    ):
         if discriminator is not None:
             raise ConfigError("veegan trains a discriminator on (z, x) pairs, not on x; pass discriminator=None")
         if lr <= 0 or d_steps < 1 or rec_weight < 0 or rec_std < 0:
-            raise ConfigError(f"need lr > 0, d_steps >= 1, rec_weight >= 0 and rec_std >= 0, got {lr}, {d_steps}, {rec_weight} and {rec_std}")
+            raise ConfigError(
+                f"need lr > 0, d_steps >= 1, rec_weight >= 0 and rec_std >= 0, got {lr}, {d_steps}, {rec_weight} and {rec_std}"
+            )
         z_dim = math.prod(generator.latent_shape)
         if not 0 <= int(eps_dim) < z_dim:
-            raise ConfigError(f"eps_dim (latent coordinates not reconstructed) must be in [0, {z_dim - 1}] for latent size {z_dim}, got {eps_dim}")
+            raise ConfigError(
+                f"eps_dim (latent coordinates not reconstructed) must be in [0, {z_dim - 1}] for latent size {z_dim}, got {eps_dim}"
+            )
         self.G, self.D, self.R = generator, joint_discriminator, reconstructor
         self.n_rec = z_dim - int(eps_dim)
         self.rec_std = float(rec_std)

@@ -13,6 +13,7 @@ Contrastive Divergence (Song et al. 2020): negatives are Langevin chains in data
 on ``exp(log r(x))`` started at generator outputs, and the critic is updated with the
 hinge loss ``relu(1 - D(x_real)) + relu(1 + D(x_neg))``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,8 +50,17 @@ class WGANGP:
     #: optimiser defaults used by the 2-D training recipe for this method.
     toy_defaults = {"lr": WGAN_GP_TOY["lr"], "betas": WGAN_GP_TOY["betas"]}
 
-    def __init__(self, generator: LatentGenerator, discriminator: nn.Module, *, lr: float = WGAN_GP_TOY["lr"], betas=WGAN_GP_TOY["betas"],
-                 d_steps: int = WGAN_GP_TOY["d_steps"], gp_weight: float = WGAN_GP_TOY["gp_weight"], lr_d: float | None = None):
+    def __init__(
+        self,
+        generator: LatentGenerator,
+        discriminator: nn.Module,
+        *,
+        lr: float = WGAN_GP_TOY["lr"],
+        betas=WGAN_GP_TOY["betas"],
+        d_steps: int = WGAN_GP_TOY["d_steps"],
+        gp_weight: float = WGAN_GP_TOY["gp_weight"],
+        lr_d: float | None = None,
+    ):
         positive("lr", lr)
         positive("gp_weight", gp_weight, allow_zero=True)
         if lr_d is not None:
@@ -112,9 +122,19 @@ class WGANGP:
         return {"generator": self.opt_g, "discriminator": self.opt_d}
 
 
-def finetune_critic_cd(generator: LatentGenerator, ratio, real: torch.Tensor, *, iterations: int = 500, batch_size: int = 256, lr: float = 1e-4,
-                       betas=(0.5, 0.9), langevin: LangevinConfig | None = None, rng: torch.Generator | None = None,
-                       progress: bool = False) -> dict:
+def finetune_critic_cd(
+    generator: LatentGenerator,
+    ratio,
+    real: torch.Tensor,
+    *,
+    iterations: int = 500,
+    batch_size: int = 256,
+    lr: float = 1e-4,
+    betas=(0.5, 0.9),
+    langevin: LangevinConfig | None = None,
+    rng: torch.Generator | None = None,
+    progress: bool = False,
+) -> dict:
     """Fine-tune ``ratio.net`` in place by contrastive divergence with the hinge loss (DCD).
 
     Each iteration draws ``batch_size`` real points (with replacement) and as many
@@ -128,7 +148,9 @@ def finetune_critic_cd(generator: LatentGenerator, ratio, real: torch.Tensor, *,
     """
     net = getattr(ratio, "net", None)
     if not isinstance(net, nn.Module) or not hasattr(ratio, "logit"):
-        raise ConfigError(f"critic fine-tuning needs a DiscriminatorRatio around an nn.Module, got {type(ratio).__name__}")
+        raise ConfigError(
+            f"critic fine-tuning needs a DiscriminatorRatio around an nn.Module, got {type(ratio).__name__}"
+        )
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ConfigError(f"fine-tuning iterations must be an integer >= 1, got {iterations!r}")
     positive("batch_size", batch_size)
@@ -164,14 +186,23 @@ def finetune_critic_cd(generator: LatentGenerator, ratio, real: torch.Tensor, *,
             s_real, s_neg = ratio.logit(x_real), ratio.logit(x_neg)
             loss = torch.relu(1 - s_real).mean() + torch.relu(1 + s_neg).mean()
             if not math.isfinite(loss.item()):
-                raise NonFiniteError(f"critic fine-tuning diverged at iteration {it + 1} (loss {loss.item()}); lower lr or the Langevin step size")
+                raise NonFiniteError(
+                    f"critic fine-tuning diverged at iteration {it + 1} (loss {loss.item()}); lower lr or the Langevin step size"
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             g += batch_size
             d += batch_size * (stats["evaluations"] + 2)
             db += batch_size * (stats["evaluations"] + 2)
-            history.append({"iteration": it + 1, "loss": loss.item(), "score_real": s_real.mean().item(), "score_neg": s_neg.mean().item()})
+            history.append(
+                {
+                    "iteration": it + 1,
+                    "loss": loss.item(),
+                    "score_real": s_real.mean().item(),
+                    "score_neg": s_neg.mean().item(),
+                }
+            )
             if (it + 1) % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
     finally:

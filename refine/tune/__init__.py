@@ -8,6 +8,7 @@
 - :mod:`~refine.tune.front`: the quality-versus-cost front, tables and the plot;
 - :mod:`~refine.tune.config`: the config file ``refine sample --config`` replays.
 """
+
 from .halving import schedule
 from .score import ModeScorer
 from .search import DEFAULT_METHODS, TuneResult, tune

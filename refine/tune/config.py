@@ -7,6 +7,7 @@ the seed. A critic's tuned temperature travels in a ratio file the tune writes n
 the config (or, for a foreign ``--disc``, as its ``--disc-temperature``). The scores and
 the cost the tune measured ride along for the reader; replay ignores them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,13 +34,29 @@ def _file(path: str | Path | None) -> dict | None:
     return {"path": str(p), "sha256": file_sha256(p)}
 
 
-def make_config(*, method: str, options: dict, seed: int, checkpoint: str | Path | None, ratio: str | Path | None,
-                foreign: dict | None = None, scores: dict | None = None) -> dict:
+def make_config(
+    *,
+    method: str,
+    options: dict,
+    seed: int,
+    checkpoint: str | Path | None,
+    ratio: str | Path | None,
+    foreign: dict | None = None,
+    scores: dict | None = None,
+) -> dict:
     """The config of one setting; ``checkpoint=None`` is refine's shipped default GAN; ``foreign``: non-default foreign flags."""
     get_sampler(method, **options)  # the options must be valid for the method
-    return {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, "method": method, "options": dict(options),
-            "seed": as_int(seed, "seed", minimum=0, maximum=MAX_SEED), "checkpoint": _file(checkpoint), "ratio": _file(ratio),
-            "foreign": dict(foreign or {}), "tuned": dict(scores or {})}
+    return {
+        "format": CONFIG_FORMAT,
+        "version": CONFIG_VERSION,
+        "method": method,
+        "options": dict(options),
+        "seed": as_int(seed, "seed", minimum=0, maximum=MAX_SEED),
+        "checkpoint": _file(checkpoint),
+        "ratio": _file(ratio),
+        "foreign": dict(foreign or {}),
+        "tuned": dict(scores or {}),
+    }
 
 
 def write_config(cfg: dict, path: str | Path) -> Path:
@@ -55,18 +72,26 @@ def load_config(path: str | Path) -> dict:
     except FileNotFoundError:
         raise ConfigError(f"--config {path}: no such file; pass the config.json that `refine tune` wrote") from None
     except (OSError, ValueError) as e:
-        raise ConfigError(f"--config {path} is not a JSON file ({str(e).splitlines()[0][:80]}); pass the config.json that `refine tune` wrote") from None
+        raise ConfigError(
+            f"--config {path} is not a JSON file ({str(e).splitlines()[0][:80]}); pass the config.json that `refine tune` wrote"
+        ) from None
     if not isinstance(cfg, dict) or cfg.get("format") != CONFIG_FORMAT:
-        raise ConfigError(f"--config {path} is not a tune config (format {CONFIG_FORMAT!r}); pass the config.json that `refine tune` wrote")
+        raise ConfigError(
+            f"--config {path} is not a tune config (format {CONFIG_FORMAT!r}); pass the config.json that `refine tune` wrote"
+        )
     if cfg.get("version") != CONFIG_VERSION:
-        raise ConfigError(f"--config {path} has version {cfg.get('version')!r}; this refine reads version {CONFIG_VERSION}")
+        raise ConfigError(
+            f"--config {path} has version {cfg.get('version')!r}; this refine reads version {CONFIG_VERSION}"
+        )
     if not isinstance(cfg.get("method"), str) or not isinstance(cfg.get("options"), dict):
         raise ConfigError(f"--config {path}: 'method' must be a name and 'options' a mapping")
     get_sampler(cfg["method"], **cfg["options"])
     cfg["seed"] = as_int(cfg.get("seed"), f"--config {path}: seed", minimum=0, maximum=MAX_SEED)
     for key in ("checkpoint", "ratio"):
         entry = cfg.get(key)
-        if entry is not None and not (isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("sha256"), str)):
+        if entry is not None and not (
+            isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("sha256"), str)
+        ):
             raise ConfigError(f"--config {path}: '{key}' must be null or {{path, sha256}}")
     if not isinstance(cfg.get("foreign", {}), dict):
         raise ConfigError(f"--config {path}: 'foreign' must be a mapping of flags")
@@ -80,7 +105,9 @@ def _checked_file(entry: dict | None, what: str, config: Path) -> Path | None:
     if not p.is_file():
         raise ConfigError(f"--config {config}: its {what} {p} is missing; restore the file, or tune again")
     if file_sha256(p) != entry["sha256"]:
-        raise ConfigError(f"--config {config}: its {what} {p} has changed since the tune (sha256 differs); tune again for the new file")
+        raise ConfigError(
+            f"--config {config}: its {what} {p} has changed since the tune (sha256 differs); tune again for the new file"
+        )
     return p
 
 
@@ -108,7 +135,9 @@ class Replay:
     record: dict
 
 
-def replay_config(path: str | Path, *, method: str, option: list[str], ckpt: Path | None, ratio: Path | None, seed: int, foreign=None) -> Replay:
+def replay_config(
+    path: str | Path, *, method: str, option: list[str], ckpt: Path | None, ratio: Path | None, seed: int, foreign=None
+) -> Replay:
     """Fill ``refine sample``'s method, options, checkpoint, ratio, seed and foreign flags from the config at ``path``.
 
     An argument the user also gave must agree with the config (a one-line ConfigError
@@ -142,10 +171,14 @@ def replay_config(path: str | Path, *, method: str, option: list[str], ckpt: Pat
         unknown = sorted(set(flags) - {f.name for f in dataclasses.fields(foreign)})
         if unknown:
             raise ConfigError(f"--config {path}: unknown foreign flags {', '.join(unknown)}")
-        foreign = dataclasses.replace(foreign, **{k: (Path(v) if k == "disc" and v is not None else v) for k, v in flags.items()})
+        foreign = dataclasses.replace(
+            foreign, **{k: (Path(v) if k == "disc" and v is not None else v) for k, v in flags.items()}
+        )
     if clash:
-        raise ConfigError(f"--config {path} sets the method, options, files and seed; these arguments disagree with it: {'; '.join(clash)}. "
-                          "Drop them, or tune again")
+        raise ConfigError(
+            f"--config {path} sets the method, options, files and seed; these arguments disagree with it: {'; '.join(clash)}. "
+            "Drop them, or tune again"
+        )
     opts = [f"{k}={v}" for k, v in cfg["options"].items()]
     record = {"path": str(path.resolve()), "sha256": file_sha256(path)}
     return Replay(cfg["method"], opts, ck, rt, cfg["seed"], foreign, record)

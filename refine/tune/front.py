@@ -5,6 +5,7 @@ scored on the same number of samples). A point is on the front when no other poi
 at least as good for at most the same cost; "best per budget" is, for each budget
 level, the best point that costs no more.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,7 +58,10 @@ def best_per_budget(points: list[dict], levels: list[float]) -> list[tuple[float
 
 def _setting_text(setting: dict) -> str:
     hidden = ("batch_size", "burn_in", "pairs")
-    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in setting.items() if k not in hidden) or "–"
+    return (
+        ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in setting.items() if k not in hidden)
+        or "–"
+    )
 
 
 def _fmt(v) -> str:
@@ -70,8 +74,15 @@ def _fmt(v) -> str:
 
 def markdown(result, columns: tuple[str, ...]) -> str:
     """Per method, the best setting's validation and test scores and cost; then the best per budget."""
-    head = ["method", "setting", "objective (val)", "objective (test)", *[f"{c} (val / test)" for c in columns], "passes / sample (val / test)",
-            "trials"]
+    head = [
+        "method",
+        "setting",
+        "objective (val)",
+        "objective (test)",
+        *[f"{c} (val / test)" for c in columns],
+        "passes / sample (val / test)",
+        "trials",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     counts: dict[str, int] = {}
     for t in result.trials:
@@ -88,18 +99,31 @@ def markdown(result, columns: tuple[str, ...]) -> str:
             test_obj = _fmt(t["objective"])
             test_cols = [_fmt(t["metrics"].get(c)) for c in columns]
             test_cost = _fmt(t["cost"]["cost"]) + ("" if t.get("within_budget", True) else " (over budget)")
-        cells = [f"{m}{chosen}", _setting_text(b["setting"]), _fmt(v["objective"]), test_obj,
-                 *[f"{_fmt(v['metrics'].get(c))} / {tc}" for c, tc in zip(columns, test_cols)],
-                 f"{_fmt(v['cost']['cost'])} / {test_cost}", str(counts.get(m, 0))]
+        cells = [
+            f"{m}{chosen}",
+            _setting_text(b["setting"]),
+            _fmt(v["objective"]),
+            test_obj,
+            *[f"{_fmt(v['metrics'].get(c))} / {tc}" for c, tc in zip(columns, test_cols)],
+            f"{_fmt(v['cost']['cost'])} / {test_cost}",
+            str(counts.get(m, 0)),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     pts = final_points(result)
-    lines += ["", "Best per budget (passes per output sample; validation objective, final rung):", "",
-              "| budget | method | setting | objective (val) | passes / sample |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Best per budget (passes per output sample; validation objective, final rung):",
+        "",
+        "| budget | method | setting | objective (val) | passes / sample |",
+        "|---|---|---|---|---|",
+    ]
     for lv, p in best_per_budget(pts, budget_levels(result.budget)):
         if p is None:
             lines.append(f"| {lv:g} | – | nothing this cheap | – | – |")
         else:
-            lines.append(f"| {lv:g} | {p['method']} | {_setting_text(p['setting'])} | {_fmt(p['objective'])} | {_fmt(p['cost']['cost'])} |")
+            lines.append(
+                f"| {lv:g} | {p['method']} | {_setting_text(p['setting'])} | {_fmt(p['objective'])} | {_fmt(p['cost']['cost'])} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -120,8 +144,15 @@ def save_front_plot(path: str | os.PathLike, result, *, title: str = "") -> None
     for m in methods:
         mine = [p for p in pts if p["method"] == m]
         if mine:
-            ax.scatter([p["cost"]["cost"] for p in mine], [p["objective"] for p in mine], s=26, color=colours[m], label=m, edgecolors="k",
-                       linewidths=0.3)
+            ax.scatter(
+                [p["cost"]["cost"] for p in mine],
+                [p["objective"] for p in mine],
+                s=26,
+                color=colours[m],
+                label=m,
+                edgecolors="k",
+                linewidths=0.3,
+            )
     front = pareto(pts)
     if front:
         xs = [p["cost"]["cost"] for p in front]

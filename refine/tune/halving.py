@@ -10,6 +10,7 @@ larger rung buys is a less noisy score, not a different setting.
 This module is the schedule and the selection only; :mod:`refine.tune.search` runs
 the trials.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,10 @@ def schedule(n: int, trials: int, *, eta: int = 3, keep: int = 3) -> list[Rung]:
         sizes.append(max(keep, math.ceil(sizes[-1] / eta)))
     last = len(sizes) - 1
     if n // eta**last < MIN_RUNG_SAMPLES and last:
-        raise ConfigError(f"successive halving from {trials} settings with eta {eta} has {last + 1} rungs, so its first rung would score "
-                          f"n / {eta**last} = {n // eta**last} samples, fewer than {MIN_RUNG_SAMPLES}; raise n or lower the trials")
+        raise ConfigError(
+            f"successive halving from {trials} settings with eta {eta} has {last + 1} rungs, so its first rung would score "
+            f"n / {eta**last} = {n // eta**last} samples, fewer than {MIN_RUNG_SAMPLES}; raise n or lower the trials"
+        )
     return [Rung(i, size, n // eta ** (last - i)) for i, size in enumerate(sizes)]
 
 

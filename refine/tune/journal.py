@@ -6,6 +6,7 @@ Every trial is seeded from the tune's seed and its key alone, so a resumed tune 
 skips the recorded trials reaches the same result as one that never stopped; a journal
 whose fingerprint differs from the tune's is refused rather than mixed in.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,19 +31,32 @@ class Journal:
         if self.path is None or not self.path.exists():
             return
         if not resume:
-            raise ConfigError(f"{self.path} holds the trials of an earlier tune; pass --resume (resume=True) to continue it, "
-                              "or choose another output folder")
+            raise ConfigError(
+                f"{self.path} holds the trials of an earlier tune; pass --resume (resume=True) to continue it, "
+                "or choose another output folder"
+            )
         try:
             saved = json.loads(self.path.read_text())
         except (OSError, ValueError) as e:
-            raise ConfigError(f"{self.path} cannot be read as a tune journal ({str(e).splitlines()[0][:80]}); delete it to start afresh") from None
-        if not isinstance(saved, dict) or saved.get("format") != JOURNAL_FORMAT or not isinstance(saved.get("trials"), dict):
+            raise ConfigError(
+                f"{self.path} cannot be read as a tune journal ({str(e).splitlines()[0][:80]}); delete it to start afresh"
+            ) from None
+        if (
+            not isinstance(saved, dict)
+            or saved.get("format") != JOURNAL_FORMAT
+            or not isinstance(saved.get("trials"), dict)
+        ):
             raise ConfigError(f"{self.path} is not a tune journal (format {JOURNAL_FORMAT}); delete it to start afresh")
         if saved.get("fingerprint") != self.fingerprint:
-            diff = sorted(k for k in set(self.fingerprint) | set(saved.get("fingerprint") or {})
-                          if (saved.get("fingerprint") or {}).get(k) != self.fingerprint.get(k))
-            raise ConfigError(f"--resume: {self.path} was written by a tune with other settings ({', '.join(diff)} differ); "
-                              "rerun with the same settings, or choose another output folder")
+            diff = sorted(
+                k
+                for k in set(self.fingerprint) | set(saved.get("fingerprint") or {})
+                if (saved.get("fingerprint") or {}).get(k) != self.fingerprint.get(k)
+            )
+            raise ConfigError(
+                f"--resume: {self.path} was written by a tune with other settings ({', '.join(diff)} differ); "
+                "rerun with the same settings, or choose another output folder"
+            )
         self.trials = dict(saved["trials"])
         self.resumed = len(self.trials)
 

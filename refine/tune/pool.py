@@ -11,6 +11,7 @@ a ticket (the row's index in the pool, shape ``(N, 1)``), which they only pass b
 A critic's temperature needs no new pass either: ``log r / T`` is the cached score
 rescaled.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,7 +25,9 @@ __all__ = ["ProposalPool", "PoolTarget"]
 class ProposalPool:
     """``size`` prior latents with their samples and log ratios, evaluated in chunks of ``batch_size``."""
 
-    def __init__(self, target: LatentTarget, size: int, *, rng: torch.Generator, batch_size: int = 16384, progress: bool = False) -> None:
+    def __init__(
+        self, target: LatentTarget, size: int, *, rng: torch.Generator, batch_size: int = 16384, progress: bool = False
+    ) -> None:
         self.target = target
         xs, lws = [], []
         with tqdm(total=size, desc="proposal pool", unit="G pass", disable=not progress, leave=False) as bar:
@@ -38,7 +41,7 @@ class ProposalPool:
         self.log_r = torch.cat(lws)
         self.size = size
 
-    def view(self, *, log_r_scale: float = 1.0) -> "PoolTarget":
+    def view(self, *, log_r_scale: float = 1.0) -> PoolTarget:
         """A fresh target over the pool for one trial; ``log_r_scale`` multiplies the cached ``log r`` (``T0 / T``)."""
         return PoolTarget(self, log_r_scale)
 

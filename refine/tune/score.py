@@ -5,6 +5,7 @@ metrics it was made from; ``split`` names the held-out data it scores against
 ("validation" while searching, "test" for the final table), so that the test data
 never steers the search.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,12 @@ class ModeScorer:
         return {"objective": objective, "hq_fraction": m["hq_fraction"], "modes": m["modes"], "kl_uniform": kl}
 
     def describe(self) -> dict:
-        return {"scorer": self.name, "mixture": self.mixture_name, "threshold": self.threshold,
-                "objective": "hq_fraction * exp(-kl_uniform)"}
+        return {
+            "scorer": self.name,
+            "mixture": self.mixture_name,
+            "threshold": self.threshold,
+            "objective": "hq_fraction * exp(-kl_uniform)",
+        }
 
     #: columns of the tables, in order
     columns = ("hq_fraction", "modes", "kl_uniform")
@@ -72,16 +77,48 @@ class ImageScorer:
     name = "fid"
     columns = ("fid", "recall", "coverage")
 
-    def __init__(self, space, data: str, *, image_shape, output_range: str, n_val: int = 10000, n_test: int | None = None, k: int = 3,
-                 progress: bool = False) -> None:
+    def __init__(
+        self,
+        space,
+        data: str,
+        *,
+        image_shape,
+        output_range: str,
+        n_val: int = 10000,
+        n_test: int | None = None,
+        k: int = 3,
+        progress: bool = False,
+    ) -> None:
         from ..evaluate_images import real_reference
 
         self.space, self.data, self.output_range, self.k = space, data, output_range, int(k)
-        self.columns = (space.keys.fd, "recall", "coverage")  # fid in the Inception space, fd in any other (refine.metrics.keys)
-        self.refs = {"validation": real_reference(space, data, image_shape=image_shape, split="train", n_real=n_val, n_prdc=min(n_val, 10000),
-                                                  progress=progress, grid=0),
-                     "test": real_reference(space, data, image_shape=image_shape, split="test", n_real=n_test,
-                                            n_prdc=min(n_test or 10000, 10000), progress=progress, grid=0)}
+        self.columns = (
+            space.keys.fd,
+            "recall",
+            "coverage",
+        )  # fid in the Inception space, fd in any other (refine.metrics.keys)
+        self.refs = {
+            "validation": real_reference(
+                space,
+                data,
+                image_shape=image_shape,
+                split="train",
+                n_real=n_val,
+                n_prdc=min(n_val, 10000),
+                progress=progress,
+                grid=0,
+            ),
+            "test": real_reference(
+                space,
+                data,
+                image_shape=image_shape,
+                split="test",
+                n_real=n_test,
+                n_prdc=min(n_test or 10000, 10000),
+                progress=progress,
+                grid=0,
+            ),
+        }
 
     def __call__(self, x: torch.Tensor, split: str) -> dict:
         from ..evaluate_images import score_images, to_uint8
@@ -92,6 +129,12 @@ class ImageScorer:
         return {"objective": -float(s[self.space.keys.fd]), **{c: float(s[c]) for c in self.columns if c in s}}
 
     def describe(self) -> dict:
-        return {"scorer": self.name, "features": self.space.network, "data": self.data, "k": self.k,
-                "validation": {"split": "train", "n": self.refs["validation"].n}, "test": {"split": "test", "n": self.refs["test"].n},
-                "objective": f"-{self.space.keys.fd}"}
+        return {
+            "scorer": self.name,
+            "features": self.space.network,
+            "data": self.data,
+            "k": self.k,
+            "validation": {"split": "train", "n": self.refs["validation"].n},
+            "test": {"split": "test", "n": self.refs["test"].n},
+            "objective": f"-{self.space.keys.fd}",
+        }

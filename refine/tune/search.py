@@ -16,14 +16,15 @@ temperature applied by rescaling); gradient methods run live. Every trial draws 
 its own generator, seeded from the tune's seed and the trial's key, and is recorded in
 a :class:`~refine.tune.journal.Journal` as soon as it finishes.
 """
+
 from __future__ import annotations
 
 import hashlib
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -36,7 +37,15 @@ from ..validate import MAX_SEED, as_float, as_int
 from .halving import Rung, promote, schedule
 from .journal import Journal
 from .pool import ProposalPool
-from .space import PROPOSAL_METHODS, REJECTION_BATCH, REJECTION_BURN_IN, TEMPERATURE, MethodSpace, default_spaces, sampler_options
+from .space import (
+    PROPOSAL_METHODS,
+    REJECTION_BATCH,
+    REJECTION_BURN_IN,
+    TEMPERATURE,
+    MethodSpace,
+    default_spaces,
+    sampler_options,
+)
 
 __all__ = ["tune", "TuneResult", "derive_seed", "is_critic", "ratio_at", "DEFAULT_METHODS"]
 
@@ -63,8 +72,13 @@ def ratio_at(ratio, temperature: float | None):
     """The ratio read at ``temperature`` (None: as it is)."""
     if temperature is None:
         return ratio
-    return DiscriminatorRatio(ratio.net, ratio.output, temperature=float(temperature), calibration=ratio.calibration,
-                              differentiable=getattr(ratio, "differentiable", None))
+    return DiscriminatorRatio(
+        ratio.net,
+        ratio.output,
+        temperature=float(temperature),
+        calibration=ratio.calibration,
+        differentiable=getattr(ratio, "differentiable", None),
+    )
 
 
 @dataclass
@@ -82,8 +96,17 @@ class TuneResult:
     pool: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"budget": self.budget, "n": self.n, "chosen": self.chosen, "best": self.best, "trials": self.trials,
-                "fingerprint": self.fingerprint, "wall_time_s": self.wall_time_s, "resumed_trials": self.resumed, "pool": self.pool}
+        return {
+            "budget": self.budget,
+            "n": self.n,
+            "chosen": self.chosen,
+            "best": self.best,
+            "trials": self.trials,
+            "fingerprint": self.fingerprint,
+            "wall_time_s": self.wall_time_s,
+            "resumed_trials": self.resumed,
+            "pool": self.pool,
+        }
 
 
 def _draw_settings(space: MethodSpace, count: int, *, rng: torch.Generator, budget: float, n: int) -> list[dict]:
@@ -114,8 +137,18 @@ def _rungs_for(rungs: list[Rung], count: int) -> list[Rung]:
 class _Runner:
     """Runs one trial of a setting: on the shared pool for proposal methods, live otherwise."""
 
-    def __init__(self, target: LatentTarget, scorer, spaces: dict[str, MethodSpace], *, budget: float, n: int, seed: int,
-                 pool_bytes: int, progress: bool) -> None:
+    def __init__(
+        self,
+        target: LatentTarget,
+        scorer,
+        spaces: dict[str, MethodSpace],
+        *,
+        budget: float,
+        n: int,
+        seed: int,
+        pool_bytes: int,
+        progress: bool,
+    ) -> None:
         self.target, self.scorer, self.spaces = target, scorer, spaces
         self.budget, self.n_final, self.seed = budget, n, seed
         self.pool_bytes, self.progress = pool_bytes, progress
@@ -128,8 +161,12 @@ class _Runner:
             with torch.no_grad():
                 row = self.target.generator.sample(1, rng=torch.Generator().manual_seed(0))[1][0].numel() + 1
             cap = max(self.n_final, self.pool_bytes // (4 * row))
-            self._pool = ProposalPool(self.target, min(want, cap), rng=torch.Generator().manual_seed(derive_seed(self.seed, "pool")),
-                                      progress=self.progress)
+            self._pool = ProposalPool(
+                self.target,
+                min(want, cap),
+                rng=torch.Generator().manual_seed(derive_seed(self.seed, "pool")),
+                progress=self.progress,
+            )
             self._pool.wanted = want
         return self._pool
 
@@ -157,15 +194,31 @@ class _Runner:
         try:
             res = sampler.sample(target, n, rng=rng)
         except BudgetExceededError as e:
-            return {**out, "status": "over_budget", "error": str(e).splitlines()[0], "wall_time_s": time.perf_counter() - t0}
+            return {
+                **out,
+                "status": "over_budget",
+                "error": str(e).splitlines()[0],
+                "wall_time_s": time.perf_counter() - t0,
+            }
         except NonFiniteError as e:  # a step size too large for this ratio: a result of the search, not its end
-            return {**out, "status": "diverged", "error": str(e).splitlines()[0], "wall_time_s": time.perf_counter() - t0}
+            return {
+                **out,
+                "status": "diverged",
+                "error": str(e).splitlines()[0],
+                "wall_time_s": time.perf_counter() - t0,
+            }
         wall = time.perf_counter() - t0
         cost = space.cost(setting, res.info, n, self.n_final)
         scores = self.scorer(res.x, split)
         within = cost["cost"] <= self.budget * (1 + _SLACK)
-        out.update(status="ok" if within or live else "over_budget", within_budget=within, objective=float(scores["objective"]), metrics={k: v for k, v in scores.items() if k != "objective"},
-                   cost=cost, wall_time_s=wall)
+        out.update(
+            status="ok" if within or live else "over_budget",
+            within_budget=within,
+            objective=float(scores["objective"]),
+            metrics={k: v for k, v in scores.items() if k != "objective"},
+            cost=cost,
+            wall_time_s=wall,
+        )
         for k in ("acceptance_rate", "ess", "k_eff"):
             if k in res.info:
                 out[k] = res.info[k]
@@ -174,10 +227,25 @@ class _Runner:
         return out
 
 
-def tune(target: LatentTarget, scorer, *, budget: float, methods: Sequence[str] | None = None, n: int = 4000, trials: int = 27,
-         eta: int = 3, keep: int = 3, seed: int = 0, journal: str | Path | None = None, resume: bool = False, progress: bool = False,
-         inputs: dict | None = None, spaces: dict[str, MethodSpace] | None = None, pool_bytes: int = POOL_BYTES,
-         on_trial: Callable[[dict], None] | None = None) -> TuneResult:
+def tune(
+    target: LatentTarget,
+    scorer,
+    *,
+    budget: float,
+    methods: Sequence[str] | None = None,
+    n: int = 4000,
+    trials: int = 27,
+    eta: int = 3,
+    keep: int = 3,
+    seed: int = 0,
+    journal: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    inputs: dict | None = None,
+    spaces: dict[str, MethodSpace] | None = None,
+    pool_bytes: int = POOL_BYTES,
+    on_trial: Callable[[dict], None] | None = None,
+) -> TuneResult:
     """Search each method's knobs within ``budget`` passes per sample and re-score the best on the test split.
 
     ``target`` is the generator with its ratio; ``scorer`` maps samples and a split name to
@@ -194,7 +262,9 @@ def tune(target: LatentTarget, scorer, *, budget: float, methods: Sequence[str] 
     seed = as_int(seed, "seed", minimum=0, maximum=MAX_SEED - 2**20)
     rungs = schedule(n, trials, eta=eta, keep=keep)
     if target.ratio is None:
-        raise ConfigError("tuning needs a density ratio (every method but 'none' uses one): pass a ratio or a discriminator")
+        raise ConfigError(
+            "tuning needs a density ratio (every method but 'none' uses one): pass a ratio or a discriminator"
+        )
     critic = is_critic(target.ratio)
     all_spaces = spaces if spaces is not None else default_spaces(methods=methods or DEFAULT_METHODS, critic=critic)
     names = list(methods or all_spaces)
@@ -203,13 +273,33 @@ def tune(target: LatentTarget, scorer, *, budget: float, methods: Sequence[str] 
         raise ConfigError(f"methods {', '.join(unknown)} have no search space; tunable: {', '.join(all_spaces)}")
     if not names:
         raise ConfigError("no methods to tune")
-    fingerprint = {"budget": budget, "n": int(n), "trials": int(trials), "eta": int(eta), "keep": int(keep), "seed": seed, "methods": names,
-                   "scorer": scorer.describe(), "critic_temperature_searched": critic, "inputs": inputs or {}}
+    fingerprint = {
+        "budget": budget,
+        "n": int(n),
+        "trials": int(trials),
+        "eta": int(eta),
+        "keep": int(keep),
+        "seed": seed,
+        "methods": names,
+        "scorer": scorer.describe(),
+        "critic_temperature_searched": critic,
+        "inputs": inputs or {},
+    }
     book = Journal(journal, fingerprint, resume=resume)
-    runner = _Runner(target, scorer, all_spaces, budget=budget, n=int(n), seed=seed, pool_bytes=pool_bytes, progress=progress)
+    runner = _Runner(
+        target, scorer, all_spaces, budget=budget, n=int(n), seed=seed, pool_bytes=pool_bytes, progress=progress
+    )
 
-    drawn = {m: _draw_settings(all_spaces[m], trials, rng=torch.Generator().manual_seed(derive_seed(seed, m, "settings")), budget=budget, n=int(n))
-             for m in names}
+    drawn = {
+        m: _draw_settings(
+            all_spaces[m],
+            trials,
+            rng=torch.Generator().manual_seed(derive_seed(seed, m, "settings")),
+            budget=budget,
+            n=int(n),
+        )
+        for m in names
+    }
     plans = {m: _rungs_for(rungs, len(drawn[m])) for m in names}
     work = sum(sum(min(r.size, len(drawn[m])) * r.n for r in plans[m]) for m in names)
     finished: list[dict] = []
@@ -231,8 +321,12 @@ def tune(target: LatentTarget, scorer, *, budget: float, methods: Sequence[str] 
                     if rec is None:
                         bar.set_postfix_str(f"{m} rung {rung.index + 1}/{len(rungs)}", refresh=False)
                         rng = torch.Generator().manual_seed(derive_seed(seed, key))
-                        rec = {"key": key, "index": a["index"], "rung": rung.index,
-                               **runner.run(m, a["setting"], rung.n, rng=rng, split="validation")}
+                        rec = {
+                            "key": key,
+                            "index": a["index"],
+                            "rung": rung.index,
+                            **runner.run(m, a["setting"], rung.n, rng=rng, split="validation"),
+                        }
                         book.add(key, rec)
                         if on_trial is not None:
                             on_trial(rec)
@@ -254,8 +348,20 @@ def tune(target: LatentTarget, scorer, *, budget: float, methods: Sequence[str] 
             rec = book.get(key)
             if rec is None:
                 test_seed = derive_seed(seed, key) % (2**31)
-                rec = {"key": key, "index": top[0]["index"], "rung": "test", "seed": test_seed,
-                       **runner.run(m, top[0]["setting"], int(n), rng=torch.Generator().manual_seed(test_seed), split="test", live=True)}
+                rec = {
+                    "key": key,
+                    "index": top[0]["index"],
+                    "rung": "test",
+                    "seed": test_seed,
+                    **runner.run(
+                        m,
+                        top[0]["setting"],
+                        int(n),
+                        rng=torch.Generator().manual_seed(test_seed),
+                        split="test",
+                        live=True,
+                    ),
+                }
                 book.add(key, rec)
                 if on_trial is not None:
                     on_trial(rec)
@@ -267,5 +373,14 @@ def tune(target: LatentTarget, scorer, *, budget: float, methods: Sequence[str] 
     pool = {}
     if runner._pool is not None:
         pool = {"size": runner._pool.size, "wanted": runner._pool.wanted}
-    return TuneResult(trials=finished, best=best, chosen=ranked[0] if ranked else None, budget=budget, n=int(n), fingerprint=fingerprint,
-                      wall_time_s=time.perf_counter() - t_start, resumed=book.resumed, pool=pool)
+    return TuneResult(
+        trials=finished,
+        best=best,
+        chosen=ranked[0] if ranked else None,
+        budget=budget,
+        n=int(n),
+        fingerprint=fingerprint,
+        wall_time_s=time.perf_counter() - t_start,
+        resumed=book.resumed,
+        pool=pool,
+    )

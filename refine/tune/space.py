@@ -16,17 +16,28 @@ depends on their acceptance rate, run with their own ``budget`` option set to wh
 is left (:meth:`MethodSpace.run_options`), so they stop, and the trial is recorded as
 over budget, rather than exceed it.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
 from ..errors import ConfigError
 
-__all__ = ["Knob", "MethodSpace", "default_spaces", "passes", "sampler_options", "TEMPERATURE", "PROPOSAL_METHODS", "GRADIENT_METHODS"]
+__all__ = [
+    "Knob",
+    "MethodSpace",
+    "default_spaces",
+    "passes",
+    "sampler_options",
+    "TEMPERATURE",
+    "PROPOSAL_METHODS",
+    "GRADIENT_METHODS",
+]
 
 #: The knob that scales a critic: ``log r = critic / T`` (searched only for critic ratios).
 TEMPERATURE = "ratio_temperature"
@@ -130,11 +141,15 @@ def sampler_options(setting: dict) -> dict:
 
 def _gradient_cost(opts: dict, n: int) -> float:
     """Passes per sample of a gradient method: the start and each step one forward and one backward (two forwards) pass."""
-    extra = 2.0 * int(opts["pairs"]) / n if "pairs" in opts else 0.0  # DOT's K_eff estimate: forward passes on 2 x pairs samples
+    extra = (
+        2.0 * int(opts["pairs"]) / n if "pairs" in opts else 0.0
+    )  # DOT's K_eff estimate: forward passes on 2 x pairs samples
     return 3.0 * (int(opts["steps"]) + 1) + extra
 
 
-def default_spaces(*, methods: Sequence[str] | None = None, critic: bool = False, max_steps: int = 1000) -> dict[str, MethodSpace]:
+def default_spaces(
+    *, methods: Sequence[str] | None = None, critic: bool = False, max_steps: int = 1000
+) -> dict[str, MethodSpace]:
     """The searched knobs of every method; ``critic=True`` adds the critic's temperature to each ratio method.
 
     The ranges span the settings in the literature and in refine's own tables by an order
@@ -144,26 +159,62 @@ def default_spaces(*, methods: Sequence[str] | None = None, critic: bool = False
     steps = Knob("steps", "int", 1, max_steps)
     spaces = {
         "none": MethodSpace("none", max_cost=lambda o, n: 1.0),
-        "rs": MethodSpace("rs", (Knob("m_quantile", "tail", 1e-4, 0.5),),
-                          fixed={"batch_size": REJECTION_BATCH, "burn_in": REJECTION_BURN_IN}, overhead=lambda o: float(o["burn_in"])),
-        "drs": MethodSpace("drs", (Knob("gamma", "uniform", 50.0, 99.9),),
-                           fixed={"batch_size": REJECTION_BATCH, "burn_in": REJECTION_BURN_IN}, overhead=lambda o: float(o["burn_in"])),
-        "sir": MethodSpace("sir", (Knob("candidates", "int", 2, 100_000),), max_cost=lambda o, n: float(o["candidates"]),
-                           cost_knob="candidates"),
-        "mh": MethodSpace("mh", (Knob("k", "int", 1, 100_000),), max_cost=lambda o, n: float(o["k"]) + 1.0, cost_knob="k"),
-        "ddls": MethodSpace("ddls", (Knob("step_size", "log", 1e-5, 1e-1), Knob("mala", "choice", choices=(False, True)), steps),
-                            max_cost=_gradient_cost, cost_knob="steps"),
-        "dgflow": MethodSpace("dgflow", (Knob("step_size", "log", 1e-5, 1e-1), Knob("divergence", "choice", choices=("KL", "logD", "JS")), steps),
-                              max_cost=_gradient_cost, cost_knob="steps"),
-        "dcd": MethodSpace("dcd", (Knob("step_size", "log", 1e-5, 1e-1), Knob("space", "choice", choices=("data", "latent")), steps),
-                           max_cost=_gradient_cost, cost_knob="steps"),
-        "dot": MethodSpace("dot", (Knob("step_size", "log", 1e-4, 1e-1), Knob("space", "choice", choices=("target", "latent")), steps),
-                           fixed={"pairs": 100}, max_cost=_gradient_cost, cost_knob="steps", overhead=lambda o: 2.0 * int(o["pairs"])),
+        "rs": MethodSpace(
+            "rs",
+            (Knob("m_quantile", "tail", 1e-4, 0.5),),
+            fixed={"batch_size": REJECTION_BATCH, "burn_in": REJECTION_BURN_IN},
+            overhead=lambda o: float(o["burn_in"]),
+        ),
+        "drs": MethodSpace(
+            "drs",
+            (Knob("gamma", "uniform", 50.0, 99.9),),
+            fixed={"batch_size": REJECTION_BATCH, "burn_in": REJECTION_BURN_IN},
+            overhead=lambda o: float(o["burn_in"]),
+        ),
+        "sir": MethodSpace(
+            "sir",
+            (Knob("candidates", "int", 2, 100_000),),
+            max_cost=lambda o, n: float(o["candidates"]),
+            cost_knob="candidates",
+        ),
+        "mh": MethodSpace(
+            "mh", (Knob("k", "int", 1, 100_000),), max_cost=lambda o, n: float(o["k"]) + 1.0, cost_knob="k"
+        ),
+        "ddls": MethodSpace(
+            "ddls",
+            (Knob("step_size", "log", 1e-5, 1e-1), Knob("mala", "choice", choices=(False, True)), steps),
+            max_cost=_gradient_cost,
+            cost_knob="steps",
+        ),
+        "dgflow": MethodSpace(
+            "dgflow",
+            (Knob("step_size", "log", 1e-5, 1e-1), Knob("divergence", "choice", choices=("KL", "logD", "JS")), steps),
+            max_cost=_gradient_cost,
+            cost_knob="steps",
+        ),
+        "dcd": MethodSpace(
+            "dcd",
+            (Knob("step_size", "log", 1e-5, 1e-1), Knob("space", "choice", choices=("data", "latent")), steps),
+            max_cost=_gradient_cost,
+            cost_knob="steps",
+        ),
+        "dot": MethodSpace(
+            "dot",
+            (Knob("step_size", "log", 1e-4, 1e-1), Knob("space", "choice", choices=("target", "latent")), steps),
+            fixed={"pairs": 100},
+            max_cost=_gradient_cost,
+            cost_knob="steps",
+            overhead=lambda o: 2.0 * int(o["pairs"]),
+        ),
     }
     if critic:  # DOT is left alone: its K_eff is estimated from the same scores, so the temperature cancels
         t = Knob(TEMPERATURE, "log", 1e-3, 1.0)
-        spaces = {m: s if m in ("none", "dot") else MethodSpace(s.method, (t, *s.knobs), s.fixed, s.max_cost, s.cost_knob, s.overhead)
-                  for m, s in spaces.items()}
+        spaces = {
+            m: s
+            if m in ("none", "dot")
+            else MethodSpace(s.method, (t, *s.knobs), s.fixed, s.max_cost, s.cost_knob, s.overhead)
+            for m, s in spaces.items()
+        }
     if methods is None:
         return spaces
     unknown = [m for m in methods if m not in spaces]
