@@ -39,6 +39,7 @@ from .generator import OUTPUT_RANGES, LatentGenerator, make_prior
 from .nets import load_checked
 from .ratio.calibration import calibration_from_config
 from .ratio.discriminator import DISCRIMINATOR_OUTPUTS, DiscriminatorRatio
+from .registry import Registry
 
 __all__ = [
     "GAN_FORMAT",
@@ -330,15 +331,12 @@ def load_gan(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> 
 
 
 # --------------------------------------------------------------------------- ratio files
-_RATIO_LOADERS: dict[str, Callable[[dict, Any, str], Any]] = {}
+_RATIO_LOADERS: Registry[Callable[[dict, Any, str], Any]] = Registry("ratio kind", sort=True)
 
 
 def register_ratio_loader(kind: str):
-    def deco(fn):
-        _RATIO_LOADERS[kind] = fn
-        return fn
-
-    return deco
+    """Decorator: ``@register_ratio_loader("feature-sp")`` teaches :func:`load_ratio` a ratio kind."""
+    return _RATIO_LOADERS.register(kind)
 
 
 def save_ratio(path: str | os.PathLike, *, kind: str, payload: dict, meta: dict | None = None) -> None:

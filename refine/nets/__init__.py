@@ -15,18 +15,14 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..registry import Registry
 
-ARCHS: dict[str, Callable[..., nn.Module]] = {}
+ARCHS: Registry[Callable[..., nn.Module]] = Registry("architecture", sort=True)
 
 
 def register_arch(name: str):
-    def deco(factory):
-        if name in ARCHS:
-            raise ValueError(f"architecture {name!r} registered twice")
-        ARCHS[name] = factory
-        return factory
-
-    return deco
+    """Decorator: ``@register_arch("mlp")`` makes a network factory buildable by name."""
+    return ARCHS.register(name)
 
 
 def list_archs() -> list[str]:

@@ -21,6 +21,7 @@ import torch
 
 from .. import budget
 from ..errors import ConfigError
+from ..registry import Registry
 from ..target import LatentTarget, check_finite
 from ..validate import MAX_SAMPLES, as_int, as_rng
 
@@ -35,7 +36,7 @@ __all__ = [
     "option",
 ]
 
-SAMPLERS: dict[str, type[Sampler]] = {}
+SAMPLERS: Registry[type[Sampler]] = Registry("method", on_register=lambda name, cls: _set_name(name, cls))
 
 
 def option(default, help: str, **kw):
@@ -168,15 +169,13 @@ class Sampler:
         return n
 
 
-def register(name: str) -> Callable[[type[Sampler]], type[Sampler]]:
-    def deco(cls):
-        if name in SAMPLERS:
-            raise ValueError(f"sampler {name!r} registered twice")
-        cls.name = name
-        SAMPLERS[name] = cls
-        return cls
+def _set_name(name: str, cls) -> None:
+    cls.name = name
 
-    return deco
+
+def register(name: str) -> Callable[[type[Sampler]], type[Sampler]]:
+    """Class decorator: ``@register("mh")`` makes the sampler available as ``refine sample --method mh``."""
+    return SAMPLERS.register(name)
 
 
 def list_samplers() -> list[str]:
@@ -194,9 +193,7 @@ def sampler_options(name: str) -> list[dict[str, Any]]:
 
 
 def _lookup(name: str) -> type[Sampler]:
-    if name not in SAMPLERS:
-        raise ConfigError(f"unknown method {name!r}; valid methods: {', '.join(SAMPLERS)}")
-    return SAMPLERS[name]
+    return SAMPLERS.get_or_fail(name)
 
 
 def _type_name(tp) -> str:

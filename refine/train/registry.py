@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from ..errors import ConfigError
+from ..registry import Registry
 
-METHODS: dict[str, type] = {}
+METHODS: Registry[type] = Registry("training method", on_register=lambda name, cls: setattr(cls, "method_name", name))
 
 
 def register_method(name: str):
-    def deco(cls):
-        if name in METHODS:
-            raise ValueError(f"training method {name!r} registered twice")
-        cls.method_name = name
-        METHODS[name] = cls
-        return cls
-
-    return deco
+    return METHODS.register(name)
 
 
 def list_methods(*, conditional: bool = False) -> list[str]:
@@ -25,6 +18,4 @@ def list_methods(*, conditional: bool = False) -> list[str]:
 
 
 def get_method(name: str) -> type:
-    if name not in METHODS:
-        raise ConfigError(f"unknown training method {name!r}; valid: {', '.join(METHODS)}")
-    return METHODS[name]
+    return METHODS.get_or_fail(name)
