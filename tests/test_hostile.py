@@ -706,3 +706,34 @@ def test_a_decompression_bomb_in_an_image_folder_is_one_line(tmp_path):
     assert "decompression bomb" in res.output, (
         res.output
     )  # refused for what it is, before the missing dataset is noticed
+
+
+def test_a_terminated_run_leaves_nothing_behind(world, tmp_path):
+    """SIGTERM (``kill``, a scheduler's time limit) in the middle of a long streamed run: the staged
+    files are removed, the exit is the interrupt's, and the finished run in the folder is untouched."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    _good_run(world, out)
+    before = _bytes_of(out)
+    cmd = [sys.executable, "-m", "refine", "sample", "--no-progress", "--device", "cpu", "--ckpt", str(world["gan"])]
+    proc = subprocess.Popen(
+        [*cmd, "-m", "none", "-n", "100000000", "--out", str(out)], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.is_dir() and any(p.iterdir()) for p in out.glob(".staging-*")):
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the run never started writing"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["error: interrupted; nothing was written in place of existing outputs"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(before), "the staged files were left behind"
+    assert _bytes_of(out) == before

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 from .. import _compat
 
 _compat.ensure_torchvision()
@@ -17,5 +19,12 @@ from .app import app  # noqa: E402
 __all__ = ["app", "main"]
 
 
+def _terminate(signum, frame) -> None:
+    """SIGTERM (``kill``, a job scheduler's time limit) ends a command as Ctrl-C does: the staged
+    files of an unfinished run are removed and every earlier result stays as it was."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     app(prog_name="refine")
