@@ -31,11 +31,12 @@ Feature statistics
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ import torch
 
 from .errors import CheckpointError, ConfigError, ShapeError
 from .io import atomic_write, write_json
-from .samplers.base import SampleResult
+from .samplers.base import SampleInfo, SampleResult
 
 __all__ = [
     "DistContext",
@@ -242,7 +243,7 @@ def _write_shard(folder: Path, shard: Shard, result: SampleResult, key: dict) ->
     with atomic_write(folder / f"{shard.name}.npz") as f:
         np.savez(f, **arrays)
     # The record is written last: a shard counts as done only once its record exists.
-    write_json({"key": key, "info": result.info}, folder / f"{shard.name}.json")
+    write_json({"key": key, "info": dict(result.info)}, folder / f"{shard.name}.json")
 
 
 def _read_shard(folder: Path, shard: Shard) -> tuple[dict, dict[str, np.ndarray]]:
@@ -289,57 +290,15 @@ def load_shards(out: str | os.PathLike, shards: list[Shard]) -> tuple[np.ndarray
     return np.concatenate(xs), z, infos
 
 
-_SUMMED = ("n", "proposals", "accepted", "g_evals", "d_evals", "burn_in", "chains", "chains_never_moved", "m_updates")
+def merge_info(infos: list[Mapping[str, Any]]) -> SampleInfo:
+    """One info record for several shards: :meth:`refine.samplers.base.SampleInfo.merge`.
 
-
-def merge_info(infos: list[dict]) -> dict:
-    """One info record for several shards: counts are summed, rates recomputed from the sums.
-
-    ``acceptance_rate`` is weighted by proposals (by samples where a shard reports none),
-    ``ess`` and other per-shard averages by samples; values every shard agrees on are kept;
-    the rest are listed per shard under ``per_shard``.
+    Counters are summed and rates recomputed from the sums (``acceptance_rate`` is
+    accepted over proposals, ``*_per_sample`` over the samples), sample-averaged extras
+    such as ``ess`` are weighted by samples, values every shard agrees on are kept, and the
+    rest are listed per shard under ``per_shard``.
     """
-    if not infos:
-        return {}
-    out: dict[str, Any] = {}
-    n = sum(i.get("n", 0) for i in infos)
-    keys: list[str] = []
-    for i in infos:
-        keys += [k for k in i if k not in keys]
-    per_shard: dict[str, list] = {}
-    for k in keys:
-        vals = [i.get(k) for i in infos]
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
-        if k in _SUMMED and numeric:
-            out[k] = sum(vals)
-        elif k == "wall_time_s" and numeric:
-            out["shard_time_s_sum"] = sum(vals)
-        elif k.endswith("_per_sample") and numeric:
-            pass  # recomputed below where the counts exist, else sample-weighted
-        elif k == "acceptance_rate" and numeric:
-            w = [i.get("proposals", i.get("n", 0)) for i in infos]
-            out[k] = sum(v * x for v, x in zip(vals, w)) / max(sum(w), 1)
-        elif all(v == vals[0] for v in vals):
-            out[k] = vals[0]
-        elif numeric and k in ("ess",):
-            out[k] = sum(v * i.get("n", 0) for v, i in zip(vals, infos)) / max(n, 1)
-        else:
-            per_shard[k] = vals
-    for k in keys:
-        if k.endswith("_per_sample"):
-            base = k[: -len("_per_sample")]
-            vals = [i.get(k) for i in infos]
-            if base in out and n:
-                out[k] = out[base] / n
-            elif all(v == vals[0] for v in vals):
-                out[k] = vals[0]
-            elif all(isinstance(v, (int, float)) for v in vals):
-                out[k] = sum(v * i.get("n", 0) for v, i in zip(vals, infos)) / max(n, 1)
-    if "proposals" in out and n and "proposals_per_sample" in keys:
-        out["proposals_per_sample"] = out["proposals"] / n
-    if per_shard:
-        out["per_shard"] = per_shard
-    return out
+    return SampleInfo.merge(infos)
 
 
 def _new_accumulator():
@@ -450,7 +409,7 @@ def sample_sharded(
             rng = torch.Generator(device="cpu").manual_seed(sh.seed)
             part = real[sh.start : sh.start + sh.size] if per_sample else real
             res = sampler.sample(target, sh.size, rng=rng, progress=progress, real=part)
-            res.info = {**res.info, "shard": sh.index, "rank": ctx.rank}
+            res.info = SampleInfo.from_dict(res.info).with_extras(shard=sh.index, rank=ctx.rank)
             _write_shard(folder, sh, res, key)
             x = res.x
         if acc is not None:
@@ -461,9 +420,7 @@ def sample_sharded(
     if not ctx.is_main:
         return None
     x, z, infos = load_shards(out, shards)
-    info = merge_info(infos)
-    info["wall_time_s"] = time.perf_counter() - t0
-    info["distributed"] = {
+    distributed = {
         "world_size": ctx.world_size,
         "backend": ctx.backend,
         "shard_size": size,
@@ -480,6 +437,9 @@ def sample_sharded(
         ],
         "resumed_on_rank0": resumed,
     }
+    info = dataclasses.replace(merge_info(infos), wall_time_s=time.perf_counter() - t0).with_extras(
+        distributed=distributed
+    )
     arrays = {"x": x} if z is None else {"x": x, "z": z}
     dest = Path(out if dest is None else dest)
     with atomic_write(dest / "samples.npz") as f:
@@ -489,7 +449,7 @@ def sample_sharded(
 
         mu, sigma = acc.compute()
         save_statistics(dest / "feature_stats.npz", mu, sigma, meta={"n": acc.count, "world_size": ctx.world_size})
-        info["feature_stats"] = {"file": "feature_stats.npz", "n": acc.count, "dim": acc.dim}
+        info = info.with_extras(feature_stats={"file": "feature_stats.npz", "n": acc.count, "dim": acc.dim})
     return SampleResult(torch.from_numpy(x), None if z is None else torch.from_numpy(z), info)
 
 

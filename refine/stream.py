@@ -9,7 +9,8 @@ and the chunk size only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from tqdm.auto import tqdm
@@ -53,11 +54,13 @@ def sample_chunks(
         outer.close()
 
 
-def merged_info(infos: list[dict], *, chunk: int, wall_time_s: float | None = None) -> dict:
+def merged_info(infos: list[Mapping], *, chunk: int, wall_time_s: float | None = None) -> Mapping:
     """One record for a chunked run; a single chunk's record is kept as it is."""
     if len(infos) == 1:
         return infos[0]
     info = merge_info(infos)
-    info["wall_time_s"] = wall_time_s if wall_time_s is not None else info.pop("shard_time_s_sum", 0.0)
-    info["chunks"] = {"count": len(infos), "size": int(chunk)}
-    return info
+    extras = {k: v for k, v in info.extras.items() if wall_time_s is not None or k != "shard_time_s_sum"}
+    extras["chunks"] = {"count": len(infos), "size": int(chunk)}
+    return dataclasses.replace(
+        info, wall_time_s=info.wall_time_s if wall_time_s is None else wall_time_s, extras=extras
+    )

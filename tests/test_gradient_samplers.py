@@ -17,7 +17,8 @@ from refine.nets import build
 from refine.ratio import DiscriminatorRatio, FunctionRatio
 from refine.samplers import get_sampler
 from refine.samplers.dot import dot_objective
-from refine.samplers.langevin import LangevinConfig, latent_potential, run
+from refine.samplers.gradient import latent_potential
+from refine.samplers.langevin import LangevinConfig, run
 from refine.target import LatentTarget
 
 GRADIENT_METHODS = {
@@ -134,7 +135,7 @@ def test_methods_move_samples_toward_higher_ratio(key):
     assert res.x.shape == (n, 2) and (res.z is None) == (res.info["space"] == "data")
 
 
-@pytest.mark.parametrize("space", ["target", "latent"])
+@pytest.mark.parametrize("space", ["data", "latent"])
 def test_dot_decreases_its_objective(space):
     """With k_eff below the ratio's slope, transport pays almost everywhere: the objective falls."""
     target = quadratic_target()
@@ -144,13 +145,13 @@ def test_dot_decreases_its_objective(space):
     )
     info = res.info
     assert info["objective_end_mean"] < info["objective_start_mean"]
-    if space == "target":
+    if space == "data":
         # per sample: the starting samples are y = G(z) for the first n latents the sampler draws
         # from its rng (k_eff is given, so no pairs are drawn before them); there the objective is -D(y)/k
         assert res.z is None  # data-space output has no latent
         y = target.generator(target.prior.sample(300, rng=torch.Generator().manual_seed(2)))
         start = -target.log_ratio(y) / k
-        end = dot_objective(target, res.x, y, k, space="target")
+        end = dot_objective(target, res.x, y, k, space="data")
         assert (end < start).float().mean() > 0.95
 
 
@@ -247,7 +248,7 @@ def test_non_differentiable_inputs_fail_up_front(key):
         ("ddls", {"steps": 0}, "steps"),
         ("ddls", {"decay": 1.5}, "decay"),
         ("ddls", {"clip": -1}, "clip"),
-        ("ddls", {"temperature": 0}, "temperature"),
+        ("ddls", {"potential_temperature": 0}, "potential_temperature"),
         ("ddls", {"mala": True, "noise_scale": 0}, "mala"),
         ("ddls", {"batch_size": 0}, "batch_size"),
         ("ddls", {"stepsize": 0.1}, "stepsize"),

@@ -212,6 +212,7 @@ def sample(
             "command": command_line(),
             "method": method,
             "options": sampler.options(),
+            "ratio_temperature": getattr(inputs.ratio, "temperature", None),  # log r = score / T; not the sampler's
             "n": n,
             "seed": seed,
             "format": fmt,
@@ -219,7 +220,7 @@ def sample(
             "device": str(dev),
             "inputs": inputs.provenance,
             "dataset": inputs.dataset,
-            "info": result.info,
+            "info": dict(result.info),
             "versions": versions(),
             "time": timestamp(),
         }

@@ -17,25 +17,32 @@ critic read as ``DiscriminatorRatio(net, "critic", temperature=T)``, or the logi
 standard discriminator.
 
 ``finetune > 0`` first fine-tunes a private copy of the critic by contrastive divergence
-(:func:`refine.train.wgan.finetune_critic_cd`: hinge loss, negatives from ``finetune_steps``
-Langevin steps started at generator outputs, the same step size, noise and clipping as the
-sampler), using held-out real samples passed as ``real=``. The user's network is not changed.
-The passes spent on fine-tuning are counted in ``info`` (amortised over the ``n`` samples).
+(:func:`finetune_critic_cd`: hinge loss, negatives from ``finetune_steps`` Langevin steps
+started at generator outputs, the same step size, noise and clipping as the sampler), using
+held-out real samples passed as ``real=``. The user's network is not changed. The passes
+spent on fine-tuning are counted in ``info`` (amortised over the ``n`` samples). The
+fine-tuning is part of the method, so it lives here; ``refine.train.wgan`` re-exports it.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Literal, Optional
 
 import torch
+from torch import nn
+from tqdm.auto import tqdm
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NonFiniteError, ShapeError
+from ..generator import LatentGenerator
+from ..ratio.discriminator import DiscriminatorRatio
+from ..target import LatentTarget
 from ._ops import positive
 from .base import option, register
-from .langevin import (
+from .gradient import (
     GradientSampler,
     Plan,
     data_potential,
@@ -44,9 +51,103 @@ from .langevin import (
     output_bounds,
     prior_bounds,
     prior_start,
+    ratio_only,
 )
+from .langevin import LangevinConfig, run
 
-__all__ = ["DCDSampler"]
+__all__ = ["DCDSampler", "finetune_critic_cd"]
+
+
+def finetune_critic_cd(
+    generator: LatentGenerator,
+    ratio,
+    real: torch.Tensor,
+    *,
+    iterations: int = 500,
+    batch_size: int = 256,
+    lr: float = 1e-4,
+    betas=(0.5, 0.9),
+    langevin: LangevinConfig | None = None,
+    rng: torch.Generator | None = None,
+    progress: bool = False,
+) -> dict:
+    """Fine-tune ``ratio.net`` in place by contrastive divergence with the hinge loss (DCD).
+
+    Each iteration draws ``batch_size`` real points (with replacement) and as many
+    generator outputs, runs the Langevin chain ``langevin`` (default: 10 steps of size
+    0.01 with unit noise) on ``exp(ratio.log_ratio(x))`` from those outputs in data
+    space, and takes one Adam step on ``relu(1 - s(x_real)) + relu(1 + s(x_neg))`` where
+    ``s`` is the network's raw score (``ratio.logit``). The generator is not touched.
+
+    Returns ``{"history": [...], "g_evals", "d_evals", "d_backward"}`` (total passes).
+    The network is left in the mode it came in, with ``requires_grad`` as it was.
+    """
+    net = getattr(ratio, "net", None)
+    if not isinstance(net, nn.Module) or not hasattr(ratio, "logit"):
+        raise ConfigError(
+            f"critic fine-tuning needs a DiscriminatorRatio around an nn.Module, got {type(ratio).__name__}"
+        )
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise ConfigError(f"fine-tuning iterations must be an integer >= 1, got {iterations!r}")
+    positive("batch_size", batch_size)
+    positive("lr", lr)
+    if not isinstance(real, torch.Tensor) or real.dim() < 2 or len(real) < 1:
+        raise ShapeError(f"critic fine-tuning needs a tensor of real samples (N, ...), got {type(real).__name__}")
+    cfg = langevin or LangevinConfig(step_size=0.01, steps=10)
+    if cfg.mala:
+        raise ConfigError("critic fine-tuning runs unadjusted chains; set mala=False")
+    if cfg.bounds is None and output_bounds(generator) is not None:
+        cfg = dataclasses.replace(cfg, bounds=output_bounds(generator))
+    device = next(net.parameters()).device
+    real = real.to(device)
+    was_training = net.training
+    flags = [p.requires_grad for p in net.parameters()]
+    opt = torch.optim.Adam(net.parameters(), lr=lr, betas=tuple(betas))
+    history: list[dict] = []
+    g = d = db = 0
+    pot = data_potential(ratio_only((generator, ratio)))
+    bar = tqdm(range(iterations), desc="dcd fine-tune", disable=not progress, leave=False)
+    try:
+        net.requires_grad_(True)
+        for it in bar:
+            dev = rng.device if rng is not None else "cpu"
+            idx = torch.randint(len(real), (batch_size,), generator=rng, device=dev).to(device)
+            x_real = real[idx]
+            with torch.no_grad():
+                x0 = generator(generator.sample_latent(batch_size, rng=rng))
+            net.eval()
+            state, stats = run(pot, x0, cfg, rng=rng)
+            net.train()
+            x_neg = state.position.detach()
+            s_real, s_neg = ratio.logit(x_real), ratio.logit(x_neg)
+            loss = torch.relu(1 - s_real).mean() + torch.relu(1 + s_neg).mean()
+            if not math.isfinite(loss.item()):
+                raise NonFiniteError(
+                    f"critic fine-tuning diverged at iteration {it + 1} (loss {loss.item()}); lower lr or the Langevin step size"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            g += batch_size
+            d += batch_size * (stats["evaluations"] + 2)
+            db += batch_size * (stats["evaluations"] + 2)
+            history.append(
+                {
+                    "iteration": it + 1,
+                    "loss": loss.item(),
+                    "score_real": s_real.mean().item(),
+                    "score_neg": s_neg.mean().item(),
+                }
+            )
+            if (it + 1) % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+    finally:
+        bar.close()
+        opt.zero_grad(set_to_none=True)
+        net.train(was_training)
+        for p, f in zip(net.parameters(), flags):
+            p.requires_grad_(f)
+    return {"history": history, "g_evals": g, "d_evals": d, "d_backward": db}
 
 
 @register("dcd")
@@ -95,10 +196,6 @@ class DCDSampler(GradientSampler):
         return max(super().rows_in_memory(), 2 * int(self.finetune_batch) if self.finetune else 0)
 
     def _finetuned(self, target, real, rng):
-        from ..ratio.discriminator import DiscriminatorRatio
-        from ..target import LatentTarget
-        from ..train.wgan import finetune_critic_cd
-
         if real is None:
             raise ConfigError(
                 "dcd with finetune > 0 needs held-out real samples (pass real=... to refine.sample / DCDSampler.sample)"

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import option, register
-from .langevin import GradientSampler, Plan, latent_potential, prior_bounds, prior_start
+from .gradient import GradientSampler, Plan, latent_potential, prior_bounds, prior_start
 
 __all__ = ["DDLSSampler"]
 

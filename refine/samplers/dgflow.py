@@ -31,10 +31,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .base import option, register
-from .langevin import GradientSampler, Plan, latent_potential, prior_bounds, prior_start
+import torch
 
-__all__ = ["DGflowSampler"]
+from .base import option, register
+from .gradient import GradientSampler, Plan, Transform, latent_potential, prior_bounds, prior_start
+
+__all__ = ["DGflowSampler", "DIVERGENCES"]
+
+#: f-divergence weights of DGflow as potentials of the log ratio ``d``: ``(F, F' = s)``.
+#: KL: s = 1 (F = d); logD: s = sigmoid(-d) (F = log sigmoid(d) = log D); JS: s = sigmoid(d) (F = softplus(d) = log(1 + r)).
+DIVERGENCES: dict[str, Transform] = {
+    "KL": (lambda d: d, lambda d: torch.ones_like(d)),
+    "logD": (torch.nn.functional.logsigmoid, lambda d: torch.sigmoid(-d)),
+    "JS": (torch.nn.functional.softplus, torch.sigmoid),
+}
 
 
 @register("dgflow")
@@ -49,7 +59,7 @@ class DGflowSampler(GradientSampler):
     prior: bool = option(False, "add the prior term log p0(z) to the flow's potential")
 
     def _plan(self, target, n, rng, real) -> Plan:
-        pot = latent_potential(target, prior=bool(self.prior), transform=self.divergence)
+        pot = latent_potential(target, prior=bool(self.prior), transform=DIVERGENCES[self.divergence])
         return Plan(
             lambda _v0: pot,
             prior_start(target, rng),

@@ -3,7 +3,7 @@
 DOT moves each generated sample ``y`` to the point that best trades transport cost
 against the critic:
 
-- ``space="target"`` (data space):  ``x* = argmin_x ||x - y|| - D(x) / K_eff``,
+- ``space="data"``:  ``x* = argmin_x ||x - y|| - D(x) / K_eff``,
   ``K_eff = max |D(x1) - D(x2)| / ||x1 - x2||`` over pairs of generated samples;
 - ``space="latent"``: ``z* = argmin_z ||z - z_y|| - D(G(z)) / k_eff``,
   ``k_eff = max |D(G(z1)) - D(G(z2))| / ||z1 - z2||`` over pairs of latents.
@@ -22,26 +22,31 @@ How the ratio is read: ``D = target.log_ratio`` (a WGAN critic's value, or a log
 ``K_eff`` is estimated from the same scores, so DOT is unchanged when the scores are
 scaled (a critic's temperature cancels): it uses the critic value directly.
 ``k_eff`` (or ``K_eff``) can also be given instead of estimated.
+
+``space="data"`` is spelled as DCD spells it; the older ``space="target"`` (from the
+paper's "target space") means the same and is still accepted, with a DeprecationWarning.
 """
 
 from __future__ import annotations
 
+import typing
+import warnings
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import torch
 
 from ..errors import ConfigError, NonFiniteError
 from ._ops import evaluate, positive
 from .base import option, register
-from .langevin import (
+from .gradient import (
     GradientSampler,
     Plan,
-    _ratio_view,
     generated_start,
     output_bounds,
     prior_bounds,
     prior_start,
+    ratio_only,
     ratio_value_and_grad,
 )
 
@@ -56,12 +61,13 @@ def _norm(v: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def estimate_k_eff(target, pairs: int, *, space: str, rng, batch_size: int = 4096) -> float:
-    """``max |D(a) - D(b)| / ||a - b||`` over ``pairs`` pairs of generated samples (``space="target"``) or latents."""
+    """``max |D(a) - D(b)| / ||a - b||`` over ``pairs`` pairs of generated samples (``space="data"``) or latents."""
+    space = _data_space(space)
     z1 = target.prior.sample(pairs, rng=rng, device=target.device)
     z2 = target.prior.sample(pairs, rng=rng, device=target.device)
     d1, x1 = evaluate(target, z1, batch_size)
     d2, x2 = evaluate(target, z2, batch_size)
-    den = (x1 - x2).flatten(1).norm(dim=1) if space == "target" else (z1 - z2).flatten(1).norm(dim=1)
+    den = (x1 - x2).flatten(1).norm(dim=1) if space == "data" else (z1 - z2).flatten(1).norm(dim=1)
     ok = den > 0
     if not bool(ok.any()):
         raise ConfigError(
@@ -75,8 +81,21 @@ def estimate_k_eff(target, pairs: int, *, space: str, rng, batch_size: int = 409
     return k
 
 
+def _data_space(space: str) -> str:
+    """``"target"``, DOT's old name for data space, as ``"data"`` (with a DeprecationWarning)."""
+    if space == "target":
+        warnings.warn(
+            'DOT\'s space="target" is now space="data" (as DCD spells it; same meaning)',
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return "data"
+    return space
+
+
 def dot_objective(target, v: torch.Tensor, anchor: torch.Tensor, k: float, *, space: str) -> torch.Tensor:
     """The DOT objective ``||v - anchor|| - D(.) / k`` (to be minimised), per sample."""
+    space = _data_space(space)
     with torch.no_grad():
         x = target.generator(v) if space == "latent" else v
         return _norm(v - anchor) - target.log_ratio(x) / k
@@ -85,12 +104,15 @@ def dot_objective(target, v: torch.Tensor, anchor: torch.Tensor, k: float, *, sp
 @register("dot")
 @dataclass(frozen=True)
 class DOTSampler(GradientSampler):
-    summary = "DOT: minimise ||x - y|| - D(x)/K_eff (target space) or ||z - z_y|| - D(G(z))/k_eff (latent space)"
+    summary = "DOT: minimise ||x - y|| - D(x)/K_eff (data space) or ||z - z_y|| - D(G(z))/k_eff (latent space)"
+    renamed_values: typing.ClassVar[dict[str, dict[Any, Any]]] = {"space": {"target": "data"}}
 
     step_size: float = option(0.02, "step size eps = 2 lr of the gradient descent")
     steps: int = option(100, "gradient steps per sample")
     noise_scale: float = option(0.0, "noise sigma = noise_scale * sqrt(eps) (DOT is deterministic: 0)")
-    space: Literal["target", "latent"] = option("target", "transport in data space (target) or in latent space")
+    space: Literal["data", "latent"] = option(
+        "data", "transport in data space (x; formerly space=target) or in latent space (z)"
+    )
     pairs: int = option(
         100, "pairs of generated samples used to estimate K_eff / k_eff (the max over pairs; as in the reference)"
     )
@@ -101,6 +123,7 @@ class DOTSampler(GradientSampler):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        object.__setattr__(self, "space", _data_space(self.space))
         if self.mala:
             raise ConfigError("dot is an optimisation, not a sampler of a density: mala does not apply")
         positive("pairs", self.pairs)
@@ -114,14 +137,15 @@ class DOTSampler(GradientSampler):
 
     @property
     def moves_in_data_space(self) -> bool:
-        return self.space == "target"
+        return self.space == "data"
 
-    def sample(self, target, n, *, rng=None, progress=False, real=None):
-        result = super().sample(target, n, rng=rng, progress=progress, real=real)
+    def _extras(self, extras: dict[str, Any]) -> dict[str, Any]:
         # the potential is minus the objective
-        result.info["objective_start_mean"] = -result.info["potential_start_mean"]
-        result.info["objective_end_mean"] = -result.info["potential_end_mean"]
-        return result
+        return {
+            **extras,
+            "objective_start_mean": -extras["potential_start_mean"],
+            "objective_end_mean": -extras["potential_end_mean"],
+        }
 
     def _plan(self, target, n, rng, real) -> Plan:
         extra = 0
@@ -131,7 +155,7 @@ class DOTSampler(GradientSampler):
         else:
             k = float(self.k_eff)
         info = {"k_eff": k, "space_transport": self.space}
-        if self.space == "target":
+        if self.space == "data":
             start, _ = generated_start(target, n, rng)
 
             def potential_for(y: torch.Tensor):
@@ -155,7 +179,7 @@ class DOTSampler(GradientSampler):
                 info=info,
             )
 
-        view = _ratio_view(target)
+        view = ratio_only(target)
         sphere = bool(self.sphere)
         if sphere and prior_bounds(target) is not None:
             raise ConfigError(

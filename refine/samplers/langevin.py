@@ -24,19 +24,16 @@ loop :func:`run` and the chunking over large ``n`` (:func:`run_chunked`) are sha
 The state always holds the potential, its gradient and the auxiliary output (e.g.
 ``G(z)``) *at* its position, so a chain of ``K`` steps costs ``K + 1`` evaluations.
 
-Potentials (:func:`latent_potential`, :func:`data_potential`) take gradients with
-``torch.autograd.grad`` with respect to the position only: no parameter of the
-user's modules receives a ``.grad`` and no ``requires_grad`` flag is changed.
-
-:class:`GradientSampler` is the base of the registered samplers; it holds only
-hyperparameters (a frozen dataclass) and builds a potential per call.
+This module is the engine alone: it knows potentials only as functions
+``position -> (U, grad U, aux)``. What a potential is made of (the latent target, the
+ratio in data space, DGflow's divergences, DOT's transport cost), where chains start,
+the boxes they stay in and the registered samplers' common base live in
+:mod:`refine.samplers.gradient` and in each method's own file.
 """
 
 from __future__ import annotations
 
 import math
-import time
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
@@ -44,9 +41,8 @@ from typing import Any, NamedTuple, Optional
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, NonFiniteError, NotDifferentiableError
+from ..errors import ConfigError, NonFiniteError
 from ._ops import accept_log, positive
-from .base import Sampler, SampleResult, option
 
 __all__ = [
     "LangevinConfig",
@@ -57,17 +53,8 @@ __all__ = [
     "step",
     "run",
     "run_chunked",
-    "latent_potential",
-    "data_potential",
-    "ratio_value_and_grad",
+    "validate_common",
     "normal_noise",
-    "GradientSampler",
-    "Plan",
-    "prior_start",
-    "generated_start",
-    "prior_bounds",
-    "output_bounds",
-    "DIVERGENCES",
 ]
 
 #: A potential maps a batch of positions to ``(U (B,), grad U (B, ...), aux)``.
@@ -128,8 +115,10 @@ class LangevinConfig:
         return float(self.noise_scale) * math.sqrt(self.step_size_at(t))
 
 
-def validate_common(step_size, steps, noise_scale, noise, decay, clip, temperature) -> None:
-    """Check the shared switches; each message names the option."""
+def validate_common(
+    step_size, steps, noise_scale, noise, decay, clip, temperature, *, temperature_name: str = "temperature"
+) -> None:
+    """Check the shared switches; each message names the option (``temperature_name``: the tempering's)."""
     positive("step_size", step_size)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
@@ -138,7 +127,7 @@ def validate_common(step_size, steps, noise_scale, noise, decay, clip, temperatu
     if not (0.0 < float(decay) <= 1.0):
         raise ConfigError(f"decay (per-step step-size factor) must lie in (0, 1], got {decay}")
     positive("clip", clip)
-    positive("temperature", temperature)
+    positive(temperature_name, temperature)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -313,228 +302,3 @@ def run_chunked(
         bar.close()
     final = LangevinState(*(_cat([getattr(s, f) for s in states]) for f in LangevinState._fields))
     return final, {"evaluations_per_chain": cfg.steps + 1, "accepted": accepted, "start_value": torch.cat(starts)}
-
-
-# --------------------------------------------------------------------------- potentials
-#: f-divergence weights of DGflow as potentials of the log ratio ``d``: ``F'(d) = s(d)``.
-#: KL: s = 1 (F = d); logD: s = sigmoid(-d) (F = log sigmoid(d) = log D); JS: s = sigmoid(d) (F = softplus(d) = log(1 + r)).
-DIVERGENCES: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]] = {
-    "KL": (lambda d: d, lambda d: torch.ones_like(d)),
-    "logD": (torch.nn.functional.logsigmoid, lambda d: torch.sigmoid(-d)),
-    "JS": (torch.nn.functional.softplus, torch.sigmoid),
-}
-
-
-def _ratio_view(target):
-    """The same generator and ratio without the prior term (``value_and_grad`` then returns log r)."""
-    if not target.prior_term:
-        return target
-    return type(target)(target.generator, target.ratio, prior_term=False)
-
-
-def latent_potential(target, *, prior: bool = True, transform: str | None = None, scale: float = 1.0) -> Potential:
-    """``U(z) = scale * F(log r(G(z))) [+ log p0(z)]`` with ``aux = (G(z), log r(G(z)))``.
-
-    Gradients come from ``target.value_and_grad`` (they reach ``z`` only); ``F`` is one of
-    :data:`DIVERGENCES` (``None``: the identity) and the prior term is added analytically.
-    """
-    view = _ratio_view(target)
-    p0 = target.prior
-    f, fprime = DIVERGENCES[transform] if transform is not None else (None, None)
-
-    def potential(z: torch.Tensor):
-        d, gd, x = view.value_and_grad(z)
-        if f is not None:
-            value, grad = f(d), fprime(d).view(-1, *([1] * (gd.dim() - 1))) * gd
-        else:
-            value, grad = d, gd
-        if scale != 1.0:
-            value, grad = scale * value, scale * grad
-        if prior:
-            value = value + p0.log_prob(z)
-            grad = grad + p0.grad_log_prob(z)
-        return value.detach(), grad.detach(), (x, d.detach())
-
-    return potential
-
-
-def ratio_value_and_grad(target, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(log r(x), grad_x log r(x))`` with gradients to ``x`` only."""
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        d = target.log_ratio(x)
-        (g,) = torch.autograd.grad(d.sum(), x)
-    return d.detach(), g
-
-
-def data_potential(target, *, scale: float = 1.0) -> Potential:
-    """``U(x) = scale * log r(x)`` in data space, ``aux = (x, log r(x))``."""
-
-    def potential(x: torch.Tensor):
-        d, g = ratio_value_and_grad(target, x)
-        return scale * d, scale * g, (x.detach(), d)
-
-    return potential
-
-
-def check_ratio_differentiable(target) -> None:
-    """Raise NotDifferentiableError unless gradients of ``log r(x)`` reach ``x`` (data-space methods)."""
-    if getattr(target.ratio, "differentiable", True) is False:
-        raise NotDifferentiableError(
-            f"the ratio {target.ratio!r} is not differentiable; use a sampler that needs no gradients (rs, drs, mh, sir)"
-        )
-    z = target.prior.sample(2, rng=torch.Generator().manual_seed(0), device=target.device)
-    with torch.no_grad():
-        x = target.generator(z)
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        out = target.log_ratio(x)
-        g = torch.autograd.grad(out.sum(), x, allow_unused=True)[0] if out.requires_grad else None
-    if g is None:
-        raise NotDifferentiableError(
-            "no gradient flows from log r(x) to x (the ratio detaches its output, or runs under no_grad)"
-        )
-
-
-# --------------------------------------------------------------------------- sampler base
-class Plan(NamedTuple):
-    """What a gradient sampler runs: potentials, starting positions and bookkeeping."""
-
-    potential_for: Callable[[torch.Tensor], Potential]
-    start: Callable[[int], torch.Tensor]
-    space: str  # "latent" or "data"
-    bounds: Optional[tuple[float, float]] = None
-    extra_g_total: int = 0  # passes outside the chains (e.g. DOT's K_eff estimate, critic fine-tuning)
-    extra_d_total: int = 0
-    extra_g_backward_total: int = 0
-    extra_d_backward_total: int = 0
-    info: Optional[dict] = None
-
-
-def prior_start(target, rng) -> Callable[[int], torch.Tensor]:
-    """Starting latents drawn from the prior."""
-    return lambda c: target.prior.sample(c, rng=rng, device=target.device)
-
-
-def generated_start(target, n: int, rng) -> tuple[Callable[[int], torch.Tensor], torch.Tensor]:
-    """Starting points ``G(z)``, ``z ~ p0``, generated chunk by chunk; returns ``(start, z)``."""
-    z_all = target.prior.sample(n, rng=rng, device=target.device)
-    offset = [0]
-
-    def start(c: int) -> torch.Tensor:
-        z = z_all[offset[0] : offset[0] + c]
-        offset[0] += c
-        with torch.no_grad():
-            return target.generator(z).detach()
-
-    return start, z_all
-
-
-def prior_bounds(target) -> Optional[tuple[float, float]]:
-    """The box of a uniform prior, else None."""
-    lo, hi = getattr(target.prior, "low", None), getattr(target.prior, "high", None)
-    return (float(lo), float(hi)) if lo is not None and hi is not None else None
-
-
-OUTPUT_BOUNDS = {"[-1,1]": (-1.0, 1.0), "[0,1]": (0.0, 1.0)}
-
-
-def output_bounds(generator) -> Optional[tuple[float, float]]:
-    """The declared value range of a generator's outputs (``[-1,1]``, ``[0,1]``), else None."""
-    return OUTPUT_BOUNDS.get(getattr(generator, "output_range", "none"))
-
-
-@dataclass(frozen=True)
-class GradientSampler(Sampler):
-    """Base of the gradient samplers: the engine's switches as options, chunked runs, pass counts.
-
-    Subclasses redeclare defaults and implement :meth:`_plan` returning a :class:`Plan`.
-    ``info`` counts, per output sample, forward (``g_evals``, ``d_evals``) and backward
-    (``g_backward``, ``d_backward``) passes through the generator and the ratio network.
-    """
-
-    needs_gradients: typing.ClassVar[bool] = True
-
-    step_size: float = option(0.01, "step size eps: drift (eps/2) * grad log pi")
-    steps: int = option(100, "updates per chain")
-    noise_scale: float = option(1.0, "noise sigma = noise_scale * sqrt(eps) (1: Langevin, 0: gradient ascent)")
-    noise: Optional[float] = option(None, "fixed noise sigma, overrides noise_scale")
-    decay: float = option(1.0, "step-size decay per step: eps_t = eps * decay^t, in (0, 1]")
-    clip: Optional[float] = option(None, "clip each element of the drift gradient to [-clip, clip]")
-    temperature: float = option(1.0, "sample exp(log pi / temperature)")
-    mala: bool = option(False, "Metropolis-adjusted (MALA): exact for the target at any step size")
-    batch_size: int = option(4096, "chains run together (memory bound)")
-
-    def __post_init__(self) -> None:
-        validate_common(
-            self.step_size, self.steps, self.noise_scale, self.noise, self.decay, self.clip, self.temperature
-        )
-        positive("batch_size", self.batch_size)
-        self._config(None)  # validates the combination (e.g. mala without noise)
-
-    def _config(self, bounds) -> LangevinConfig:
-        return LangevinConfig(
-            step_size=float(self.step_size),
-            steps=int(self.steps),
-            noise_scale=float(self.noise_scale),
-            noise=None if self.noise is None else float(self.noise),
-            decay=float(self.decay),
-            clip=None if self.clip is None else float(self.clip),
-            temperature=float(self.temperature),
-            mala=bool(self.mala),
-            bounds=bounds,
-        )
-
-    def planned_evals(self, n: int) -> float:
-        return float(n) * (3 * self.steps + 1)  # each step: one forward and one backward (twice a forward) pass
-
-    def _plan(self, target, n: int, rng, real) -> Plan:
-        raise NotImplementedError
-
-    def _check_gradients(self, target) -> None:
-        """Latent-space methods need ``d log r(G(z)) / dz``; data-space ones only ``d log r(x) / dx``."""
-        if not self.moves_in_data_space:
-            target.check_differentiable()
-        else:
-            check_ratio_differentiable(target)
-
-    def sample(self, target, n, *, rng=None, progress=False, real=None) -> SampleResult:
-        n = self._check_n(n)
-        t0 = time.perf_counter()
-        self._check_gradients(target)  # a clear error up front, whatever the entry point
-        plan = self._plan(target, n, rng, real)
-        state, stats = run_chunked(
-            plan.potential_for,
-            plan.start,
-            n,
-            int(self.batch_size),
-            self._config(plan.bounds),
-            rng=rng,
-            progress=progress,
-            desc=self.name,
-        )
-        x, log_r = state.aux
-        evals = stats["evaluations_per_chain"]
-        latent = plan.space == "latent"
-        info = {
-            "method": self.name,
-            "n": n,
-            "space": plan.space,
-            "steps": int(self.steps),
-            "g_evals": (evals if latent else 1) * n + plan.extra_g_total,
-            "d_evals": evals * n + plan.extra_d_total,
-            "g_backward": (evals if latent else 0) * n + plan.extra_g_backward_total,
-            "d_backward": evals * n + plan.extra_d_backward_total,
-        }
-        for k in ("g_evals", "d_evals", "g_backward", "d_backward"):
-            info[f"{k}_per_sample"] = info[k] / n
-        if self.mala:
-            info["acceptance_rate"] = stats["accepted"] / (n * int(self.steps))
-        info["potential_start_mean"] = float(stats["start_value"].double().mean())
-        info["potential_end_mean"] = float(state.value.double().mean())
-        info["log_ratio_end_mean"] = float(log_r.double().mean())
-        info.update(plan.info or {})
-        info["wall_time_s"] = time.perf_counter() - t0
-        # data-space chains move x away from G(z): there is no latent for the output, so z is None
-        z = state.position.detach() if latent else None
-        return SampleResult(x.detach(), z, info)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ._ops import Rows, positive
-from .base import Sampler, SampleResult, option, register
+from .base import SampleInfo, Sampler, SampleResult, option, register
 
 __all__ = ["RawSampler"]
 
@@ -32,15 +32,7 @@ class RawSampler(Sampler):
         for i in range(0, n, self.batch_size):
             rows.add(gen(z[i : i + self.batch_size]))
         (x,) = rows.result()
-        info = {
-            "method": "none",
-            "n": n,
-            "proposals_per_sample": 1.0,
-            "acceptance_rate": 1.0,
-            "g_evals": n,
-            "d_evals": 0,
-            "g_evals_per_sample": 1.0,
-            "d_evals_per_sample": 0.0,
-            "wall_time_s": time.perf_counter() - t0,
-        }
+        info = SampleInfo(
+            method="none", n=n, g_evals=n, d_evals=0, proposals=n, accepted=n, wall_time_s=time.perf_counter() - t0
+        )
         return SampleResult(x, z, info)

@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from ..errors import BudgetExceededError, ConfigError
 from ._ops import accept_log, check_budget, evaluate, log1mexp, positive
-from .base import Sampler, SampleResult, option, register
+from .base import SampleInfo, Sampler, SampleResult, option, register
 
 __all__ = ["DEFAULT_BURN_IN", "MIN_BURN_IN", "DRSSampler", "RejectionSampler", "burn_in_size", "rate_upper_bound"]
 
@@ -105,6 +105,10 @@ class _RejectionBase(Sampler):
             burn_in_size(self.burn_in, n)
         )  # at the least: the burn-in, then one proposal per sample
 
+    def _bound_quantile(self) -> float:
+        """The quantile of the burn-in weights taken as ``log M``; 1: the maximum, raised online."""
+        return 1.0
+
     def _log_accept(self, delta: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Log acceptance probability from ``delta = log r - log M`` (<= 0)."""
         raise NotImplementedError
@@ -130,7 +134,7 @@ class _RejectionBase(Sampler):
                 kept.append((zb, xb))
             evaluated += len(zb)
         burn_w = torch.cat(burn).double()
-        q = getattr(self, "m_quantile", 1.0)
+        q = self._bound_quantile()
         online = q >= 1.0
         log_m = float(burn_w.max()) if online else float(torch.quantile(burn_w[:16_000_000], q))
         budget = int(math.ceil(self.budget * n))
@@ -180,25 +184,23 @@ class _RejectionBase(Sampler):
         finally:
             bar.close()
         total = evaluated
-        info = {
-            "method": self.name,
-            "n": n,
-            "proposals": proposals,
-            "accepted": accepted,
-            "acceptance_rate": accepted / proposals,
-            "expected_acceptance_rate": expected,
-            "proposals_per_sample": proposals / n,
-            "burn_in": n_burn,
-            "burn_in_reused": reuse,
-            "log_M": log_m,
-            "m_updates": updates,
-            "g_evals": total,
-            "d_evals": total,
-            "g_evals_per_sample": total / n,
-            "d_evals_per_sample": total / n,
-            "wall_time_s": time.perf_counter() - t0,
-            **stats,
-        }
+        info = SampleInfo(
+            method=self.name,
+            n=n,
+            g_evals=total,
+            d_evals=total,
+            proposals=proposals,
+            accepted=accepted,
+            wall_time_s=time.perf_counter() - t0,
+            extras={
+                "expected_acceptance_rate": expected,
+                "burn_in": n_burn,
+                "burn_in_reused": reuse,
+                "log_M": log_m,
+                "m_updates": updates,
+                **stats,
+            },
+        )
         return SampleResult(torch.cat(xs)[:n], torch.cat(zs)[:n], info)
 
     def _check_projection(self, accepted: int, proposals: int, cap: int, n: int, burn_w: torch.Tensor) -> None:
@@ -256,6 +258,9 @@ class RejectionSampler(_RejectionBase):
         super().__post_init__()
         if not (0.0 < float(self.m_quantile) <= 1.0):
             raise ConfigError(f"m_quantile must lie in (0, 1], got {self.m_quantile}")
+
+    def _bound_quantile(self) -> float:
+        return float(self.m_quantile)
 
     def _log_accept(self, delta):
         return delta.clamp_max(0), {}

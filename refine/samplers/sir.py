@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ._ops import Rows, evaluate, log_ess, positive, resample_rows
-from .base import Sampler, SampleResult, option, register
+from .base import SampleInfo, Sampler, SampleResult, option, register
 
 __all__ = ["SIRSampler"]
 
@@ -60,17 +60,13 @@ class SIRSampler(Sampler):
             bar.close()
         total = n * m
         x, z, ess = out.result()
-        info = {
-            "method": "sir",
-            "n": n,
-            "candidates": m,
-            "proposals": total,
-            "proposals_per_sample": float(m),
-            "ess": float(ess.mean()),
-            "g_evals": total,
-            "d_evals": total,
-            "g_evals_per_sample": float(m),
-            "d_evals_per_sample": float(m),
-            "wall_time_s": time.perf_counter() - t0,
-        }
+        info = SampleInfo(
+            method="sir",
+            n=n,
+            g_evals=total,
+            d_evals=total,
+            proposals=total,
+            wall_time_s=time.perf_counter() - t0,
+            extras={"candidates": m, "ess": float(ess.mean())},
+        )
         return SampleResult(x, z, info)

@@ -8,25 +8,20 @@ that code, every critic update sees a fresh batch of real data: one call of
 ``d_steps``-th call also updates the generator. The critic's raw output is saved as a
 ``"critic"`` discriminator.
 
-:func:`finetune_critic_cd` is the optional critic fine-tuning of Discriminator
-Contrastive Divergence (Song et al. 2020): negatives are Langevin chains in data space
-on ``exp(log r(x))`` started at generator outputs, and the critic is updated with the
-hinge loss ``relu(1 - D(x_real)) + relu(1 + D(x_neg))``.
+:func:`finetune_critic_cd`, the optional critic fine-tuning of Discriminator Contrastive
+Divergence (Song et al. 2020), is part of that sampler and lives in
+:mod:`refine.samplers.dcd`; it is re-exported here for the callers that found it here.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from ..errors import ConfigError, NonFiniteError, ShapeError
+from ..errors import ConfigError, ShapeError
 from ..generator import LatentGenerator
 from ..samplers._ops import positive
-from ..samplers.langevin import LangevinConfig, data_potential, output_bounds, run
+from ..samplers.dcd import finetune_critic_cd
 from .gan_gp import penalty_points
 from .losses import d_loss_wgan, g_loss_wgan, gradient_penalty
 from .registry import register_method
@@ -120,107 +115,3 @@ class WGANGP:
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"generator": self.opt_g, "discriminator": self.opt_d}
-
-
-def finetune_critic_cd(
-    generator: LatentGenerator,
-    ratio,
-    real: torch.Tensor,
-    *,
-    iterations: int = 500,
-    batch_size: int = 256,
-    lr: float = 1e-4,
-    betas=(0.5, 0.9),
-    langevin: LangevinConfig | None = None,
-    rng: torch.Generator | None = None,
-    progress: bool = False,
-) -> dict:
-    """Fine-tune ``ratio.net`` in place by contrastive divergence with the hinge loss (DCD).
-
-    Each iteration draws ``batch_size`` real points (with replacement) and as many
-    generator outputs, runs the Langevin chain ``langevin`` (default: 10 steps of size
-    0.01 with unit noise) on ``exp(ratio.log_ratio(x))`` from those outputs in data
-    space, and takes one Adam step on ``relu(1 - s(x_real)) + relu(1 + s(x_neg))`` where
-    ``s`` is the network's raw score (``ratio.logit``). The generator is not touched.
-
-    Returns ``{"history": [...], "g_evals", "d_evals", "d_backward"}`` (total passes).
-    The network is left in the mode it came in, with ``requires_grad`` as it was.
-    """
-    net = getattr(ratio, "net", None)
-    if not isinstance(net, nn.Module) or not hasattr(ratio, "logit"):
-        raise ConfigError(
-            f"critic fine-tuning needs a DiscriminatorRatio around an nn.Module, got {type(ratio).__name__}"
-        )
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ConfigError(f"fine-tuning iterations must be an integer >= 1, got {iterations!r}")
-    positive("batch_size", batch_size)
-    positive("lr", lr)
-    if not isinstance(real, torch.Tensor) or real.dim() < 2 or len(real) < 1:
-        raise ShapeError(f"critic fine-tuning needs a tensor of real samples (N, ...), got {type(real).__name__}")
-    cfg = langevin or LangevinConfig(step_size=0.01, steps=10)
-    if cfg.mala:
-        raise ConfigError("critic fine-tuning runs unadjusted chains; set mala=False")
-    if cfg.bounds is None and output_bounds(generator) is not None:
-        cfg = dataclasses.replace(cfg, bounds=output_bounds(generator))
-    device = next(net.parameters()).device
-    real = real.to(device)
-    was_training = net.training
-    flags = [p.requires_grad for p in net.parameters()]
-    opt = _adam(net.parameters(), lr, betas)
-    history: list[dict] = []
-    g = d = db = 0
-    pot = data_potential(_RatioOnly(ratio))
-    bar = tqdm(range(iterations), desc="dcd fine-tune", disable=not progress, leave=False)
-    try:
-        net.requires_grad_(True)
-        for it in bar:
-            dev = rng.device if rng is not None else "cpu"
-            idx = torch.randint(len(real), (batch_size,), generator=rng, device=dev).to(device)
-            x_real = real[idx]
-            with torch.no_grad():
-                x0 = generator(generator.sample_latent(batch_size, rng=rng))
-            net.eval()
-            state, stats = run(pot, x0, cfg, rng=rng)
-            net.train()
-            x_neg = state.position.detach()
-            s_real, s_neg = ratio.logit(x_real), ratio.logit(x_neg)
-            loss = torch.relu(1 - s_real).mean() + torch.relu(1 + s_neg).mean()
-            if not math.isfinite(loss.item()):
-                raise NonFiniteError(
-                    f"critic fine-tuning diverged at iteration {it + 1} (loss {loss.item()}); lower lr or the Langevin step size"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            g += batch_size
-            d += batch_size * (stats["evaluations"] + 2)
-            db += batch_size * (stats["evaluations"] + 2)
-            history.append(
-                {
-                    "iteration": it + 1,
-                    "loss": loss.item(),
-                    "score_real": s_real.mean().item(),
-                    "score_neg": s_neg.mean().item(),
-                }
-            )
-            if (it + 1) % 20 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-    finally:
-        bar.close()
-        opt.zero_grad(set_to_none=True)
-        net.train(was_training)
-        for p, f in zip(net.parameters(), flags):
-            p.requires_grad_(f)
-    return {"history": history, "g_evals": g, "d_evals": d, "d_backward": db}
-
-
-class _RatioOnly:
-    """Adapter so the data-space potential can read ``log_ratio`` from a bare ratio."""
-
-    def __init__(self, ratio) -> None:
-        self.ratio = ratio
-
-    def log_ratio(self, x):
-        from ..ratio.base import check_log_ratio
-
-        return check_log_ratio(self.ratio.log_ratio(x), x.shape[0], "ratio")

@@ -200,7 +200,7 @@ def default_spaces(
         ),
         "dot": MethodSpace(
             "dot",
-            (Knob("step_size", "log", 1e-4, 1e-1), Knob("space", "choice", choices=("target", "latent")), steps),
+            (Knob("step_size", "log", 1e-4, 1e-1), Knob("space", "choice", choices=("data", "latent")), steps),
             fixed={"pairs": 100},
             max_cost=_gradient_cost,
             cost_knob="steps",
