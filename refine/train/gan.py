@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -10,7 +12,7 @@ from ..generator import LatentGenerator
 from .losses import d_loss_ns, g_loss_ns
 from .registry import register_method
 
-__all__ = ["GAN", "fit_discriminator"]
+__all__ = ["GAN", "fit_discriminator", "heldout_logistic_loss"]
 
 
 def _adam(params, lr, betas):
@@ -68,6 +70,21 @@ class GAN:
         return {"generator": self.opt_g, "discriminator": self.opt_d}
 
 
+@torch.no_grad()
+def heldout_logistic_loss(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor, *, batch_size: int = 4096):
+    """``(loss, accuracy)`` of ``discriminator``'s logit on held-out ``real`` vs ``fake`` (equal weight to each side)."""
+    was_training = discriminator.training
+    discriminator.eval()
+    try:
+        lr_ = torch.cat([discriminator(c).reshape(-1) for c in real.split(batch_size)])
+        lf = torch.cat([discriminator(c).reshape(-1) for c in fake.split(batch_size)])
+    finally:
+        discriminator.train(was_training)
+    loss = 0.5 * (torch.nn.functional.softplus(-lr_).mean() + torch.nn.functional.softplus(lf).mean())
+    acc = 0.5 * ((lr_ > 0).float().mean() + (lf < 0).float().mean())
+    return float(loss), float(acc)
+
+
 class _DiscriminatorOnly:
     """Fine-tune a discriminator against a fixed generator (the ratio-fitting step of DRS)."""
 
@@ -97,6 +114,8 @@ def fit_discriminator(
     lr: float = 1e-3,
     betas=(0.5, 0.999),
     lr_drop_epoch: int | None = None,
+    val: torch.Tensor | None = None,
+    patience: int | None = None,
     rng=None,
     progress: bool = False,
 ) -> list[dict]:
@@ -106,21 +125,44 @@ def fit_discriminator(
     against the final one turns its logit into a usable ratio estimate (DRS, Azadi et al.).
     The generator's parameters and ``requires_grad`` flags are not touched. With
     ``lr_drop_epoch``, the learning rate drops tenfold after that many epochs.
+
+    With held-out real samples ``val``, each epoch's row also has ``val_loss`` (the logistic
+    loss on ``val`` against as many generated samples, drawn once) and ``val_acc``; with
+    ``patience``, training ends after that many epochs without a lower ``val_loss`` and the
+    weights of the best epoch are put back (``epochs`` is then the cap). The last row says
+    ``best_epoch``.
     """
     from .loop import fit
 
+    if patience is not None and (val is None or patience < 1):
+        raise ConfigError(
+            f"early stopping needs held-out real samples (val=) and patience >= 1, got patience {patience}"
+        )
     was_training = discriminator.training
     flags = [p.requires_grad for p in discriminator.parameters()]
     discriminator.train().requires_grad_(True)
     method = _DiscriminatorOnly(generator, discriminator, lr=lr, betas=betas)
+    if val is not None:
+        with torch.no_grad():
+            val_fake = torch.cat([generator(generator.sample_latent(len(c), rng=rng)) for c in val.split(batch_size)])
+    best = {"loss": math.inf, "epoch": 0, "state": None}
 
     def on_epoch(epoch, history):
         if lr_drop_epoch is not None and epoch == lr_drop_epoch:
             for group in method.opt.param_groups:
                 group["lr"] = lr / 10
+        if val is None:
+            return False
+        loss, acc = heldout_logistic_loss(discriminator, val, val_fake, batch_size=batch_size)
+        history[-1].update(val_loss=loss, val_acc=acc)
+        if loss < best["loss"]:
+            best.update(
+                loss=loss, epoch=epoch, state={k: v.detach().clone() for k, v in discriminator.state_dict().items()}
+            )
+        return patience is not None and epoch - best["epoch"] >= patience
 
     try:
-        return fit(
+        history = fit(
             method,
             real,
             epochs=epochs,
@@ -130,6 +172,11 @@ def fit_discriminator(
             progress=progress,
             on_epoch=on_epoch,
         )
+        if patience is not None and best["state"] is not None:
+            discriminator.load_state_dict(best["state"])
+        if history and val is not None:
+            history[-1]["best_epoch"] = best["epoch"]
+        return history
     finally:
         discriminator.train(was_training)
         for p, f in zip(discriminator.parameters(), flags):

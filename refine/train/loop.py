@@ -2,8 +2,9 @@
 
 A *method* is an object with ``step(real, *, rng) -> dict[str, float]`` that updates
 its own networks on one batch of real data. :func:`fit` shuffles the data each
-epoch with the given ``rng``, feeds batches, shows a progress bar, and calls
-``on_epoch(epoch, history)`` after each epoch (for checkpoints and sample grids).
+epoch with the given ``rng``, feeds batches, shows progress bars (the run's, with its ETA,
+and the epoch's), and calls ``on_epoch(epoch, history)`` after each epoch (for checkpoints,
+sample grids and held-out checks); an ``on_epoch`` that returns ``True`` ends training there.
 Data is a tensor (small datasets such as 2-D mixtures) or any iterable of batches
 (a ``DataLoader``; a batch may be ``(x, y)``, of which ``x`` is used).
 """
@@ -54,7 +55,7 @@ def fit(
     device=None,
     progress: bool = False,
     start_epoch: int = 0,
-    on_epoch: Callable[[int, list[dict]], None] | None = None,
+    on_epoch: Callable[[int, list[dict]], bool | None] | None = None,
 ) -> list[dict]:
     """Train ``method`` for ``epochs`` epochs; returns one dict of mean losses per epoch.
 
@@ -68,31 +69,42 @@ def fit(
         raise ConfigError(f"the dataset has {len(data)} samples, fewer than one batch of {batch_size}")
     history: list[dict] = []
     nb = _num_batches(data, batch_size)
-    for epoch in range(start_epoch, epochs):
-        sums: dict[str, float] = {}
-        count = 0
-        bar = tqdm(
-            iterate_batches(data, batch_size, rng=rng, device=device),
-            total=nb,
-            desc=f"epoch {epoch + 1}/{epochs}",
-            disable=not progress,
-            leave=False,
-        )
-        try:
-            for real in bar:
-                logs = method.step(real, rng=rng)
-                for k, v in logs.items():
-                    if not math.isfinite(v):
-                        raise NonFiniteError(
-                            f"training diverged: {k} = {v} in epoch {epoch + 1}; lower the learning rate"
-                        )
-                    sums[k] = sums.get(k, 0.0) + v
-                count += 1
-                if count % 20 == 0:
-                    bar.set_postfix({k: f"{v / count:.3f}" for k, v in sums.items()})
-        finally:  # an interrupt leaves no half-drawn bar behind the error message
-            bar.close()
-        history.append({"epoch": epoch + 1, **{k: v / max(count, 1) for k, v in sums.items()}})
-        if on_epoch is not None:
-            on_epoch(epoch + 1, history)
+    run_bar = tqdm(
+        total=epochs - start_epoch, desc="training", unit="epoch", disable=not progress or epochs - start_epoch < 2
+    )
+    try:
+        for epoch in range(start_epoch, epochs):
+            logs = _epoch(method, data, epoch, epochs, batch_size, nb, rng=rng, device=device, progress=progress)
+            history.append({"epoch": epoch + 1, **logs})
+            run_bar.update()
+            if on_epoch is not None and on_epoch(epoch + 1, history):
+                break
+    finally:
+        run_bar.close()
     return history
+
+
+def _epoch(method, data, epoch: int, epochs: int, batch_size: int, nb, *, rng, device, progress: bool) -> dict:
+    """One pass over ``data``; the mean of each logged value."""
+    sums: dict[str, float] = {}
+    count = 0
+    bar = tqdm(
+        iterate_batches(data, batch_size, rng=rng, device=device),
+        total=nb,
+        desc=f"epoch {epoch + 1}/{epochs}",
+        disable=not progress,
+        leave=False,
+    )
+    try:
+        for real in bar:
+            logs = method.step(real, rng=rng)
+            for k, v in logs.items():
+                if not math.isfinite(v):
+                    raise NonFiniteError(f"training diverged: {k} = {v} in epoch {epoch + 1}; lower the learning rate")
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            if count % 20 == 0:
+                bar.set_postfix({k: f"{v / count:.3f}" for k, v in sums.items()})
+    finally:  # an interrupt leaves no half-drawn bar behind the error message
+        bar.close()
+    return {k: v / max(count, 1) for k, v in sums.items()}

@@ -1,0 +1,89 @@
+"""Refitting a discriminator against a fixed generator: held-out loss, early stopping, the best weights kept."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from refine.data.toy2d import get_mixture
+from refine.errors import ConfigError
+from refine.generator import LatentGenerator, NormalPrior
+from refine.nets import arch_config, build_from_config
+from refine.train.gan import fit_discriminator, heldout_logistic_loss
+from refine.train.loop import fit
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _pair(seed: int = 0):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        g = build_from_config(arch_config("mlp", in_dim=2, out_dim=2, hidden=16, depth=2)).eval().requires_grad_(False)
+        d = build_from_config(arch_config("mlp", in_dim=2, out_dim=1, hidden=64, depth=2))
+    return LatentGenerator(g, NormalPrior((2,))), d
+
+
+def test_early_stopping_keeps_the_best_epoch():
+    """A few real points and a wide discriminator overfit: the held-out loss turns up, training stops
+    ``patience`` epochs after its minimum, and the weights of that epoch are the ones left."""
+    gen, d = _pair()
+    mix = get_mixture("grid25")
+    rng = torch.Generator().manual_seed(1)
+    train, val = mix.sample(128, rng=rng), mix.sample(2048, rng=rng)
+    hist = fit_discriminator(gen, d, train, epochs=400, batch_size=32, lr=3e-3, val=val, patience=5, rng=rng)
+    losses = [h["val_loss"] for h in hist]
+    best = min(range(len(losses)), key=losses.__getitem__)
+    assert len(hist) < 400, "the held-out loss never stopped improving"
+    assert hist[-1]["best_epoch"] == best + 1 and len(hist) == best + 1 + 5
+    # the same run capped at the best epoch ends with exactly the weights that were put back
+    gen2, d2 = _pair()
+    rng2 = torch.Generator().manual_seed(1)
+    train2, val2 = mix.sample(128, rng=rng2), mix.sample(2048, rng=rng2)
+    fit_discriminator(gen2, d2, train2, epochs=best + 1, batch_size=32, lr=3e-3, val=val2, rng=rng2)
+    assert all(torch.equal(a, b) for a, b in zip(d.state_dict().values(), d2.state_dict().values()))
+    assert all(p.requires_grad for p in d.parameters())  # flags as they were
+
+
+def test_held_out_rows_without_early_stopping():
+    gen, d = _pair()
+    rng = torch.Generator().manual_seed(2)
+    mix = get_mixture("grid25")
+    hist = fit_discriminator(
+        gen, d, mix.sample(256, rng=rng), epochs=3, batch_size=64, val=mix.sample(256, rng=rng), rng=rng
+    )
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    assert all(0 < h["val_loss"] < 5 and 0 <= h["val_acc"] <= 1 for h in hist)
+    assert hist[-1]["best_epoch"] in (1, 2, 3)
+
+
+def test_patience_needs_held_out_data():
+    gen, d = _pair()
+    with pytest.raises(ConfigError, match="held-out"):
+        fit_discriminator(gen, d, torch.zeros(64, 2), epochs=2, patience=3)
+
+
+def test_on_epoch_can_end_training():
+    class Count:
+        steps = 0
+
+        def step(self, real, *, rng=None):
+            Count.steps += 1
+            return {"loss": 0.0}
+
+    hist = fit(Count(), torch.zeros(40, 2), epochs=10, batch_size=10, on_epoch=lambda e, h: e == 3)
+    assert [h["epoch"] for h in hist] == [1, 2, 3] and Count.steps == 12
+
+
+def test_heldout_loss_of_known_discriminators():
+    import math
+
+    zero = torch.nn.Linear(2, 1)
+    torch.nn.init.zeros_(zero.weight), torch.nn.init.zeros_(zero.bias)
+    real, fake = torch.ones(10, 2), -torch.ones(30, 2)
+    loss, acc = heldout_logistic_loss(zero, real, fake)
+    assert loss == pytest.approx(math.log(2)) and acc == 0.0
+    sign = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        sign.weight.fill_(50.0), sign.bias.zero_()
+    loss, acc = heldout_logistic_loss(sign, real, fake, batch_size=7)
+    assert loss < 1e-40 and acc == 1.0
