@@ -68,7 +68,7 @@ def estimate(sampler, target, n: int) -> Estimate:
 
 
 def _settings(sampler) -> str:
-    opts = getattr(sampler, "options", lambda: {})()
+    opts = sampler.options()
     shown = [f"{k}={v}" for k, v in opts.items() if isinstance(v, int) and not isinstance(v, bool) and v > 1]
     return f" ({', '.join(shown)})" if shown else ""
 

@@ -398,7 +398,7 @@ def sample_sharded(
     folder.mkdir(parents=True, exist_ok=True)
     mine = shards[ctx.rank :: ctx.world_size]
     acc = _new_accumulator() if features is not None else None
-    options = sampler.options() if hasattr(sampler, "options") else {}
+    options = sampler.options()
     resumed = 0
     for sh in mine:
         key = _shard_key(sh, sampler.name, options, n, seed, size, fingerprint)

@@ -249,7 +249,7 @@ def load_inputs(
         )
         check_pair(gan.generator, r, x=x, source=disc_source)
     for s in samplers:
-        if getattr(s, "needs_gradients", False) and r is not None:
+        if s.needs_gradients and r is not None:
             check_gradients(
                 gan.generator,
                 r,
