@@ -48,7 +48,7 @@ from common import RESULTS, machine, today  # noqa: E402
 import refine  # noqa: E402
 from refine.errors import BudgetExceededError  # noqa: E402
 from refine.io import atomic_write, load_gan, load_ratio, safe_load, save_gan, write_json  # noqa: E402
-from refine.pretrained import pretrained_path  # noqa: E402
+from refine.io.pretrained import pretrained_path  # noqa: E402
 from refine.ratio import FunctionRatio  # noqa: E402
 from refine.samplers import get_sampler, list_samplers  # noqa: E402
 from refine.target import LatentTarget  # noqa: E402

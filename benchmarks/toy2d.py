@@ -28,9 +28,9 @@ import refine  # noqa: E402
 from refine.data.toy2d import get_mixture  # noqa: E402
 from refine.errors import BudgetExceededError  # noqa: E402
 from refine.io import load_gan, load_ratio, write_json  # noqa: E402
+from refine.io.pretrained import pretrained_path  # noqa: E402
 from refine.metrics.toy2d import mode_metrics  # noqa: E402
 from refine.plot import save_scatter_panels  # noqa: E402
-from refine.pretrained import pretrained_path  # noqa: E402
 from refine.target import LatentTarget  # noqa: E402
 
 CONFIGS = [

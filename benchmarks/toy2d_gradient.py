@@ -45,9 +45,9 @@ import refine  # noqa: E402
 from refine.data.toy2d import get_mixture  # noqa: E402
 from refine.generator import LatentGenerator, NormalPrior  # noqa: E402
 from refine.io import atomic_write, load_gan, load_ratio, write_json  # noqa: E402
+from refine.io.pretrained import pretrained_path  # noqa: E402
 from refine.metrics.toy2d import mode_metrics  # noqa: E402
 from refine.nets import build  # noqa: E402
-from refine.pretrained import pretrained_path  # noqa: E402
 from refine.ratio import DiscriminatorRatio  # noqa: E402
 from refine.target import LatentTarget  # noqa: E402
 

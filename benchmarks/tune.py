@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine, today  # noqa: E402
 
 from refine.io import load_gan, load_ratio, write_json  # noqa: E402
-from refine.pretrained import pretrained_path  # noqa: E402
+from refine.io.pretrained import pretrained_path  # noqa: E402
 from refine.ratio import DiscriminatorRatio  # noqa: E402
 from refine.target import LatentTarget  # noqa: E402
 from refine.tune import ModeScorer, tune  # noqa: E402

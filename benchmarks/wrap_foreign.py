@@ -26,8 +26,8 @@ from common import RESULTS, machine, pm, today  # noqa: E402
 
 import refine  # noqa: E402
 from refine.data.toy2d import get_mixture  # noqa: E402
-from refine.foreign import load_discriminator, load_generator  # noqa: E402
 from refine.io import write_json  # noqa: E402
+from refine.io.foreign import load_discriminator, load_generator  # noqa: E402
 from refine.metrics import mode_metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

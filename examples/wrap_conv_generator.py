@@ -11,7 +11,7 @@ the wiring, not sample quality. Four things to declare, none guessed by refine:
 
 The script then refines samples with DRS and SIR, writes an image grid, saves the
 generator's weights as a safetensors file and loads them back into ``ConvG`` through
-:mod:`refine.foreign` (what ``refine sample --ckpt G.safetensors --arch
+:mod:`refine.io.foreign` (what ``refine sample --ckpt G.safetensors --arch
 examples/wrap_conv_generator.py:ConvG --latent-shape 16,1,1 --output-range [-1,1]``
 does), and checks that gradients flow through it for gradient methods. This is the
 safe route for any foreign network: the file holds tensors only, the architecture is
@@ -31,8 +31,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 import refine
+from refine.checks import check_gradients
 from refine.errors import ConfigError
-from refine.foreign import check_gradients, load_generator
+from refine.io.foreign import load_generator
 from refine.plot import save_image_grid
 
 NZ = 16

@@ -9,7 +9,7 @@
 ``G`` is any ``nn.Module`` or callable ``z -> x`` (a TorchScript or ``torch.export``
 module, a plain function); ``D`` likewise ``x -> score``. Nothing is moved, put in
 eval mode or copied: pass modules on the device and in the mode you want them used.
-Files from elsewhere load through :mod:`refine.foreign`.
+Files from elsewhere load through :mod:`refine.io.foreign`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from .checks import check_generator, check_gradients, check_pair, gradients_through_generator
+from .conditional import is_conditional, sample_conditional, wrap_conditional
 from .errors import ConfigError
 from .generator import OUTPUT_RANGES, LatentGenerator, Prior
 from .ratio.discriminator import DISCRIMINATOR_OUTPUTS, DiscriminatorRatio
@@ -85,11 +87,7 @@ def wrap(
     A :class:`LatentTarget` (every sampler accepts it) when a discriminator or ratio is
     given; otherwise the :class:`LatentGenerator` (raw sampling, method ``"none"``).
     """
-    from .foreign import check_generator, check_pair
-
     if num_classes is not None:
-        from .conditional import wrap_conditional
-
         return wrap_conditional(
             generator,
             num_classes=num_classes,
@@ -181,8 +179,6 @@ def sample(
     first classes), one class, a list of classes or ``{class: count}``; ``real_y`` labels
     ``real``. The result carries ``y``; see :func:`refine.conditional.sample_conditional`.
     """
-    from .conditional import is_conditional, sample_conditional
-    from .foreign import check_gradients, gradients_through_generator
 
     if not isinstance(method, str):
         raise ConfigError(

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import ConfigError
-from .files import available_memory, format_bytes
+from .fs import available_memory, format_bytes
 
 __all__ = ["Estimate", "estimate", "check", "chunk_rows", "MAX_PASSES_PER_SAMPLE", "CHUNK_BYTES"]
 

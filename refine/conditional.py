@@ -29,8 +29,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .checks import check_generator, check_gradients, check_pair, gradients_through_generator
 from .distributed import shard_seed
-from .errors import ConfigError, ShapeError
+from .errors import CheckpointError, ConfigError, ShapeError
 from .generator import LatentGenerator, Prior, network_error, unchanged_buffers
 from .ratio.base import FunctionRatio, check_log_ratio
 from .ratio.discriminator import DISCRIMINATOR_OUTPUTS, DiscriminatorRatio
@@ -447,8 +448,6 @@ def sample_conditional(
     Returns ``x``, ``z`` (None if the method keeps no latents), ``y`` and an info record with
     the cost summed over classes, per-sample costs averaged by count, and ``per_class``.
     """
-    from .foreign import check_gradients, gradients_through_generator
-
     if isinstance(target, ConditionalGenerator):
         target = ConditionalTarget(target)
     if not isinstance(target, ConditionalTarget):
@@ -551,8 +550,6 @@ def wrap_conditional(
     fails here, in one line), and class 0's generator and ratio go through the same checks as
     an unconditional pair (latent shape, declared image range, one score per sample).
     """
-    from .foreign import check_generator, check_pair
-
     if isinstance(generator, (ConditionalTarget, LatentTarget)):
         raise ConfigError(
             f"wrap() got a {type(generator).__name__}, which is already wrapped; pass it to refine.sample directly"
@@ -609,8 +606,6 @@ def wrap_conditional(
 def conditional_from_checkpoint(entry, gnet, prior: Prior, output_range: str, dnet, output: str | None, path):
     """``(ConditionalGenerator, ConditionalDiscriminatorRatio | None)`` from a checkpoint's ``conditional`` entry
     (``{"num_classes": K, "label": "index"}``), checked as the rest of the schema is."""
-    from .errors import CheckpointError
-
     if not isinstance(entry, dict) or set(entry) - {"num_classes", "label"} or "num_classes" not in entry:
         raise CheckpointError(
             f"{path}: the conditional entry must be {{'num_classes': K, 'label': 'index'|'onehot'}}, got {entry!r:.120}"

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError, ConfigError, ShapeError
-from .io import atomic_write, write_json
+from .fs import atomic_write, write_json
 from .samplers.base import SampleInfo, SampleResult
 
 __all__ = [

@@ -46,7 +46,7 @@ def compare_methods(
     Samplers are built (and their options validated) before any of them runs.
     """
     samplers = [(name, get_sampler(name, **opts)) for name, opts in methods]
-    from .foreign import check_gradients, gradients_through_generator
+    from .checks import check_gradients, gradients_through_generator
 
     for name, s in samplers:
         if s.needs_gradients:  # data-space methods need gradients through the ratio only

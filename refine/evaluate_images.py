@@ -305,7 +305,7 @@ def classifier_space(path: str | os.PathLike, *, device: torch.device | str = "c
 
 
 def _build(entry_arch: Any, state: Any, path: str, role: str) -> nn.Module:
-    from .files import available_memory
+    from .fs import available_memory
     from .nets import load_checked
 
     net = load_checked(entry_arch, state, path=path, role=role, memory_limit=available_memory() // 2)
@@ -913,7 +913,7 @@ def load_image_samples(
       ``[0,255]``, negative values ``[-1,1]``, otherwise ``[0,1]``.
     """
     from .data.images import load_images
-    from .files import read_npz
+    from .fs import read_npz
 
     p = Path(path)
     if value_range not in SAMPLE_RANGES:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .device import module_device
 from .errors import ConfigError, ShapeError
 from .validate import MAX_SAMPLES, as_float, as_int, as_rng, as_shape
 
@@ -197,15 +198,6 @@ def unchanged_buffers(*nets):
                     b.copy_(v)
 
 
-def _module_device(net) -> torch.device:
-    if isinstance(net, nn.Module):
-        for t in net.parameters():
-            return t.device
-        for t in net.buffers():
-            return t.device
-    return torch.device("cpu")
-
-
 class LatentGenerator:
     """A generator ``G`` together with its latent prior ``p0``.
 
@@ -272,7 +264,7 @@ class LatentGenerator:
 
     @property
     def device(self) -> torch.device:
-        return self._device if self._device is not None else _module_device(self.net)
+        return self._device if self._device is not None else module_device(self.net)
 
     @property
     def latent_shape(self) -> tuple[int, ...]:

@@ -34,8 +34,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError
-from .files import format_bytes
-from .io import write_json
+from .fs import format_bytes, write_json
 
 __all__ = ["RunFolder", "NpzWriter", "Uint8NpzWriter", "PngFolderWriter", "SAMPLE_FORMATS", "check_disk_space"]
 

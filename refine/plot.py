@@ -8,7 +8,7 @@ import os
 import numpy as np
 import torch
 
-from .io import atomic_write
+from .fs import atomic_write
 
 __all__ = ["save_scatter_panels", "save_image_grid", "image_grid"]
 

@@ -9,12 +9,12 @@ import torch
 
 import refine
 from refine.errors import CheckpointError, ConfigError, ShapeError
+from refine.io import save_feature_ratio
 from refine.nets import arch_config, build
 from refine.ratio.feature import (
     FeatureRatio,
     RatioHead,
     fit_ratio_head,
-    save_feature_ratio,
     sp_loss,
     train_feature_net,
 )

@@ -271,7 +271,8 @@ def test_eval_generator_in_a_classifier_feature_space(gan, mnist, classifier, tm
 def test_eval_in_the_feature_space_of_a_dre_f_sp_ratio(gan, classifier, tmp_path):
     """A feature-sp ratio file serves as the feature space; used as the ratio too, the report says so."""
     from refine.evaluate_images import load_classifier
-    from refine.ratio.feature import FeatureRatio, RatioHead, save_feature_ratio
+    from refine.io import save_feature_ratio
+    from refine.ratio.feature import FeatureRatio, RatioHead
 
     net, info = load_classifier(classifier)
     with torch.random.fork_rng(devices=[]):

@@ -21,9 +21,10 @@ from torch import nn
 from typer.testing import CliRunner
 
 import refine
+from refine.checks import check_gradients
 from refine.cli import app
 from refine.errors import CheckpointError, NotDifferentiableError
-from refine.foreign import _FixedBatch, check_gradients, detect_format, load_discriminator, load_generator, load_network
+from refine.io.foreign import _FixedBatch, detect_format, load_discriminator, load_generator, load_network
 from refine.samplers.base import SAMPLERS, Sampler, SampleResult
 
 runner = CliRunner()

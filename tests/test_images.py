@@ -384,7 +384,7 @@ PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
 @pytest.mark.skipif(not (PRETRAINED / "mnist_dre_f_sp.pt").is_file(), reason="shipped MNIST files not present")
 def test_shipped_mnist_files_refine_with_rs(tmp_path):
     """The README's command, small: rejection sampling of the shipped DCGAN with its shipped DRE-F-SP ratio."""
-    from refine.pretrained import pretrained_path
+    from refine.io.pretrained import pretrained_path
 
     ckpt, ratio = pretrained_path("mnist-dcgan"), pretrained_path("mnist-dre-f-sp")  # checks the manifest's sha256
     code, out = _cli(

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from refine.io import load_gan, load_ratio
-from refine.pretrained import DEFAULT_GAN, DEFAULT_RATIO, pretrained_path
+from refine.io.pretrained import DEFAULT_GAN, DEFAULT_RATIO, pretrained_path
 from refine.samplers import get_sampler, list_samplers
 from refine.target import LatentTarget
 

@@ -13,7 +13,7 @@ from refine.data.toy2d import get_mixture
 from refine.errors import ConfigError
 from refine.generator import LatentGenerator, NormalPrior
 from refine.io import load_gan, load_ratio
-from refine.pretrained import pretrained_path
+from refine.io.pretrained import pretrained_path
 from refine.target import LatentTarget
 from refine.tune import ModeScorer, schedule, tune
 from refine.tune.space import passes

@@ -13,6 +13,7 @@ import torch
 import typer
 
 from ..errors import ConfigError, RefineError
+from ..fs import json_default
 from ..validate import MAX_SEED, as_int
 
 __all__ = ["cli_errors", "resolve_device", "make_rng", "versions", "echo_err", "prepare_out_dir"]
@@ -135,6 +136,4 @@ def timestamp() -> str:
 
 
 def dumps(obj) -> str:
-    from ..io import _json_default
-
-    return json.dumps(obj, indent=2, default=_json_default)
+    return json.dumps(obj, indent=2, default=json_default)

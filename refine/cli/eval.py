@@ -19,7 +19,7 @@ from ..data.images import IMAGE_DATASETS, SPLITS, is_image_spec
 from ..data.toy2d import MIXTURES, get_mixture
 from ..errors import ConfigError, DataError, MissingWeightsError
 from ..evaluate import compare_methods, markdown_table, split_method_options
-from ..files import read_npz
+from ..fs import read_npz
 from ..io import atomic_write
 from ..metrics.toy2d import mode_metrics
 from ..outputs import RunFolder

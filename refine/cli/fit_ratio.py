@@ -12,7 +12,7 @@ import typer
 from ..data.images import is_image_spec, load_images
 from ..data.toy2d import MIXTURES, get_mixture
 from ..errors import ConfigError
-from ..io import file_sha256, save_discriminator_ratio
+from ..io import file_sha256, load_feature_net, save_discriminator_ratio, save_feature_ratio
 from ..nets import arch_config, build_from_config
 from ..ratio.calibration import calibrate
 from ..ratio.discriminator import DiscriminatorRatio
@@ -219,7 +219,7 @@ def _int_list(text: str, what: str) -> list[int]:
 
 def _fit_feature_sp(a: dict) -> None:
     """``refine fit-ratio --kind feature-sp``: DRE-F-SP on images (see :mod:`refine.ratio.feature`)."""
-    from ..ratio.feature import ACTIVATIONS, fit_dre_f_sp, load_feature_net, save_feature_ratio
+    from ..ratio.feature import ACTIVATIONS, fit_dre_f_sp
 
     ckpt, out, seed = a["ckpt"], a["out"], a["seed"]
     widths = _int_list(a["feature_widths"], "--feature-widths")

@@ -3,7 +3,7 @@
 ``--ckpt`` is a refine checkpoint or a foreign generator file (a state_dict with
 ``--arch`` or a safetensors file with ``--arch``; with ``--trust-code`` also a
 TorchScript file, a ``torch.export`` program or a pickled module); ``--disc`` a foreign discriminator file the same way. See
-:mod:`refine.foreign` for the routes and what each one checks.
+:mod:`refine.io.foreign` for the routes and what each one checks.
 """
 
 from __future__ import annotations
@@ -18,19 +18,13 @@ from typing import Optional
 import torch
 import typer
 
+from ..checks import check_generator, check_gradients, check_pair, gradients_through_generator
 from ..errors import ConfigError
-from ..foreign import (
-    check_generator,
-    check_gradients,
-    check_pair,
-    detect_format,
-    generator_from_loaded,
-    gradients_through_generator,
-    load_network,
-)
+from ..fs import file_sha256
 from ..generator import OUTPUT_RANGES
-from ..io import LoadedGAN, file_sha256, load_gan, load_ratio
-from ..pretrained import DEFAULT_GAN, DEFAULT_RATIO, pretrained_path
+from ..io.checkpoints import LoadedGAN, load_gan, load_ratio
+from ..io.foreign import detect_format, generator_from_loaded, load_network
+from ..io.pretrained import DEFAULT_GAN, DEFAULT_RATIO, pretrained_path
 from ..ratio.discriminator import DISCRIMINATOR_OUTPUTS, DiscriminatorRatio
 
 __all__ = ["Inputs", "Foreign", "load_inputs", "foreign_options"]

@@ -7,7 +7,7 @@ import json
 import typer
 
 from ..data.toy2d import MIXTURES
-from ..io import _RATIO_LOADERS
+from ..io import ratio_kinds
 from ..nets import list_archs
 from ..samplers import SAMPLERS, sampler_options
 from ..train.registry import METHODS
@@ -23,7 +23,7 @@ def catalogue() -> dict:
         "training_methods": {
             name: (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "" for name, cls in METHODS.items()
         },
-        "ratio_kinds": sorted(_RATIO_LOADERS),
+        "ratio_kinds": ratio_kinds(),
         "datasets": {name: f"{m.n_modes} Gaussians, std {m.std:.4g}" for name, m in MIXTURES.items()},
         "architectures": list_archs(),
     }

@@ -21,6 +21,7 @@ import typer
 
 from ..budget import check as check_budget
 from ..budget import chunk_rows
+from ..checks import check_gradients, gradients_through_generator
 from ..conditional import (
     ConditionalGenerator,
     ConditionalTarget,
@@ -110,8 +111,6 @@ def sample_conditional_run(
             n, parse_classes("balanced" if classes is None else classes, gen.num_classes), gen.num_classes
         )
         if sampler.needs_gradients:
-            from ..foreign import check_gradients, gradients_through_generator
-
             first = target.at(plan[0][0])
             check_gradients(
                 first.generator, first.ratio, method=method, through_generator=gradients_through_generator(sampler)

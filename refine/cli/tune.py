@@ -12,7 +12,7 @@ from ..data.images import is_image_spec
 from ..data.toy2d import MIXTURES
 from ..errors import ConfigError
 from ..io import safe_load, save_discriminator_ratio, write_json
-from ..pretrained import DEFAULT_RATIO, pretrained_path
+from ..io.pretrained import DEFAULT_RATIO, pretrained_path
 from ..target import LatentTarget
 from ..tune.config import make_config, write_config
 from ..tune.front import markdown, save_front_plot

@@ -18,20 +18,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..device import module_device
 from ..errors import ConfigError, NonFiniteError, ShapeError
 
-__all__ = ["iter_features", "extract_features", "module_device"]
+__all__ = ["iter_features", "extract_features"]
 
 Output = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
-
-
-def module_device(module: nn.Module) -> torch.device | None:
-    """Device of the module's first parameter or buffer; None for a module without tensors."""
-    for t in module.parameters():
-        return t.device
-    for t in module.buffers():
-        return t.device
-    return None
 
 
 def _batch_source(data: Any, batch_size: int) -> tuple[Iterable[Any], int | None]:
@@ -102,7 +94,7 @@ def iter_features(
             f"{type(module).__name__} is in training mode; call .eval() on it first "
             "(batch norm and dropout would change the features)"
         )
-    device = module_device(module)
+    device = module_device(module, default=None)
     batches, total = _batch_source(data, batch_size)
     bar = tqdm(batches, total=total, desc=desc, unit="batch", disable=not progress, leave=False)
     try:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError, ShapeError
-from ..files import read_regular_file
+from ..fs import read_regular_file
 
 __all__ = ["TIMM_PREFIX", "is_timm_spec", "timm_name", "load_timm_weights", "build_timm_features"]
 

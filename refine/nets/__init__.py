@@ -8,13 +8,14 @@ is rebuilt from plain values (no pickled modules). Modules register themselves w
 from __future__ import annotations
 
 import inspect
+import re
 import warnings
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..registry import Registry
 
 ARCHS: Registry[Callable[..., nn.Module]] = Registry("architecture", sort=True)
@@ -112,8 +113,6 @@ def load_checked(cfg, state, *, path, role: str, memory_limit: int | None = None
     anything is allocated: a config of the wrong types, a network larger than ``memory_limit``
     bytes, or weights whose names or shapes do not fit it. Errors are one-line
     :class:`~refine.errors.CheckpointError` naming ``path`` and ``role``."""
-    from ..errors import CheckpointError
-
     try:
         name, kwargs = _checked_config(cfg)
         factory = ARCHS[name]
@@ -164,13 +163,42 @@ def load_checked(cfg, state, *, path, role: str, memory_limit: int | None = None
         raise CheckpointError(
             f"{path}: {role}: building {name} failed ({(str(e).splitlines() or [type(e).__name__])[0][:160]})"
         ) from None
+    load_state(net, state, path=path, role=role)
+    return net
+
+
+def load_state(net: nn.Module, state: dict, *, path, role: str, hint: str = "") -> list[str]:
+    """``net.load_state_dict(state)`` (strict), its failure one :class:`~refine.errors.CheckpointError`
+    line naming the first mismatch (``hint`` appended, e.g. the flag to check). A ``module.``
+    prefix left by ``DataParallel`` on every key is removed when no key fits without it.
+    Returns notes on what was adapted."""
+    notes = []
+    own = set(net.state_dict())
+    if own and not (set(state) & own) and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+        notes.append("removed the 'module.' prefix (DataParallel)")
     try:
         net.load_state_dict(state)
     except RuntimeError as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        first = lines[1] if len(lines) > 1 and lines[0].endswith(":") else (lines[0] if lines else type(e).__name__)
-        raise CheckpointError(f"{path}: the {role} weights do not fit its architecture ({first[:200]})") from None
-    return net
+        text = str(e)
+        missing = re.search(r"Missing key\(s\) in state_dict: ([^.]*\.[^.]*)", text)
+        unexpected = re.search(r"Unexpected key\(s\) in state_dict: ([^.]*\.[^.]*)", text)
+        size = re.search(
+            r"size mismatch for ([^:]+): copying a param with shape torch.Size\((\[[^\]]*\])\) from checkpoint, the shape in current model is torch.Size\((\[[^\]]*\])\)",
+            text,
+        )
+        if size:
+            why = f"{size.group(1)} is {size.group(2)} in the file but {size.group(3)} in the architecture"
+        else:
+            parts = []
+            if missing:
+                parts.append(f"missing {missing.group(1)[:120]}")
+            if unexpected:
+                parts.append(f"unexpected {unexpected.group(1)[:120]}")
+            why = "; ".join(parts) or (text.splitlines() or [""])[0][:200]
+        tail = f"; {hint}" if hint else ""
+        raise CheckpointError(f"{path}: the {role} weights do not fit the architecture ({why}){tail}") from None
+    return notes
 
 
 from . import conditional, dcgan, mlp, resnet  # noqa: E402,F401  (registration of the architectures)
@@ -183,6 +211,7 @@ __all__ = [
     "arch_config",
     "build_from_config",
     "load_checked",
+    "load_state",
     "planned_state",
     "MAX_ARCH_INT",
 ]

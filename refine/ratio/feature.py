@@ -27,7 +27,8 @@ default here) ``log r`` is finite and smooth everywhere, so gradient samplers ca
 ``"relu"`` (Ding et al.'s choice) gives exact zeros, floored at ``log(1e-12)``.
 
 Ratio files (``refine fit-ratio --kind feature-sp``) have kind ``"feature-sp"`` and hold both
-networks as state_dicts with their architecture configs.
+networks as state_dicts with their architecture configs; :mod:`refine.io.checkpoints` writes
+and reads them.
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..errors import CheckpointError, ConfigError, DataError, ShapeError
-from ..files import available_memory
-from ..nets import arch_config, build_from_config, load_checked, register_arch
+from ..device import module_device
+from ..errors import ConfigError, DataError, ShapeError
+from ..nets import arch_config, build_from_config, register_arch
 from .base import check_log_ratio
 
 __all__ = [
@@ -55,7 +56,6 @@ __all__ = [
     "extract_features",
     "fit_ratio_head",
     "fit_dre_f_sp",
-    "save_feature_ratio",
     "DEFAULT_LAMBDAS",
 ]
 
@@ -170,12 +170,6 @@ class FeatureRatio:
 
 
 # --------------------------------------------------------------------------- helpers
-def _device_of(net: nn.Module) -> torch.device:
-    for p in net.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 def _build_seeded(cfg: dict, rng: torch.Generator | None) -> nn.Module:
     """Build a network with weights drawn from a seed taken from ``rng`` (global RNG state untouched)."""
     seed = (
@@ -200,7 +194,7 @@ def extract_features(
     """Features ``(N, D)`` (CPU, float32) of float images ``(N, C, H, W)`` or of an ImageData (converted per batch)."""
     from ..data.images import ImageData
 
-    dev = _device_of(feature_net)
+    dev = module_device(feature_net)
     n = len(images)
     out = []
     was = feature_net.training
@@ -230,7 +224,7 @@ def generated_features(
     desc: str = "generated features",
 ) -> torch.Tensor:
     """Features of ``n`` fresh samples of ``generator`` (a LatentGenerator), without storing the images."""
-    dev = _device_of(feature_net)
+    dev = module_device(feature_net)
     out = []
     feature_net.eval()
     for i in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
@@ -318,7 +312,7 @@ def train_feature_net(
 def classifier_accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 512) -> float:
     from ..data.images import to_float
 
-    dev = _device_of(net)
+    dev = module_device(net)
     correct = 0
     for i in range(0, len(images), batch_size):
         x = images[i : i + batch_size]
@@ -333,7 +327,7 @@ def _val_loss(
     head: nn.Module, f_real: torch.Tensor, f_fake: torch.Tensor, activation: str, batch: int = 8192
 ) -> tuple[float, float]:
     """(SP loss without penalty, mean r on generated) on validation features."""
-    dev = _device_of(head)
+    dev = module_device(head)
     rr = torch.cat([_activate(head(f_real[i : i + batch].to(dev)), activation) for i in range(0, len(f_real), batch)])
     rf = torch.cat([_activate(head(f_fake[i : i + batch].to(dev)), activation) for i in range(0, len(f_fake), batch)])
     return float(sp_loss(rr, rf, 0.0)), float(rf.mean())
@@ -569,64 +563,3 @@ def fit_dre_f_sp(
     report["archs"] = {"feature_net": feature_arch, "head": head_arch}
     ratio = FeatureRatio(feature_net, head.to(device), activation=activation, image_size=int(real.images.shape[-1]))
     return ratio, report
-
-
-# --------------------------------------------------------------------------- files
-def save_feature_ratio(
-    path, ratio: FeatureRatio, *, feature_arch: dict, head_arch: dict, meta: dict | None = None
-) -> None:
-    """Write a ``feature-sp`` ratio file (both networks as state_dicts; loads with weights_only=True)."""
-    from ..io import save_ratio
-
-    if feature_arch is None:
-        raise ConfigError("saving a DRE-F-SP ratio needs the feature network's architecture config")
-    payload = {
-        "feature_net": {
-            "arch": feature_arch,
-            "state": {k: v.detach().cpu() for k, v in ratio.feature_net.state_dict().items()},
-        },
-        "head": {"arch": head_arch, "state": {k: v.detach().cpu() for k, v in ratio.head.state_dict().items()}},
-        "activation": ratio.activation,
-        "image_size": ratio.image_size,
-    }
-    save_ratio(path, kind="feature-sp", payload=payload, meta=meta)
-
-
-def _build_and_load(entry, path: str, role: str) -> nn.Module:
-    if not isinstance(entry, dict) or "arch" not in entry or "state" not in entry:
-        raise CheckpointError(f"{path}: the {role} entry needs arch and state")
-    return load_checked(entry["arch"], entry["state"], path=path, role=role, memory_limit=available_memory() // 2)
-
-
-def load_feature_net(path, *, device="cpu") -> tuple[nn.Module, dict]:
-    """The (frozen) feature network of a ``feature-sp`` ratio file and its architecture config, to reuse it."""
-    from ..io import safe_load
-
-    obj = safe_load(path, what="ratio file")
-    if not isinstance(obj, dict) or obj.get("kind") != "feature-sp":
-        raise CheckpointError(
-            f"{path} is not a feature-sp ratio file (kind {obj.get('kind') if isinstance(obj, dict) else None!r}); "
-            "pass a file written by `refine fit-ratio --kind feature-sp`"
-        )
-    net = _build_and_load(obj.get("feature_net"), str(path), "feature network")
-    return net.eval().requires_grad_(False).to(device), obj["feature_net"]["arch"]
-
-
-def _load_feature_ratio(obj: dict, device, path: str) -> FeatureRatio:
-    fnet = _build_and_load(obj.get("feature_net"), path, "feature network")
-    head = _build_and_load(obj.get("head"), path, "ratio head")
-    fnet.eval().requires_grad_(False).to(device)
-    head.eval().requires_grad_(False).to(device)
-    try:
-        return FeatureRatio(fnet, head, activation=obj.get("activation", "softplus"), image_size=obj.get("image_size"))
-    except ConfigError as e:
-        raise CheckpointError(f"{path}: {e}") from None
-
-
-def _register() -> None:
-    from ..io import register_ratio_loader
-
-    register_ratio_loader("feature-sp")(_load_feature_ratio)
-
-
-_register()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..io import file_sha256, write_json
+from ..fs import file_sha256, write_json
 from ..samplers import get_sampler, parse_options
 from ..validate import MAX_SEED, as_int
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 
-from ..io import atomic_write
+from ..fs import atomic_write
 
 __all__ = ["final_points", "pareto", "best_per_budget", "budget_levels", "markdown", "save_front_plot"]
 

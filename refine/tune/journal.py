@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..io import write_json
+from ..fs import write_json
 
 __all__ = ["Journal", "JOURNAL_FORMAT"]
 

@@ -1,4 +1,4 @@
-"""Checkpoints and outputs: safe to load, atomic to write.
+"""refine's own files: GAN checkpoints and ratio files, safe to load and atomic to write.
 
 A refine checkpoint is a dict of plain values and tensors, so it loads with
 ``torch.load(..., weights_only=True)``; nothing in it can run code:
@@ -10,21 +10,17 @@ A refine checkpoint is a dict of plain values and tensors, so it loads with
      "meta": {...}}
 
 A ratio file (``refine fit-ratio``) is ``{"format": "refine.ratio", "version": 1,
-"kind": "discriminator", ...}``; loaders for other kinds register with
-:func:`register_ratio_loader`. Every file is written to a temporary name in the
-destination folder and renamed into place, so a failed run never leaves a
-half-written file where a good one was.
+"kind": "discriminator", ...}``; this module reads the kinds ``discriminator`` and
+``feature-sp``, and loaders for other kinds register with :func:`register_ratio_loader`.
+Every schema is checked (types, ranges, network sizes against memory) before any network
+is built. Files are written through :func:`refine.fs.atomic_save`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import math
 import os
 import pickle
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,120 +29,37 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import CheckpointError, ConfigError
-from .files import available_memory, check_regular_file
-from .generator import OUTPUT_RANGES, LatentGenerator, make_prior
-from .nets import load_checked
-from .ratio.calibration import calibration_from_config
-from .ratio.discriminator import DISCRIMINATOR_OUTPUTS, DiscriminatorRatio
-from .registry import Registry
+from ..conditional import conditional_from_checkpoint
+from ..errors import CheckpointError, ConfigError
+from ..fs import atomic_save, available_memory, check_regular_file, plain
+from ..generator import OUTPUT_RANGES, LatentGenerator, make_prior
+from ..nets import load_checked
+from ..ratio.calibration import calibration_from_config
+from ..ratio.discriminator import DISCRIMINATOR_OUTPUTS, DiscriminatorRatio
+from ..ratio.feature import FeatureRatio
+from ..registry import Registry
 
 __all__ = [
     "GAN_FORMAT",
     "RATIO_FORMAT",
+    "VERSION",
     "LoadedGAN",
     "save_gan",
     "load_gan",
+    "gan_from_dict",
     "save_ratio",
     "load_ratio",
+    "save_discriminator_ratio",
+    "save_feature_ratio",
+    "load_feature_net",
     "register_ratio_loader",
+    "ratio_kinds",
     "safe_load",
-    "atomic_write",
-    "atomic_save",
-    "file_sha256",
-    "write_json",
-    "plain",
 ]
 
 GAN_FORMAT = "refine.gan"
 RATIO_FORMAT = "refine.ratio"
 VERSION = 1
-
-
-# --------------------------------------------------------------------------- writing
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb"):
-    """Open a temporary file next to ``path``; rename it onto ``path`` only if the block succeeds."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise CheckpointError(f"cannot write {path}: it is a folder; give a file name inside it")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; outputs get ordinary permissions
-    except OSError as e:
-        raise CheckpointError(
-            f"cannot write to {folder}: {e.strerror or e}; choose a writable output location"
-        ) from None
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` through :func:`atomic_write`."""
-    with atomic_write(path) as f:
-        torch.save(obj, f)
-
-
-def write_json(obj: Any, path: str | os.PathLike) -> None:
-    with atomic_write(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
-        f.write("\n")
-
-
-def _json_default(o):
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if isinstance(o, (Path, torch.device, torch.dtype)):
-        return str(o)
-    if hasattr(o, "item"):
-        return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def plain(obj: Any) -> Any:
-    """Recursively turn ``obj`` into plain values (dict/list/str/int/float/bool/None, tensors kept),
-    so that what refine writes loads with ``weights_only=True``."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    if isinstance(obj, bool) or obj is None:
-        return obj
-    if isinstance(obj, int):
-        return int(obj)
-    if isinstance(obj, float):
-        return float(obj)
-    if isinstance(obj, str):
-        return str(obj)
-    if isinstance(obj, (Path, torch.device, torch.dtype)):
-        return str(obj)
-    if hasattr(obj, "item"):
-        return obj.item()
-    raise TypeError(f"cannot store a {type(obj).__name__} in a checkpoint; use plain values")
 
 
 # --------------------------------------------------------------------------- reading
@@ -186,8 +99,14 @@ def _expect(cond: bool, path, msg: str) -> None:
         raise CheckpointError(f"{path}: {msg}")
 
 
-def _build(entry: dict, path, role: str, device) -> nn.Module:
-    """A stored network (``{"arch": ..., "state": ...}``), checked before it is built (see :func:`refine.nets.load_checked`)."""
+def _state(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in net.state_dict().items()}
+
+
+def build_stored(entry: Any, path, role: str, device="cpu") -> nn.Module:
+    """A stored network (``{"arch": ..., "state": ...}``) checked before it is built (see
+    :func:`refine.nets.load_checked`), in eval mode without gradients, on ``device``."""
+    _expect(isinstance(entry, dict) and {"arch", "state"} <= set(entry), path, f"the {role} entry needs arch and state")
     net = load_checked(
         entry.get("arch"), entry.get("state"), path=path, role=role, memory_limit=available_memory() // 2
     )
@@ -257,17 +176,13 @@ def save_gan(
         "version": VERSION,
         "generator": {
             "arch": generator_arch,
-            "state": {k: v.detach().cpu() for k, v in generator.state_dict().items()},
+            "state": _state(generator),
             "prior": plain(prior.to_config()),
             "output_range": output_range,
         },
         "discriminator": None
         if discriminator is None
-        else {
-            "arch": discriminator_arch,
-            "state": {k: v.detach().cpu() for k, v in discriminator.state_dict().items()},
-            "output": discriminator_output,
-        },
+        else {"arch": discriminator_arch, "state": _state(discriminator), "output": discriminator_output},
         "meta": plain(dict(meta or {})),
     }
     if extra:
@@ -310,15 +225,13 @@ def gan_from_dict(ckpt: dict, *, device: str | torch.device = "cpu", path=None) 
         prior = make_prior(g["prior"])
     except ConfigError as e:
         raise CheckpointError(f"{path}: generator prior: {e}") from None
-    gnet = _build(g, path, "generator", device)
+    gnet = build_stored(g, path, "generator", device)
     generator = LatentGenerator(gnet, prior, output_range=output_range)
     dnet = ratio = None
     if d is not None:
-        dnet = _build(d, path, "discriminator", device)
+        dnet = build_stored(d, path, "discriminator", device)
         ratio = DiscriminatorRatio(dnet, d.get("output", "logit"))
     if ckpt.get("conditional") is not None:
-        from .conditional import conditional_from_checkpoint
-
         generator, ratio = conditional_from_checkpoint(
             ckpt["conditional"], gnet, prior, output_range, dnet, d.get("output", "logit") if d else None, path
         )
@@ -339,6 +252,11 @@ def register_ratio_loader(kind: str):
     return _RATIO_LOADERS.register(kind)
 
 
+def ratio_kinds() -> list[str]:
+    """The ratio kinds :func:`load_ratio` reads."""
+    return sorted(_RATIO_LOADERS)
+
+
 def save_ratio(path: str | os.PathLike, *, kind: str, payload: dict, meta: dict | None = None) -> None:
     atomic_save(
         {"format": RATIO_FORMAT, "version": VERSION, "kind": kind, **plain(payload), "meta": plain(dict(meta or {}))},
@@ -346,10 +264,21 @@ def save_ratio(path: str | os.PathLike, *, kind: str, payload: dict, meta: dict 
     )
 
 
+def load_ratio(path: str | os.PathLike, *, device: str | torch.device = "cpu"):
+    """Load a ratio saved by ``refine fit-ratio`` (any registered kind)."""
+    obj = safe_load(path, what="ratio file")
+    _check_schema(obj, path, RATIO_FORMAT)
+    kind = obj.get("kind")
+    if not isinstance(kind, str) or kind not in _RATIO_LOADERS:
+        raise CheckpointError(f"{path}: unknown ratio kind {kind!r}; known kinds: {', '.join(ratio_kinds())}")
+    return _RATIO_LOADERS[kind](obj, device, str(path))
+
+
+# kind "discriminator": a discriminator with its output convention, temperature and calibration
 def save_discriminator_ratio(path, ratio: DiscriminatorRatio, arch: dict, *, meta: dict | None = None) -> None:
     payload = {
         "arch": arch,
-        "state": {k: v.detach().cpu() for k, v in ratio.net.state_dict().items()},
+        "state": _state(ratio.net),
         "output": ratio.output,
         "temperature": ratio.temperature,
         "calibration": ratio.calibration.to_config() if ratio.calibration is not None else None,
@@ -381,15 +310,43 @@ def _load_discriminator_ratio(obj: dict, device, path: str) -> DiscriminatorRati
         cal = calibration_from_config(cal_cfg)
     except (ConfigError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: calibration: {e}") from None
-    net = _build(obj, path, "discriminator", device)
+    net = build_stored(obj, path, "discriminator", device)
     return DiscriminatorRatio(net, out, temperature=float(temperature), calibration=cal)
 
 
-def load_ratio(path: str | os.PathLike, *, device: str | torch.device = "cpu"):
-    """Load a ratio saved by ``refine fit-ratio`` (any registered kind)."""
+# kind "feature-sp": DRE-F-SP's frozen feature network and ratio head (see refine.ratio.feature)
+def save_feature_ratio(
+    path, ratio: FeatureRatio, *, feature_arch: dict, head_arch: dict, meta: dict | None = None
+) -> None:
+    """Write a ``feature-sp`` ratio file (both networks as state_dicts with their architecture configs)."""
+    if feature_arch is None:
+        raise ConfigError("saving a DRE-F-SP ratio needs the feature network's architecture config")
+    payload = {
+        "feature_net": {"arch": feature_arch, "state": _state(ratio.feature_net)},
+        "head": {"arch": head_arch, "state": _state(ratio.head)},
+        "activation": ratio.activation,
+        "image_size": ratio.image_size,
+    }
+    save_ratio(path, kind="feature-sp", payload=payload, meta=meta)
+
+
+def load_feature_net(path, *, device="cpu") -> tuple[nn.Module, dict]:
+    """The (frozen) feature network of a ``feature-sp`` ratio file and its architecture config, to reuse it."""
     obj = safe_load(path, what="ratio file")
-    _check_schema(obj, path, RATIO_FORMAT)
-    kind = obj.get("kind")
-    if not isinstance(kind, str) or kind not in _RATIO_LOADERS:
-        raise CheckpointError(f"{path}: unknown ratio kind {kind!r}; known kinds: {', '.join(sorted(_RATIO_LOADERS))}")
-    return _RATIO_LOADERS[kind](obj, device, str(path))
+    if not isinstance(obj, dict) or obj.get("kind") != "feature-sp":
+        raise CheckpointError(
+            f"{path} is not a feature-sp ratio file (kind {obj.get('kind') if isinstance(obj, dict) else None!r}); "
+            "pass a file written by `refine fit-ratio --kind feature-sp`"
+        )
+    net = build_stored(obj.get("feature_net"), str(path), "feature network", device)
+    return net, obj["feature_net"]["arch"]
+
+
+@register_ratio_loader("feature-sp")
+def _load_feature_ratio(obj: dict, device, path: str) -> FeatureRatio:
+    fnet = build_stored(obj.get("feature_net"), path, "feature network", device)
+    head = build_stored(obj.get("head"), path, "ratio head", device)
+    try:
+        return FeatureRatio(fnet, head, activation=obj.get("activation", "softplus"), image_size=obj.get("image_size"))
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from None

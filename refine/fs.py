@@ -1,20 +1,29 @@
-"""Reading files a user names, without trusting them: regular files only, sizes checked
-against what the machine can hold, array headers checked against the bytes behind them.
+"""The file system, without trusting it.
 
-This is the lowest layer of refine's file handling (it imports only :mod:`refine.errors`):
-checkpoint loaders, sample-file readers and image datasets go through it, so that a
-device (``/dev/zero``), a FIFO, a file larger than memory or an ``.npz`` whose header
-declares more rows than it holds is one clear error before anything is read.
+Reading: regular files only (not a device, a FIFO or a folder), sizes checked against what
+the machine can hold, ``.npz`` headers checked against the bytes behind them. Writing: every
+file goes to a temporary name in its destination folder and is renamed into place, so a
+failed run never leaves a half-written file where a good one was.
+
+This is the bottom layer of refine's file handling (it imports only :mod:`refine.errors`):
+checkpoint loaders (:mod:`refine.io`), sample-file readers, image datasets, feature networks
+and run folders all go through it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
 import stat
+import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
 from .errors import CheckpointError, DataError, NonFiniteError, RefineError
 
@@ -25,6 +34,12 @@ __all__ = [
     "read_npz",
     "check_finite_array",
     "format_bytes",
+    "atomic_write",
+    "atomic_save",
+    "write_json",
+    "json_default",
+    "plain",
+    "file_sha256",
 ]
 
 
@@ -201,3 +216,91 @@ def check_finite_array(arr: np.ndarray, what: str) -> None:
             raise NonFiniteError(
                 f"{what} holds {bad} NaN or inf value(s) of {arr.size}; refine scores only finite samples"
             )
+
+
+# --------------------------------------------------------------------------- writing
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb"):
+    """Open a temporary file next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise CheckpointError(f"cannot write {path}: it is a folder; give a file name inside it")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; outputs get ordinary permissions
+    except OSError as e:
+        raise CheckpointError(
+            f"cannot write to {folder}: {e.strerror or e}; choose a writable output location"
+        ) from None
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` through :func:`atomic_write`."""
+    with atomic_write(path) as f:
+        torch.save(obj, f)
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> None:
+    """``obj`` as indented JSON through :func:`atomic_write` (tensors and numbers as plain values)."""
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False, default=json_default)
+        f.write("\n")
+
+
+def json_default(o):
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, (Path, torch.device, torch.dtype)):
+        return str(o)
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, read in 1 MB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def plain(obj: Any) -> Any:
+    """Recursively turn ``obj`` into plain values (dict/list/str/int/float/bool/None, tensors kept),
+    so that what refine writes loads with ``weights_only=True``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, bool) or obj is None:
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj)
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, (Path, torch.device, torch.dtype)):
+        return str(obj)
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"cannot store a {type(obj).__name__} in a checkpoint; use plain values")

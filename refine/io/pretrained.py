@@ -10,8 +10,8 @@ import json
 import os
 from pathlib import Path
 
-from .errors import CheckpointError, ConfigError
-from .io import file_sha256
+from ..errors import CheckpointError, ConfigError
+from ..fs import file_sha256
 
 __all__ = ["pretrained_dir", "manifest", "pretrained_path", "DEFAULT_GAN", "DEFAULT_RATIO"]
 
@@ -21,7 +21,7 @@ DEFAULT_RATIO = "toy2d-grid25-ratio"
 
 def pretrained_dir() -> Path:
     env = os.environ.get("REFINE_PRETRAINED")
-    d = Path(env) if env else Path(__file__).resolve().parent.parent / "pretrained"
+    d = Path(env) if env else Path(__file__).resolve().parents[2] / "pretrained"
     if not (d / "manifest.json").is_file():
         raise CheckpointError(
             f"no shipped checkpoints found at {d} (expected manifest.json); set REFINE_PRETRAINED to the repository's pretrained/ folder, or pass --ckpt"

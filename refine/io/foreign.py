@@ -26,19 +26,15 @@ So a file never runs code by default: the one opt-in, ``trust_code``, covers eve
 code-bearing format. What the user names (``--arch``) is their own code and is
 imported as such. (``allow_pickle``/``--allow-pickle`` is the old name of the opt-in.)
 
-After loading, :func:`check_generator`, :func:`check_pair` and
-:func:`check_gradients` turn the usual mismatches into one line each: a latent size
-the network's first layer does not take, generator samples the discriminator does
-not take, images without a declared output range, and a network that gradients do
-not flow through when a gradient method is asked for.
+The architecture route's factory import and build live in :mod:`refine.io.arch`. After
+loading, :mod:`refine.checks` turns the usual mismatches into one line each (a latent size
+the network's first layer does not take, generator samples the discriminator does not
+take, images without a declared output range, a network gradients do not flow through).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
-import inspect
 import io
 import json
 import pickle
@@ -54,29 +50,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import CheckpointError, ConfigError, NotDifferentiableError, RefineError, ShapeError
-from .files import available_memory, format_bytes, read_regular_file
-from .generator import OUTPUT_RANGES, LatentGenerator, Prior, make_prior, unchanged_buffers
-from .nets import planned_state
+from ..checks import check_generator, first_layer
+from ..errors import CheckpointError, ConfigError, ShapeError
+from ..fs import read_regular_file
+from ..generator import OUTPUT_RANGES, LatentGenerator, Prior, make_prior
+from ..nets import load_state
+from ..ratio.discriminator import DiscriminatorRatio
+from .arch import build_arch, parse_kwargs
 
 __all__ = [
     "FORMATS",
+    "CODE_FORMATS",
     "LoadedNetwork",
     "load_network",
     "load_generator",
     "load_discriminator",
+    "generator_from_loaded",
     "detect_format",
-    "import_factory",
-    "build_arch",
+    "extract_state_dict",
     "parse_latent_shape",
     "parse_prior",
-    "parse_kwargs",
-    "extract_state_dict",
-    "check_generator",
-    "check_pair",
-    "check_gradients",
-    "gradients_through_generator",
-    "gradient_methods",
 ]
 
 #: What a foreign file can hold.
@@ -233,173 +226,6 @@ def _torch_load(data: bytes, path, what: str, *, allow_pickle: bool, device="cpu
         raise CheckpointError(f"{what} {path} is truncated or corrupt ({first})") from None
 
 
-# --------------------------------------------------------------------------- architecture factories
-def parse_kwargs(text: str | dict | None, flag: str = "--arch-kwargs") -> dict:
-    """``'{"nz": 100}'`` -> ``{"nz": 100}``; a dict passes through."""
-    if text is None or text == "":
-        return {}
-    if isinstance(text, dict):
-        return dict(text)
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(
-            f"{flag} {text!r} is not JSON ({e.msg} at character {e.pos}); write e.g. {flag} '{{\"nz\": 100}}'"
-        ) from None
-    if not isinstance(obj, dict):
-        raise ConfigError(f"{flag} must be a JSON object of keyword arguments, got {type(obj).__name__}: {text!r}")
-    return obj
-
-
-def _import_module(modname: str, spec: str):
-    try:
-        return importlib.import_module(modname)
-    except ModuleNotFoundError as e:
-        # the `refine` console script does not put the working directory on sys.path; `python -m refine` does
-        cwd = str(Path.cwd())
-        if e.name == modname.split(".")[0] and cwd not in sys.path:
-            sys.path.append(cwd)
-            try:
-                return importlib.import_module(modname)
-            except ModuleNotFoundError:
-                pass
-        raise ConfigError(
-            f"--arch {spec}: cannot import module {modname!r} ({e}); install it or run from the folder that holds it"
-        ) from None
-    except Exception as e:  # noqa: BLE001 - the user's module failed while importing
-        raise ConfigError(
-            f"--arch {spec}: importing {modname!r} failed: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
-        ) from None
-
-
-def _import_file(filename: str, spec: str):
-    p = Path(filename)
-    if not p.is_file():
-        raise ConfigError(f"--arch {spec}: file {p} does not exist")
-    name = "_refine_arch_" + hashlib.sha256(str(p.resolve()).encode()).hexdigest()[:12]
-    if name in sys.modules:
-        return sys.modules[name]
-    mspec = importlib.util.spec_from_file_location(name, p)
-    if mspec is None or mspec.loader is None:
-        raise ConfigError(f"--arch {spec}: {p} is not a Python file")
-    mod = importlib.util.module_from_spec(mspec)
-    sys.modules[name] = mod
-    try:
-        mspec.loader.exec_module(mod)
-    except Exception as e:  # noqa: BLE001
-        del sys.modules[name]
-        raise ConfigError(
-            f"--arch {spec}: running {p} failed: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
-        ) from None
-    return mod
-
-
-def import_factory(spec: str | Callable) -> Callable[..., Any]:
-    """Resolve ``"package.module:factory"``, ``"path/to/file.py:factory"`` or a refine arch name.
-
-    A callable is returned as it is. ``factory`` may be dotted (``Class.build``).
-    """
-    if callable(spec):
-        return spec
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(f"--arch must be 'package.module:factory', got {spec!r}")
-    spec = spec.strip()
-    if ":" not in spec or spec.endswith(":"):
-        from .nets import ARCHS, list_archs
-
-        if spec in ARCHS:
-            return ARCHS[spec]
-        raise ConfigError(
-            f"--arch {spec!r} is neither 'package.module:factory' (or 'file.py:factory') nor a refine architecture ({', '.join(list_archs())})"
-        )
-    modname, attr = spec.rsplit(":", 1)
-    mod = (
-        _import_file(modname, spec)
-        if modname.endswith(".py") or "/" in modname or "\\" in modname
-        else _import_module(modname, spec)
-    )
-    obj = mod
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            public = sorted(n for n, v in vars(mod).items() if callable(v) and not n.startswith("_"))[:12]
-            raise ConfigError(
-                f"--arch {spec}: {modname} has no attribute {attr!r}; callables there: {', '.join(public) or 'none'}"
-            )
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ConfigError(
-            f"--arch {spec}: {attr} is a {type(obj).__name__}, not a class or function that builds the network"
-        )
-    return obj
-
-
-def check_planned_size(
-    planned: dict | None, weights: dict | None, *, what: str, source, flag: str, weights_path=None
-) -> None:
-    """Before a network is built for real: refuse one larger than memory, and weights whose
-    shapes disagree with it (both known from a build on the ``meta`` device)."""
-    if planned is None:
-        return
-    need = sum(b for _, b in planned.values())
-    limit = available_memory() // 2
-    if need > limit:
-        raise ConfigError(
-            f"{what} ({source}) would hold {format_bytes(need)} of weights, more than fits in memory here ({format_bytes(limit)}); check {flag}"
-        )
-    weights = weights or {}
-    for k, (shape, _) in planned.items():  # in the architecture's order, so the first mismatch is the first layer's
-        v = weights.get(k)
-        if isinstance(v, torch.Tensor) and tuple(v.shape) != shape:
-            raise CheckpointError(
-                f"{weights_path or what}: the {what.removeprefix('the ')} weights do not fit the architecture ({k} is {list(v.shape)} in the file but {list(shape)} in the architecture); check {flag}"
-            )
-
-
-def build_arch(
-    arch: str | Callable,
-    arch_kwargs: dict | str | None = None,
-    *,
-    role: str = "generator",
-    weights: dict | None = None,
-    weights_path=None,
-) -> nn.Module:
-    """Call the factory with its keyword arguments and check that it built an ``nn.Module``.
-
-    The factory runs once on the ``meta`` device first: a network larger than memory, or one
-    whose parameter shapes disagree with ``weights``, is refused before anything is allocated."""
-    factory = import_factory(arch)
-    kwargs = parse_kwargs(arch_kwargs, "--disc-arch-kwargs" if role == "discriminator" else "--arch-kwargs")
-    name = arch if isinstance(arch, str) else getattr(arch, "__qualname__", repr(arch))
-    try:
-        sig = inspect.signature(factory)
-    except (TypeError, ValueError):
-        sig = None
-    if sig is not None:
-        try:
-            sig.bind(**kwargs)
-        except TypeError as e:
-            raise ConfigError(
-                f"the {role} architecture {name} does not take {kwargs or 'no arguments'} ({e}); its signature is {name.split(':')[-1]}{sig}"
-            ) from None
-    flag = "--disc-arch/--disc-arch-kwargs" if role == "discriminator" else "--arch/--arch-kwargs"
-    check_planned_size(
-        planned_state(factory, kwargs), weights, what=f"the {role}", source=name, flag=flag, weights_path=weights_path
-    )
-    try:
-        net = factory(**kwargs)
-    except RefineError:
-        raise
-    except Exception as e:  # noqa: BLE001 - the user's factory failed
-        raise ConfigError(
-            f"building the {role} with {name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
-        ) from None
-    if not isinstance(net, nn.Module):
-        raise ConfigError(
-            f"the {role} architecture {name} returned a {type(net).__name__}, expected a torch.nn.Module to load the weights into"
-        )
-    return net
-
-
 # --------------------------------------------------------------------------- state_dicts
 def _is_state_dict(obj) -> bool:
     return (
@@ -452,36 +278,6 @@ def extract_state_dict(obj: Any, state_key: str | None, path, role: str = "gener
     raise CheckpointError(
         f"{path} holds no state_dict (top-level entries: {', '.join(map(str, obj.keys()))[:200] or 'none'})"
     )
-
-
-def _load_state(net: nn.Module, state: dict, path, role: str) -> list[str]:
-    notes = []
-    own = set(net.state_dict())
-    if own and not (set(state) & own) and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-        notes.append("removed the 'module.' prefix (DataParallel)")
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as e:
-        text = str(e)
-        missing = re.search(r"Missing key\(s\) in state_dict: ([^.]*\.[^.]*)", text)
-        unexpected = re.search(r"Unexpected key\(s\) in state_dict: ([^.]*\.[^.]*)", text)
-        size = re.search(
-            r"size mismatch for ([^:]+): copying a param with shape torch.Size\((\[[^\]]*\])\) from checkpoint, the shape in current model is torch.Size\((\[[^\]]*\])\)",
-            text,
-        )
-        if size:
-            why = f"{size.group(1)} is {size.group(2)} in the file but {size.group(3)} in the architecture"
-        else:
-            parts = []
-            if missing:
-                parts.append(f"missing {missing.group(1)[:120]}")
-            if unexpected:
-                parts.append(f"unexpected {unexpected.group(1)[:120]}")
-            why = "; ".join(parts) or (text.splitlines() or [""])[0][:200]
-        flag = "--disc-arch/--disc-arch-kwargs" if role == "discriminator" else "--arch/--arch-kwargs"
-        raise CheckpointError(f"{path}: the {role} weights do not fit the architecture ({why}); check {flag}") from None
-    return notes
 
 
 class _FixedBatch(nn.Module):
@@ -537,6 +333,10 @@ class LoadedNetwork:
     provenance: dict = field(default_factory=dict)
 
 
+def flag_prefix_of(role: str) -> str:
+    return "--disc-" if role == "discriminator" else "--"
+
+
 def _code_refused(kind: str, path, what: str) -> CheckpointError:
     name = {
         "torchscript": "a TorchScript archive",
@@ -579,7 +379,7 @@ def load_network(
         raise CheckpointError(
             f"{what} {path} is not a file written by torch.save, safetensors, torch.jit.save or torch.export.save"
         )
-    flag_prefix = "--disc-" if role == "discriminator" else "--"
+    flag_prefix = flag_prefix_of(role)
     if arch is not None:
         if kind in ("torchscript", "export"):
             raise ConfigError(
@@ -599,7 +399,7 @@ def load_network(
                 )
             state = extract_state_dict(obj, state_key, path, role)
         net = build_arch(arch, arch_kwargs, role=role, weights=state, weights_path=path)
-        notes = _load_state(net, state, path, role)
+        notes = load_state(net, state, path=path, role=role, hint=f"check {flag_prefix}arch/{flag_prefix}arch-kwargs")
         net.eval().requires_grad_(False).to(device)
         prov.update(
             format=kind if kind == "safetensors" else "state_dict",
@@ -732,214 +532,6 @@ def parse_prior(spec: str | dict | Prior, shape: tuple[int, ...]) -> Prior:
     return make_prior(str(spec), shape)
 
 
-# --------------------------------------------------------------------------- probing: mismatches in one line
-def _first_layer(net) -> str | None:
-    """``"Linear(in_features=2)"`` for the first Linear/Conv layer of a module, where it can be found."""
-    if not isinstance(net, nn.Module):
-        return None
-    for m in net.modules():
-        kind = getattr(m, "original_name", None) or type(m).__name__
-        if kind == "Linear" and hasattr(m, "in_features"):
-            return f"Linear(in_features={m.in_features})"
-        if kind.startswith(("Conv", "ConvTranspose")) and hasattr(m, "in_channels"):
-            return f"{kind}(in_channels={m.in_channels})"
-        if kind == "Embedding":
-            return "Embedding"
-    return None
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-
-
-def _warn_training(net, role: str) -> None:
-    if isinstance(net, nn.Module) and not isinstance(net, torch.jit.ScriptModule) and net.training:
-        if any(
-            isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.modules.dropout._DropoutNd))
-            for m in net.modules()
-        ):
-            warnings.warn(
-                f"the {role} is in training mode and has BatchNorm/Dropout layers, so each sample depends on its batch; call .eval() on it before wrapping",
-                stacklevel=3,
-            )
-
-
-def check_generator(
-    generator: LatentGenerator,
-    *,
-    output_range: str | None = None,
-    source: str | None = None,
-    latent_flag: str = "latent_shape",
-) -> torch.Tensor:
-    """Run the generator on two latents from its prior; return the samples (no gradients).
-
-    Raises a one-line ShapeError when the latent shape does not fit the network, and a
-    ConfigError for image-shaped samples (``(N, C, H, W)``) when ``output_range`` is not
-    declared (``None``).
-    """
-    who = source or f"the generator ({type(generator.net).__name__})"
-    _warn_training(generator.net, "generator")
-    z = generator.prior.sample(2, rng=torch.Generator().manual_seed(0), device=generator.device)
-    with torch.no_grad(), unchanged_buffers(generator.net):
-        try:
-            x = generator(z)
-        except (RuntimeError, AssertionError, IndexError, ValueError, TypeError, ShapeError) as e:
-            cause = e.__cause__ if isinstance(e, RefineError) else e
-            if isinstance(e, RefineError) and (cause is None or not isinstance(e, ShapeError)):
-                raise  # refine's own message (sample count, return type, dtype/device) already says it all
-            layer = _first_layer(generator.net)
-            hint = f"its first layer is {layer}" if layer else "check the latent size the network was built for"
-            raise ShapeError(
-                f"{who} does not take latents of shape (N, {', '.join(map(str, generator.latent_shape))}): {_first_line(cause)}; {hint}; pass the right {latent_flag}"
-            ) from None
-    if not torch.is_floating_point(x):
-        raise ShapeError(f"{who} returned a {x.dtype} tensor; expected floating-point samples")
-    if output_range is None and x.dim() >= 4:
-        raise ConfigError(
-            f"{who} returns images of shape (N, {', '.join(map(str, x.shape[1:]))}) but no output range was declared; "
-            "declare it: output_range='[-1,1]' (tanh output) or '[0,1]' (sigmoid output) (CLI: --output-range)"
-        )
-    declared = output_range or generator.output_range
-    if declared in ("[-1,1]", "[0,1]") and torch.isfinite(x).all():
-        lo, hi = (-1.0, 1.0) if declared == "[-1,1]" else (0.0, 1.0)
-        xmin, xmax = float(x.min()), float(x.max())
-        if xmin < lo - 0.05 or xmax > hi + 0.05:
-            warnings.warn(
-                f"{who} produced values in [{xmin:.3g}, {xmax:.3g}], outside its declared output range {declared}; check the declaration",
-                stacklevel=2,
-            )
-    return x
-
-
-def check_pair(
-    generator: LatentGenerator,
-    ratio,
-    *,
-    x: torch.Tensor | None = None,
-    source: str | None = None,
-    gen_source: str | None = None,
-) -> None:
-    """Check that the ratio (discriminator) takes the generator's samples and returns one score each."""
-    if ratio is None:
-        return
-    from .ratio.base import check_log_ratio
-
-    if x is None:
-        x = check_generator(generator, output_range=generator.output_range, source=gen_source)
-    net = getattr(ratio, "net", None)
-    who = source or (
-        f"the discriminator ({type(net).__name__})" if net is not None else f"the ratio ({type(ratio).__name__})"
-    )
-    _warn_training(net, "discriminator")
-    with torch.no_grad(), unchanged_buffers(net):
-        try:
-            out = ratio.log_ratio(x)
-        except RefineError:
-            raise
-        except (RuntimeError, AssertionError, IndexError, ValueError, TypeError) as e:
-            layer = _first_layer(net)
-            hint = f"; its first layer is {layer}" if layer else ""
-            raise ShapeError(
-                f"{who} does not take the generator's samples of shape (N, {', '.join(map(str, x.shape[1:]))}): {_first_line(e)}{hint}; "
-                "is it the discriminator trained with this generator?"
-            ) from None
-    try:
-        check_log_ratio(out, x.shape[0], who)
-    except ShapeError as e:
-        raise ShapeError(f"{e}: a discriminator must return one score per sample") from None
-
-
-def gradient_methods() -> list[str]:
-    from .samplers import SAMPLERS
-
-    return [name for name, cls in SAMPLERS.items() if getattr(cls, "needs_gradients", False)]
-
-
-def _gradient_free() -> str:
-    from .samplers import SAMPLERS
-
-    return ", ".join(n for n, c in SAMPLERS.items() if not getattr(c, "needs_gradients", False) and n != "none")
-
-
-def gradients_through_generator(sampler) -> bool:
-    """Whether a gradient sampler differentiates through the generator (latent space) or
-    only through the ratio (data space, as the sampler declares)."""
-    return not sampler.moves_in_data_space
-
-
-def check_gradients(
-    generator: LatentGenerator,
-    ratio,
-    *,
-    method: str = "this method",
-    source: str | None = None,
-    ratio_source: str | None = None,
-    through_generator: bool = True,
-) -> None:
-    """Raise NotDifferentiableError (one line, naming the part) unless ``d log r(G(z)) / dz`` exists and is finite.
-
-    Checked on two latents: the generator's output must depend on ``z`` with autograd
-    tracking it, and the ratio's score must depend on its input. With
-    ``through_generator=False`` (data-space methods) only the ratio is checked.
-    """
-    gen_who = source or f"the generator ({type(generator.net).__name__})"
-    alt = _gradient_free()
-    tail = f"method {method} needs gradients with respect to z; use a gradient-free method ({alt}) or a differentiable network"
-    if ratio is not None and getattr(ratio, "differentiable", True) is False:
-        raise NotDifferentiableError(
-            f"the density ratio {ratio!r} is not differentiable (e.g. an isotonic calibration); {tail}"
-        )
-    if through_generator and generator.differentiable is False:
-        raise NotDifferentiableError(f"{gen_who} is declared non-differentiable; {tail}")
-    z = generator.prior.sample(2, rng=torch.Generator().manual_seed(0), device=generator.device)
-    if not through_generator:
-        with torch.no_grad(), unchanged_buffers(generator.net):
-            x = generator(z)
-        z = None
-    else:
-        z.requires_grad_(True)
-    with torch.enable_grad(), unchanged_buffers(generator.net, getattr(ratio, "net", None)):
-        try:
-            x = generator(z) if z is not None else x
-        except RuntimeError as e:
-            raise NotDifferentiableError(
-                f"{gen_who} fails when gradients are tracked: {_first_line(e)}; {tail}"
-            ) from None
-        if z is not None and not x.requires_grad:
-            raise NotDifferentiableError(
-                f"no gradient flows from the output of {gen_who} back to z (it runs under no_grad/inference mode or detaches its output); {tail}"
-            )
-        if z is not None:
-            try:
-                (g,) = torch.autograd.grad(x.float().sum(), z, allow_unused=True)
-            except RuntimeError as e:
-                raise NotDifferentiableError(f"{gen_who} cannot be differentiated: {_first_line(e)}; {tail}") from None
-            if g is None:
-                raise NotDifferentiableError(f"the output of {gen_who} does not depend on z through autograd; {tail}")
-            if not torch.isfinite(g).all():
-                raise NotDifferentiableError(f"{gen_who} has NaN/inf gradients with respect to z; {tail}")
-        if ratio is None:
-            return
-        r_who = ratio_source or f"the discriminator ({type(getattr(ratio, 'net', ratio)).__name__})"
-        xd = x.detach().requires_grad_(True)
-        try:
-            s = ratio.log_ratio(xd)
-        except RuntimeError as e:
-            raise NotDifferentiableError(
-                f"{r_who} fails when gradients are tracked: {_first_line(e)}; {tail}"
-            ) from None
-        if not isinstance(s, torch.Tensor) or not s.requires_grad:
-            raise NotDifferentiableError(
-                f"no gradient flows through {r_who} to its input (it runs under no_grad/inference mode or detaches its score); {tail}"
-            )
-        try:
-            (gx,) = torch.autograd.grad(s.float().sum(), xd, allow_unused=True)
-        except RuntimeError as e:
-            raise NotDifferentiableError(f"{r_who} cannot be differentiated: {_first_line(e)}; {tail}") from None
-        if gx is None or not torch.isfinite(gx).all():
-            raise NotDifferentiableError(f"{r_who} has no finite gradient with respect to its input; {tail}")
-
-
 # --------------------------------------------------------------------------- one call per role
 def load_generator(
     path: str | Path,
@@ -991,7 +583,7 @@ def generator_from_loaded(
                 )
             shape = tuple(rest)
     if shape is None:
-        layer = _first_layer(loaded.net)
+        layer = first_layer(loaded.net)
         hint = f" (its first layer is {layer})" if layer else ""
         raise ConfigError(
             f"{loaded.source} needs its latent shape{hint}: pass --latent-shape, e.g. 100 or 100,1,1 (Python: latent_shape=)"
@@ -1020,8 +612,6 @@ def load_discriminator(
 
     ``output`` says what it returns: ``"logit"``, ``"prob"`` or ``"critic"`` (declared, never guessed).
     """
-    from .ratio.discriminator import DiscriminatorRatio
-
     loaded = load_network(
         path,
         arch=arch,
