@@ -490,8 +490,8 @@ def bench_method(
     return out
 
 
-def _jsonable(info: dict) -> dict:
-    return json.loads(json.dumps(info, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+def _jsonable(info) -> dict:
+    return json.loads(json.dumps(dict(info), default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
 def noise_rate(shape, batch: int, rng_device: str, clock: Clock, calls: int = 5) -> float:

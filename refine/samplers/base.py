@@ -389,7 +389,7 @@ def _type_name(tp) -> str:
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     if typing.get_origin(tp) is typing.Literal:
         return "|".join(map(str, typing.get_args(tp)))
-    if args and typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if args and typing.get_origin(tp) in (typing.Union, getattr(types, "UnionType", None)):
         return _type_name(args[0]) + "?"
     return getattr(tp, "__name__", str(tp))
 
