@@ -4,6 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import refine  # noqa: F401  (first: its _compat lets PyPI's torchvision import beside the CPU torch, for tests that import pytorch_fid or torchvision directly)
+
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 SHARED = Path(os.environ.get("REFINE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import pytest
-import pytorch_fid.inception as pf_inception  # noqa: E402  (torchvision prepared by the import above)
+import pytorch_fid.inception as pf_inception  # torchvision prepared by conftest's import of refine
 import torch
 from torch import nn
 
