@@ -1,0 +1,245 @@
+"""From a WGAN critic to a density ratio without a hand-set temperature.
+
+    python benchmarks/critic_ratio.py [--pairs foreign,trained] [-n 5000] [--seeds 1] [--quick]
+
+A WGAN critic is not a log density ratio. Three ways to get one from data, each run with the
+proposal samplers at their default settings (rs exact and rs at the 99th percentile, drs, mh, sir):
+
+- ``critic, logistic``: ``log r = a * critic + b``, fitted by logistic regression on held-out real
+  vs generated critic values (MH-GAN's calibration; the scale comes from data).
+- ``critic, isotonic``: the best non-decreasing map of the critic value (isotonic regression). No
+  monotone calibration of this critic can separate real from generated samples better (held-out
+  log loss), so it bounds what any temperature or calibration of the critic can reach.
+- ``fine-tuned``: DRS's protocol: a copy of the critic trained on with the logistic loss against
+  the fixed generator (early stopping on a held-out loss, capped), then logistic calibration.
+
+Pairs: ``foreign``, the third-party WGAN pair in ../shared/weights/gan/toy2d (25 Gaussians, WGAN-GP
+convention); ``trained``, the WGAN-GP that benchmarks/toy2d_gradient.py trains with refine's
+wgan-gp. Quality: fraction of samples within 3 std of a mode (HQ), modes hit, KL of the mode
+histogram to uniform; the aim is the low-quality fraction (1 - HQ) at least halved with every
+mode kept. Writes benchmarks/results/critic_ratio.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, machine, mean_std, today  # noqa: E402
+
+from refine.data.toy2d import get_mixture  # noqa: E402
+from refine.generator import LatentGenerator, NormalPrior  # noqa: E402
+from refine.metrics.toy2d import mode_metrics  # noqa: E402
+from refine.nets import build  # noqa: E402
+from refine.ratio import DiscriminatorRatio  # noqa: E402
+from refine.ratio.calibration import calibrate  # noqa: E402
+from refine.samplers import get_sampler  # noqa: E402
+from refine.target import LatentTarget  # noqa: E402
+from refine.train.gan import fit_discriminator  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+WGAN_DIR = SHARED / "weights" / "gan" / "toy2d"
+THRESHOLD = 3.0
+N_CAL = 10_000
+#: the fine-tuning protocol (the same for every pair): logistic loss, Adam 1e-4, early stopping
+FINETUNE = {"epochs": 60, "patience": 3, "lr": 1e-4, "batch_size": 512, "n_train": 50_000, "n_val": 10_000}
+SAMPLERS = [("rs", {}), ("rs", {"m_quantile": 0.99}), ("drs", {}), ("mh", {}), ("sir", {})]
+
+
+def foreign_pair():
+    g = build("mlp", in_dim=2, out_dim=2, hidden=256, depth=3)
+    d = build("mlp", in_dim=2, out_dim=1, hidden=512, depth=3)
+    g.load_state_dict(torch.load(WGAN_DIR / "ddls_wgan_25Gauss_G_5000eps_state_dict.pt", weights_only=True))
+    d.load_state_dict(torch.load(WGAN_DIR / "ddls_wgan_25Gauss_D_5000eps_state_dict.pt", weights_only=True))
+    return LatentGenerator(g.eval().requires_grad_(False), NormalPrior((2,))), d.eval().requires_grad_(False), None
+
+
+def trained_pair(quick: bool):
+    from toy2d_gradient import train_wgan_gp
+
+    gen, critic, record = train_wgan_gp(quick)
+    return gen, critic, record
+
+
+def ratios(gen, critic, mix, seed: int, quick: bool) -> list[tuple[str, object, dict]]:
+    rng = torch.Generator().manual_seed(1000 + seed)
+    real, fake = mix.sample(N_CAL, rng=rng), gen.sample(N_CAL, rng=rng)[1]
+    out = []
+    for how in ("logistic", "isotonic"):
+        t0 = time.perf_counter()
+        r, rep = calibrate(DiscriminatorRatio(critic, "critic"), real, fake, how, rng=rng)
+        out.append((f"critic, {how}", r, {"calibration": rep, "fit_time_s": time.perf_counter() - t0}))
+    d = copy.deepcopy(critic)
+    ft = dict(FINETUNE, epochs=2) if quick else FINETUNE
+    t0 = time.perf_counter()
+    hist = fit_discriminator(
+        gen,
+        d,
+        mix.sample(ft["n_train"], rng=rng),
+        epochs=ft["epochs"],
+        batch_size=ft["batch_size"],
+        lr=ft["lr"],
+        val=mix.sample(ft["n_val"], rng=rng),
+        patience=ft["patience"],
+        rng=rng,
+    )
+    d.eval().requires_grad_(False)
+    fit_time = time.perf_counter() - t0
+    r, rep = calibrate(DiscriminatorRatio(d, "logit"), real, fake, "logistic", rng=rng)
+    extra = {"calibration": rep, "fit_time_s": fit_time, "epochs": len(hist), "best_epoch": hist[-1].get("best_epoch")}
+    extra["val_loss"] = [round(h["val_loss"], 4) for h in hist]
+    out.append(("fine-tuned, logistic", r, extra))
+    return out
+
+
+def run_pair(name: str, n: int, seeds: int, quick: bool) -> dict:
+    mix = get_mixture("grid25-wgan")
+    gen, critic, training = foreign_pair() if name == "foreign" else trained_pair(quick)
+    rows = []
+    for seed in range(seeds):
+        x_raw = gen.sample(n, rng=torch.Generator().manual_seed(seed))[1]
+        raw = mode_metrics(x_raw, mix, threshold=THRESHOLD)
+        rows.append(
+            {"seed": seed, "ratio": "–", "method": "none", "options": {}, **_m(raw), "passes": 1.0, "lq_factor": 1.0}
+        )
+        for label, ratio, extra in ratios(gen, critic, mix, seed, quick):
+            target = LatentTarget(gen, ratio)
+            cal = extra["calibration"]["after"]
+            for method, opts in SAMPLERS:
+                t0 = time.perf_counter()
+                row = {"seed": seed, "ratio": label, "method": method, "options": opts}
+                row.update(log_loss=cal["log_loss"], z=cal["z"], brier=cal["brier"], ece=cal["ece"])
+                row.update({k: extra[k] for k in ("fit_time_s", "epochs", "best_epoch") if k in extra})
+                try:
+                    res = get_sampler(method, **opts).sample(target, n, rng=torch.Generator().manual_seed(seed))
+                    row.update(_m(mode_metrics(res.x, mix, threshold=THRESHOLD)), passes=_passes(res.info))
+                except Exception as e:  # a rejection sampler over its budget is a result, not a crash
+                    row.update(error=str(e).split(";")[0][:200])
+                row["time_s"] = time.perf_counter() - t0
+                row["lq_factor"] = (
+                    (1 - raw["hq_fraction"]) / max(1 - row["hq_fraction"], 1e-9) if "hq_fraction" in row else None
+                )
+                print(f"[{name} seed {seed}] {label:22s} {method} {opts}: {_show(row)}", flush=True)
+                rows.append(row)
+    return {"pair": name, "n": n, "seeds": seeds, "training": training, "rows": rows}
+
+
+def _passes(info) -> float:
+    d = info if isinstance(info, dict) else info.to_dict()
+    return float(d.get("g_evals_per_sample", float("nan")))
+
+
+def _m(mm: dict) -> dict:
+    return {"hq_fraction": mm["hq_fraction"], "modes": mm["modes"], "kl_uniform": mm["kl_uniform"]}
+
+
+def _show(row: dict) -> str:
+    if "error" in row:
+        return "refused: " + row["error"]
+    return f"HQ {row['hq_fraction']:.3f} modes {row['modes']} KL {row['kl_uniform']:.3f} LQ/{row['lq_factor']:.2f} ({row['passes']:.1f} passes)"
+
+
+def summary(pairs: list[dict]) -> list[dict]:
+    """Mean over seeds per (pair, ratio, method, options)."""
+    out = []
+    for p in pairs:
+        keys = []
+        for r in p["rows"]:
+            k = (r["ratio"], r["method"], json.dumps(r["options"], sort_keys=True))
+            if k not in keys:
+                keys.append(k)
+        for ratio, method, opts in keys:
+            rs = [
+                r
+                for r in p["rows"]
+                if (r["ratio"], r["method"], json.dumps(r["options"], sort_keys=True)) == (ratio, method, opts)
+            ]
+            ok = [r for r in rs if "error" not in r]
+            row = {
+                "pair": p["pair"],
+                "ratio": ratio,
+                "method": method,
+                "options": json.loads(opts),
+                "runs": len(rs),
+                "ok": len(ok),
+            }
+            for k in ("hq_fraction", "modes", "kl_uniform", "lq_factor", "passes", "log_loss", "fit_time_s"):
+                vals = [r.get(k) for r in ok] if k not in ("log_loss", "fit_time_s") else [r.get(k) for r in rs]
+                row[k] = mean_std(vals)[0] if any(v is not None for v in vals) else None
+            if not ok:
+                row["error"] = rs[0].get("error")
+            row["min_modes"] = min((r["modes"] for r in ok), default=None)
+            out.append(row)
+    return out
+
+
+def table(rows: list[dict], pair: str) -> str:
+    lines = [
+        "| ratio | method | HQ | modes (min) | KL | LQ raw / LQ | passes / sample | held-out log loss | aim |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    raw_modes = next(r["min_modes"] for r in rows if r["pair"] == pair and r["method"] == "none")
+    for r in rows:
+        if r["pair"] != pair:
+            continue
+        meth = r["method"] + (" " + ", ".join(f"{k} {v}" for k, v in r["options"].items()) if r["options"] else "")
+        ll = "–" if r["log_loss"] is None else f"{r['log_loss']:.3f}"
+        if r.get("error"):
+            lines.append(f"| {r['ratio']} | {meth} | refused: {r['error']} | | | | | {ll} | no |")
+            continue
+        aim = "–" if r["method"] == "none" else ("yes" if r["lq_factor"] >= 2 and r["min_modes"] >= raw_modes else "no")
+        lines.append(
+            f"| {r['ratio']} | {meth} | {r['hq_fraction']:.3f} | {r['modes']:.1f} ({r['min_modes']}) | {r['kl_uniform']:.3f} | "
+            f"{r['lq_factor']:.2f} | {r['passes']:.1f} | {ll} | {aim} |"
+        )
+    return "\n".join(lines)
+
+
+def render(record: dict) -> str:
+    parts = [
+        "# From a critic to a ratio",
+        "",
+        f"Generated by `python benchmarks/critic_ratio.py` on {record['date']}. Machine: {record['machine']}.",
+        f"n = {record['n']} samples per run, {record['seeds']} seed(s); HQ = within {THRESHOLD:g} std of a mode.",
+        "Aim: LQ raw / LQ >= 2 (the low-quality fraction at least halved) with no mode lost.",
+    ]
+    for p in record["pairs"]:
+        parts += ["", f"## {p['pair']} pair", "", table(record["summary"], p["pair"])]
+    return "\n".join(parts) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", default="foreign,trained")
+    ap.add_argument("-n", type=int, default=5000)
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 2 fine-tuning epochs, n 500")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    n = 500 if args.quick else args.n
+    pairs = [run_pair(p, n, args.seeds, args.quick) for p in args.pairs.split(",")]
+    record = {
+        "date": today(),
+        "machine": machine() + ", torch on 1 thread",
+        "n": n,
+        "seeds": args.seeds,
+        "pairs": pairs,
+    }
+    record["summary"] = summary(pairs)
+    stem = "critic_ratio" + ("_quick" if args.quick else "")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{stem}.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+    (args.out / f"{stem}.md").write_text(render(record))
+    print(render(record))
+
+
+if __name__ == "__main__":
+    main()
