@@ -15,8 +15,8 @@ fixed generator with a logistic calibration (DRS / MH-GAN), DRE-F-SP with a ResN
 network at a quarter of the standard width (stride-2 stem), and the evaluation classifier.
 
 ``eval`` scores ``--n`` samples per method by FID in the 128-d feature space of that evaluation
-classifier: a separately trained ResNet-34 classifier (``python -m refine.evaluate_images
-train-classifier``, another seed) against the 10,000 test images. It is a different network from
+classifier: a separately trained ResNet-34 classifier (``refine train-classifier``, another
+seed) against the 10,000 test images. It is a different network from
 the DRE-F-SP feature network (same family, trained apart), so the score is not measured in the
 space the ratio was fitted in; the FID in the DRE-F-SP network's own space is reported too, for
 reference. The discriminator rows are run twice: with the refitted, calibrated discriminator
@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from common import refine_cli, run_python, without_training_state  # noqa: E402
+from common import refine_cli, without_training_state  # noqa: E402
 
 WORK = Path(
     os.environ.get("REFINE_CIFAR10_WORK", REPO / "benchmarks" / "_work" / "cifar10")
@@ -70,7 +70,7 @@ def _w(name: str) -> str:
 
 
 def recipe(data_path: str) -> dict[str, list[str]]:
-    """The commands, relative to the repository root: ``refine ...`` for the first three, ``python -m refine.evaluate_images ...`` for ``clf``."""
+    """The commands, relative to the repository root: ``refine ...`` for each of them."""
     data = f"cifar10-jpg:{data_path}"
     return {
         "gan": [
@@ -166,8 +166,6 @@ def recipe(data_path: str) -> dict[str, list[str]]:
             "--no-progress",
         ],
         "clf": [
-            "-m",
-            "refine.evaluate_images",
             "train-classifier",
             "--data",
             data,
@@ -200,10 +198,7 @@ def train(args) -> None:
     for name in ("gan", "d_ratio", "dre", "clf"):
         if name not in skip:
             t0 = time.perf_counter()
-            if name == "clf":
-                run_python(steps[name])
-            else:
-                refine_cli(steps[name])
+            refine_cli(steps[name])
             times[name] = time.perf_counter() - t0
         if name == "gan":  # the model without its optimizer state (the _train file keeps it for --resume)
             without_training_state(WORK / GAN_TRAIN, WORK / GAN)
@@ -212,7 +207,7 @@ def train(args) -> None:
         print(f"{name}: {times[name]:.0f}s", flush=True)
     rec_path = WORK / "train_record.json"
     record = json.loads(rec_path.read_text()) if rec_path.is_file() else {}
-    record.update({"commands": {k: ("python " if k == "clf" else "refine ") + " ".join(v) for k, v in steps.items()}})
+    record.update({"commands": {k: "refine " + " ".join(v) for k, v in steps.items()}})
     record.setdefault("seconds", {}).update(times)
     write_json(record, rec_path)
 
@@ -248,8 +243,8 @@ def evaluate(args) -> None:
     from common import machine, today
 
     from refine.data.images import load_images
-    from refine.evaluate import compare_methods
-    from refine.evaluate_images import (
+    from refine.eval import (
+        compare_methods,
         load_classifier,
         load_feature_space,
         real_reference,
@@ -356,7 +351,7 @@ def evaluate(args) -> None:
         "data": f"{data} (CIFAR-10 as JPEG quality 75; not the lossless dataset)",
         "recipe": json.loads(train_rec.read_text())
         if train_rec.is_file()
-        else {k: ("python " if k == "clf" else "refine ") + " ".join(v) for k, v in recipe(args.data).items()},
+        else {k: "refine " + " ".join(v) for k, v in recipe(args.data).items()},
         "evaluator": {
             "network": clf_info.get("network", "ResNet-34 classifier, quarter width, stride-2 stem"),
             "test_accuracy": clf_meta.get("val_acc"),
@@ -412,7 +407,7 @@ def render(rec: dict) -> str:
         f"a dataset-trained classifier instead of Inception, n = {rec['n']}); read the differences between rows.",
         "",
         f"FID: in the 128-d feature space of a ResNet-34 classifier (quarter width, stride-2 stem) trained on the CIFAR-10 JPEG training "
-        f"split (`python -m refine.evaluate_images train-classifier`, seed 1; test accuracy {fmt(ev['test_accuracy'], 4)}), against the "
+        f"split (`refine train-classifier`, seed 1; test accuracy {fmt(ev['test_accuracy'], 4)}), against the "
         f"10,000 test images; precision/recall (k = 3) against 2,000 of them. fid_dre_space: FID in the DRE-F-SP feature network's own "
         f"space (validation accuracy {fmt(rec.get('dre_feature_net_val_acc'), 4)}), for reference only: the ratio was fitted there.",
     ]

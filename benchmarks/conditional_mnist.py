@@ -4,7 +4,7 @@
 
 Steps, all through refine's entry points and all seeded:
 
-1. An evaluation classifier (``python -m refine.evaluate_images train-classifier``: a narrow
+1. An evaluation classifier (``refine train-classifier``: a narrow
    ResNet-34 at a quarter of the standard width, 20,000 training images, 3 epochs, seed 0). Its 128-d features are the space the
    intra-FD is measured in, and its argmax gives the label accuracy. It is not the network the
    ratio is read from (the conditional discriminator), so the refinement does not optimise the
@@ -53,7 +53,7 @@ def _prepare(args, work: Path) -> tuple[Path, Path, dict]:
         run_python(
             [
                 "-m",
-                "refine.evaluate_images",
+                "refine",
                 "train-classifier",
                 "--data",
                 f"mnist:{args.mnist}",
@@ -114,7 +114,7 @@ def main() -> None:
     import refine
     from refine.data.images import load_images
     from refine.errors import BudgetExceededError
-    from refine.evaluate_images import classifier_space, to_uint8
+    from refine.eval import classifier_space, to_uint8
     from refine.io import atomic_write, write_json
     from refine.metrics.fid import fid_from_features
     from refine.metrics.intra import intra_scores

@@ -4,7 +4,7 @@
 
 Two steps, both through the public entry points:
 
-1. ``python -m refine.evaluate_images train-classifier``: the evaluation feature space, a
+1. ``refine train-classifier``: the evaluation feature space, a
    ResNet-34 classifier at a quarter of the standard width trained on 20,000 MNIST training
    images (2 epochs, seed 0) and kept in ``benchmarks/_work/eval_mnist/mnist_clf.pt`` (trained
    once; delete it to retrain). It is a different network from the DRE-F-SP feature network,
@@ -66,7 +66,7 @@ def main() -> None:
         run_python(
             [
                 "-m",
-                "refine.evaluate_images",
+                "refine",
                 "train-classifier",
                 "--data",
                 f"mnist:{args.mnist}",

@@ -332,7 +332,7 @@ def evaluate(args) -> None:
     import torch
     from common import machine, today
 
-    from refine.evaluate_images import save_image_panels, to_uint8
+    from refine.eval import save_image_panels, to_uint8
     from refine.io import atomic_write, file_sha256, load_gan, load_ratio, write_json
     from refine.metrics.features import extract_features
     from refine.metrics.fid import feature_statistics, frechet_distance

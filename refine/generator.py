@@ -27,10 +27,14 @@ __all__ = [
     "make_prior",
     "unchanged_buffers",
     "OUTPUT_RANGES",
+    "RANGE_BOUNDS",
 ]
 
 #: Declared output conventions of a generator; refine never guesses them.
 OUTPUT_RANGES = ("[-1,1]", "[0,1]", "none")
+#: The numbers each named value range spans (``[0,255]`` is for 8-bit images and samples files,
+#: not a generator range); ``"none"`` has no bounds.
+RANGE_BOUNDS: dict[str, tuple[float, float]] = {"[-1,1]": (-1.0, 1.0), "[0,1]": (0.0, 1.0), "[0,255]": (0.0, 255.0)}
 
 
 def _event_dims(shape: Sequence[int]) -> tuple[int, ...]:

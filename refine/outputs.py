@@ -289,10 +289,10 @@ class NpzWriter:
 
 def _nhwc_uint8(x: np.ndarray, output_range: str) -> np.ndarray:
     """Float images ``(N, C, H, W)`` in ``output_range`` -> ``uint8 (N, H, W, C)``, rounded as
-    ``refine eval`` rounds them (:func:`refine.evaluate_images.to_uint8`)."""
+    ``refine eval`` rounds them (:func:`refine.eval.to_uint8`)."""
     import torch
 
-    from .evaluate_images import to_uint8
+    from .eval.images import to_uint8
 
     return to_uint8(torch.from_numpy(np.asarray(x)), output_range).permute(0, 2, 3, 1).contiguous().numpy()
 

@@ -243,6 +243,7 @@ S = "sample --no-progress --device cpu --out {out}"
 S2 = S + " --ckpt {gan} --ratio {ratio} -n 50"
 T = "train --no-progress --device cpu --n-train 512 --batch-size 128 --hidden 8 --epochs 1 --out {out_pt}"
 F = "fit-ratio --no-progress --device cpu --out {out_pt}"
+TC = "train-classifier --device cpu --out {out_pt}"
 EV = "eval --no-progress --device cpu --out {out}"
 
 CLI_CASES = [
@@ -431,6 +432,12 @@ CLI_CASES = [
     ),
     Cli("eval-n-zero", EV + " --ckpt {gan} -n 0", r"positive"),
     Cli("eval-out-is-a-file", EV.replace("--out {out}", "--out {a_file}") + " --ckpt {gan}", r"not a folder"),
+    # --- the evaluation classifier
+    Cli("train-classifier-root-missing", TC + " --data mnist:{missing}", r"not a folder|does not exist"),
+    Cli("train-classifier-2d-data", TC + " --data grid25", r"--data|dataset|NAME:ROOT"),
+    Cli("train-classifier-epochs-zero", TC + " --data mnist:{empty_dir} --epochs 0", r"need --epochs >= 1"),
+    Cli("train-classifier-widths-not-integers", TC + " --data mnist:{empty_dir} --widths 4,x", r"--widths takes"),
+    Cli("train-classifier-seed-negative", TC + " --data mnist:{empty_dir} --seed -1", r"--seed must be"),
 ]
 
 

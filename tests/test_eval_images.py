@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from refine.cli import app
 from refine.errors import CheckpointError, ConfigError, DataError
-from refine.evaluate_images import (
+from refine.eval import (
     FEATURES_FORMAT,
     classifier_space,
     load_image_samples,
@@ -118,7 +118,7 @@ def gan(tmp_path_factory, mnist) -> Path:
 def classifier(tmp_path_factory, mnist) -> Path:
     """A tiny ResNet-34 classifier trained one epoch on the fake MNIST (format refine.features)."""
     from refine.data.images import load_images
-    from refine.evaluate_images import default_classifier_arch
+    from refine.eval import default_classifier_arch
 
     torch.set_num_threads(1)
     train = load_images(f"mnist:{mnist}", split="train")
@@ -270,7 +270,7 @@ def test_eval_generator_in_a_classifier_feature_space(gan, mnist, classifier, tm
 
 def test_eval_in_the_feature_space_of_a_dre_f_sp_ratio(gan, classifier, tmp_path):
     """A feature-sp ratio file serves as the feature space; used as the ratio too, the report says so."""
-    from refine.evaluate_images import load_classifier
+    from refine.eval import load_classifier
     from refine.io import save_feature_ratio
     from refine.ratio.feature import FeatureRatio, RatioHead
 
@@ -320,7 +320,7 @@ def test_eval_in_the_feature_space_of_a_dre_f_sp_ratio(gan, classifier, tmp_path
 
 
 def test_a_method_over_its_budget_is_a_row_not_the_end_of_the_table(mnist, classifier):
-    from refine.evaluate_images import evaluate_methods, markdown_report
+    from refine.eval import evaluate_methods, markdown_report
     from refine.generator import LatentGenerator
     from refine.target import LatentTarget
 
@@ -536,38 +536,38 @@ def test_image_eval_bad_inputs_are_one_line(case, gan, mnist, classifier, tmp_pa
     assert not (tmp_path / "o").exists()
 
 
-def test_train_classifier_entry_point(mnist, tmp_path, capsys):
-    from refine.evaluate_images import _main
-
+def test_train_classifier_command(mnist, tmp_path):
+    """`refine train-classifier` writes a classifier file that serves as a feature space; a bad --data is one error line."""
     out = tmp_path / "clf.pt"
-    assert (
-        _main(
-            [
-                "train-classifier",
-                "--data",
-                f"mnist:{mnist}",
-                "--out",
-                str(out),
-                "--epochs",
-                "1",
-                "--batch-size",
-                "40",
-                "--widths",
-                "4,4,8,8",
-                "--feature-dim",
-                "8",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
+    code, text = _cli(
+        "train-classifier",
+        "--data",
+        f"mnist:{mnist}",
+        "--out",
+        out,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "40",
+        "--widths",
+        "4,4,8,8",
+        "--feature-dim",
+        "8",
+        "--device",
+        "cpu",
     )
+    assert code == 0 and f"-> {out}" in text, text
     space = classifier_space(out)
     assert f"trained on mnist:{mnist}, held-out accuracy" in space.network and space.logits.endswith(
         "10-way class logits"
     )
-    assert _main(["train-classifier", "--data", f"mnist:{tmp_path / 'none'}", "--out", str(tmp_path / "x.pt")]) == 2
-    assert "mnist root" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+    code, text = _cli("train-classifier", "--data", f"mnist:{tmp_path / 'none'}", "--out", tmp_path / "x.pt")
+    assert code == 2 and "mnist root" in text and "Traceback" not in text, text
+    assert not (tmp_path / "x.pt").exists()
+    code, text = _cli("train-classifier", "--data", f"mnist:{mnist}", "--out", tmp_path / "x.pt", "--widths", "4,x")
+    assert code == 2 and "--widths takes four comma-separated integers" in text, text
+    code, text = _cli("train-classifier", "--data", f"mnist:{mnist}", "--out", tmp_path / "x.pt", "--epochs", "0")
+    assert code == 2 and "need --epochs >= 1" in text and not (tmp_path / "x.pt").exists(), text
 
 
 def test_feature_files_are_checked(tmp_path, classifier):
@@ -664,7 +664,7 @@ def test_timm_space_refuses_missing_or_mismatched_weights(timm_weights, tmp_path
     code, text = _cli("eval", "--samples", tmp_path, "--data", "mnist:/nowhere", "--features", "timm:test_resnet")
     assert code == 2 and "--features-weights" in text and "never downloads" in text, text
     save_file({"fc.weight": torch.zeros(3, 3)}, str(tmp_path / "other.safetensors"))
-    from refine.evaluate_images import load_feature_space
+    from refine.eval import load_feature_space
 
     with pytest.raises(CheckpointError, match="do not fit timm model test_resnet"):
         load_feature_space("timm:test_resnet", features_weights=tmp_path / "other.safetensors")
@@ -838,7 +838,7 @@ def test_png_samples_score_the_same_through_refine_and_through_pytorch_fid_and_t
 
 def test_inception_space_keys_are_fid_and_kid():
     """The same computation is keyed fid/kid_* only when the space is Inception's (a stand-in network here, same code path)."""
-    from refine.evaluate_images import FeatureSpace, RealReference
+    from refine.eval import FeatureSpace, RealReference
     from refine.metrics.fid import feature_statistics
 
     class Pool(torch.nn.Module):

@@ -21,7 +21,7 @@ from test_eval_images import _isolated, classifier, mnist  # noqa: F401 - fixtur
 from typer.testing import CliRunner
 
 from refine.cli import app
-from refine.evaluate_images import classifier_space, to_uint8
+from refine.eval import classifier_space, to_uint8
 from refine.generator import NormalPrior
 from refine.io import save_gan
 from refine.nets import arch_config, build
@@ -250,7 +250,7 @@ def test_writers_stream_chunks_and_leave_nothing_when_aborted(tmp_path):
 
 def test_eval_reads_an_adm_file_with_labels_beside_the_images(tmp_path):
     """ADM/EDM files may carry class labels as arr_1; the images are arr_0, NHWC uint8."""
-    from refine.evaluate_images import load_image_samples
+    from refine.eval import load_image_samples
 
     images = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
     np.savez(tmp_path / "adm.npz", images, np.arange(6))

@@ -13,6 +13,7 @@ from . import fit_ratio as _fit_ratio  # noqa: E402,F401
 from . import listing as _listing  # noqa: E402,F401
 from . import sample as _sample  # noqa: E402,F401
 from . import train as _train  # noqa: E402,F401
+from . import train_classifier as _train_classifier  # noqa: E402,F401
 from . import tune as _tune  # noqa: E402,F401
 from .app import app  # noqa: E402
 

@@ -2,7 +2,7 @@
 
 2-D datasets: high-quality fraction, modes hit, mode-histogram KL. Image datasets (``--data
 NAME:ROOT``, or a checkpoint trained on one): the ``--metrics`` chosen from FID, KID, IS,
-precision/recall/density/coverage, in a named feature space (:mod:`refine.evaluate_images`),
+precision/recall/density/coverage, in a named feature space (:mod:`refine.eval`),
 against the dataset's images or a reference statistics file (``--ref-stats``).
 """
 
@@ -18,7 +18,22 @@ import typer
 from ..data.images import IMAGE_DATASETS, SPLITS, is_image_spec
 from ..data.toy2d import MIXTURES, get_mixture
 from ..errors import ConfigError, DataError, MissingWeightsError
-from ..evaluate import compare_methods, markdown_table, split_method_options
+from ..eval import (
+    SAMPLE_RANGES,
+    check_metrics,
+    compare_methods,
+    evaluate_methods,
+    load_feature_space,
+    load_image_samples,
+    markdown_report,
+    markdown_table,
+    real_reference,
+    reference_from_stats,
+    row_features,
+    save_image_panels,
+    score_images,
+    split_method_options,
+)
 from ..fs import read_npz
 from ..io import atomic_write
 from ..metrics.toy2d import mode_metrics
@@ -72,7 +87,7 @@ def eval_(
     features: str = typer.Option(
         "inception",
         "--features",
-        help="images: feature space, 'inception' (pytorch-fid weights), a classifier file (python -m refine.evaluate_images train-classifier, or a feature-sp ratio file), or timm:NAME with --features-weights",
+        help="images: feature space, 'inception' (pytorch-fid weights), a classifier file (refine train-classifier, or a feature-sp ratio file), or timm:NAME with --features-weights",
     ),
     features_weights: Optional[Path] = typer.Option(
         None,
@@ -309,8 +324,6 @@ class _ImageOptions:
     threshold_given = False
 
     def validate(self) -> None:
-        from ..evaluate_images import SAMPLE_RANGES
-
         if self.threshold_given:
             raise ConfigError(
                 "--threshold applies to 2-D datasets; image datasets are scored by FID, IS and precision/recall"
@@ -358,7 +371,6 @@ class _ImageOptions:
 
     def metrics_for(self, space, data: str | None) -> tuple[str, ...]:
         """The metrics to compute in ``space``, checked against it and against whether there are real images."""
-        from ..evaluate_images import check_metrics
         from ..metrics.keys import DEFAULT_METRICS
 
         chosen = self.chosen_metrics()
@@ -378,8 +390,6 @@ class _ImageOptions:
         return chosen
 
     def space(self, dev):
-        from ..evaluate_images import load_feature_space
-
         try:
             return load_feature_space(
                 self.features,
@@ -413,8 +423,6 @@ class _ImageOptions:
 
     def reference(self, space, data: str | None, image_shape, n_prdc: int, metrics: tuple[str, ...], progress: bool):
         """The real reference: --data's images (statistics and features), the --ref-stats file's statistics, or both."""
-        from ..evaluate_images import real_reference, reference_from_stats
-
         base = None
         if data is not None:
             base = real_reference(
@@ -445,7 +453,6 @@ def _image_outputs(
     cost: bool,
     metrics: tuple[str, ...],
 ) -> None:
-    from ..evaluate_images import markdown_report, save_image_panels
     from ..metrics import IS_MEAN, PRECISION, RECALL
 
     keys = space.keys
@@ -502,7 +509,6 @@ def _eval_image_generator(
     inputs, per, data: str | None, n: int, seed: int, dev, out, json_out: bool, progress: bool, img: _ImageOptions
 ) -> None:
     from ..data.images import real_images_like
-    from ..evaluate_images import evaluate_methods
 
     img.validate()
     if img.samples_range != "auto":
@@ -576,8 +582,6 @@ def _eval_image_samples(
     progress: bool,
     img: _ImageOptions,
 ) -> None:
-    from ..evaluate_images import load_image_samples, row_features, score_images
-
     img.validate()
     dev = resolve_device(device)
     sets = []

@@ -19,6 +19,7 @@ from ..data.toy2d import MIXTURES, get_mixture
 from ..distributed import init as dist_init
 from ..distributed import launched_distributed, sample_sharded
 from ..errors import ConfigError
+from ..eval import load_feature_space, to_uint8
 from ..outputs import SAMPLE_FORMATS, NpzWriter, PngFolderWriter, RunFolder, Uint8NpzWriter, check_disk_space
 from ..plot import save_image_grid, save_scatter_panels
 from ..samplers import get_sampler, parse_options
@@ -311,8 +312,6 @@ def _stream(
 
 def _feature_fn(space_name: str, generator, dev):
     """Images in the generator's declared range -> features of the named space (as `refine eval` computes them)."""
-    from ..evaluate_images import load_feature_space, to_uint8
-
     if generator.output_range not in ("[-1,1]", "[0,1]"):
         raise ConfigError(
             f"--feature-stats needs image samples with a declared value range; this generator's output range is {generator.output_range!r}"

@@ -11,6 +11,7 @@ import typer
 from ..data.images import is_image_spec
 from ..data.toy2d import MIXTURES
 from ..errors import ConfigError
+from ..eval import load_feature_space
 from ..io import safe_load, save_discriminator_ratio, write_json
 from ..io.pretrained import DEFAULT_RATIO, pretrained_path
 from ..target import LatentTarget
@@ -91,8 +92,6 @@ def tune(
             raise ConfigError(
                 "--data is an image dataset: pass --features (inception, or a classifier file) for FID, recall and coverage"
             )
-        from ..evaluate_images import load_feature_space
-
         shape = tuple(G.sample(1, rng=torch.Generator().manual_seed(0))[1].shape[1:])
         scorer = ImageScorer(
             load_feature_space(features, device=dev),

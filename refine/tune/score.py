@@ -89,7 +89,7 @@ class ImageScorer:
         k: int = 3,
         progress: bool = False,
     ) -> None:
-        from ..evaluate_images import real_reference
+        from ..eval import real_reference
 
         self.space, self.data, self.output_range, self.k = space, data, output_range, int(k)
         self.columns = (
@@ -121,7 +121,7 @@ class ImageScorer:
         }
 
     def __call__(self, x: torch.Tensor, split: str) -> dict:
-        from ..evaluate_images import score_images, to_uint8
+        from ..eval import score_images, to_uint8
 
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")

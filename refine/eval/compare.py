@@ -1,4 +1,4 @@
-"""Before/after comparisons: run several samplers on one target and score each output."""
+"""Before/after comparisons: run several samplers on one target and score each output; the table of the rows."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from .samplers import get_sampler
+from ..checks import check_gradients, gradients_through_generator
+from ..errors import ConfigError
+from ..samplers import get_sampler
 
 __all__ = ["compare_methods", "markdown_table", "split_method_options"]
 
 
 def split_method_options(methods: Iterable[str], options: dict[str, str]) -> list[tuple[str, dict]]:
     """``["drs", "mh"]`` and ``{"drs.gamma": "90", "mh.k": "100"}`` -> ``[("drs", {"gamma": "90"}), ("mh", {"k": "100"})]``."""
-    from .errors import ConfigError
-
     methods = list(methods)
     per: dict[str, dict] = {m: {} for m in methods}
     for key, value in options.items():
@@ -46,8 +46,6 @@ def compare_methods(
     Samplers are built (and their options validated) before any of them runs.
     """
     samplers = [(name, get_sampler(name, **opts)) for name, opts in methods]
-    from .checks import check_gradients, gradients_through_generator
-
     for name, s in samplers:
         if s.needs_gradients:  # data-space methods need gradients through the ratio only
             check_gradients(
@@ -82,5 +80,6 @@ def _fmt(v) -> str:
 
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    """A markdown table of ``rows`` with ``columns`` (``–`` where a row has no value)."""
     head = "| " + " | ".join(columns) + " |\n|" + "|".join("---" for _ in columns) + "|\n"
     return head + "".join("| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |\n" for r in rows)
