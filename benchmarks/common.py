@@ -63,11 +63,11 @@ def refine_cli(args: list[str]) -> None:
 
 def without_training_state(src: Path, dst: Path) -> None:
     """Write the checkpoint ``src`` to ``dst`` without its resumable training state (optimizers, a second copy of the weights)."""
-    from refine.io import atomic_save, safe_load
+    from refine.io import safe_load, tensorfile
 
     ckpt = safe_load(src)
     ckpt.pop("extra", None)
-    atomic_save(ckpt, dst)
+    tensorfile.write(ckpt, dst)  # safetensors for a .safetensors name
 
 
 def update_manifest(entries: list[dict]) -> None:

@@ -14,8 +14,8 @@ Two steps, both through the public entry points:
    each, seed 0, against the 10,000 MNIST test images. Exact rejection sampling (rs) is left out
    for the discriminator ratio (``--d-methods``): its acceptance rate with that ratio is so low
    that it needs about as many proposals per sample as its default budget allows, hours on a
-   2-core CPU (``refine sample --ckpt pretrained/mnist_dcgan.pt --ratio
-   pretrained/mnist_d_ratio.pt --method rs -n 20`` prints the rate). FID with Inception is added when the FID
+   2-core CPU (``refine sample --ckpt pretrained/mnist_dcgan.safetensors --ratio
+   pretrained/mnist_d_ratio.safetensors --method rs -n 20`` prints the rate). FID with Inception is added when the FID
    weights are supplied (``--inception-weights`` or ``$REFINE_INCEPTION_WEIGHTS``); they are not
    available offline.
 
@@ -48,9 +48,9 @@ def main() -> None:
         "--mnist", default=DEFAULT_MNIST, help="folder with the four MNIST files (default ../shared/data/mnist)"
     )
     p.add_argument("--n", type=int, default=2000, help="samples per method")
-    p.add_argument("--gan", default="pretrained/mnist_dcgan.pt")
-    p.add_argument("--d-ratio", default="pretrained/mnist_d_ratio.pt")
-    p.add_argument("--dre", default="pretrained/mnist_dre_f_sp.pt")
+    p.add_argument("--gan", default="pretrained/mnist_dcgan.safetensors")
+    p.add_argument("--d-ratio", default="pretrained/mnist_d_ratio.safetensors")
+    p.add_argument("--dre", default="pretrained/mnist_dre_f_sp.safetensors")
     p.add_argument("--inception-weights", default=os.environ.get("REFINE_INCEPTION_WEIGHTS"))
     p.add_argument("--methods", default="none,rs,drs,mh,sir", help="methods with the DRE-F-SP ratio")
     p.add_argument("--d-methods", default="none,drs,mh,sir", help="methods with the discriminator ratio")

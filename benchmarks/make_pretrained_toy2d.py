@@ -33,13 +33,13 @@ TRAIN = [
     "--device",
     "cpu",
     "--out",
-    "pretrained/toy2d_grid25_gan.pt",
+    "pretrained/toy2d_grid25_gan.safetensors",
     "--no-progress",
 ]
 FIT = [
     "fit-ratio",
     "--ckpt",
-    "pretrained/toy2d_grid25_gan.pt",
+    "pretrained/toy2d_grid25_gan.safetensors",
     "--epochs",
     "50",
     "--lr-drop",
@@ -49,7 +49,7 @@ FIT = [
     "--device",
     "cpu",
     "--out",
-    "pretrained/toy2d_grid25_ratio.pt",
+    "pretrained/toy2d_grid25_ratio.safetensors",
     "--no-progress",
 ]
 
@@ -57,12 +57,14 @@ FIT = [
 def main() -> None:
     argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     refine_cli(TRAIN)
-    without_training_state(PRE / "toy2d_grid25_gan.pt", PRE / "toy2d_grid25_gan.pt")  # ship the model only
+    without_training_state(
+        PRE / "toy2d_grid25_gan.safetensors", PRE / "toy2d_grid25_gan.safetensors"
+    )  # ship the model only
     refine_cli(FIT)
     entries = [
         {
             "name": "toy2d-grid25-gan",
-            "file": "toy2d_grid25_gan.pt",
+            "file": "toy2d_grid25_gan.safetensors",
             "kind": "gan",
             "arch": {
                 "generator": "mlp 2->100->100->100->2 (ReLU)",
@@ -76,7 +78,7 @@ def main() -> None:
         },
         {
             "name": "toy2d-grid25-ratio",
-            "file": "toy2d_grid25_ratio.pt",
+            "file": "toy2d_grid25_ratio.safetensors",
             "kind": "ratio/discriminator",
             "arch": "mlp 2->100->100->100->1 (ReLU), logit output",
             "prior": "-",

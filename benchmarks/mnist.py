@@ -45,7 +45,7 @@ RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_MNIST = os.path.relpath(Path(os.environ.get("REFINE_SHARED", REPO.parent / "shared")) / "data" / "mnist", REPO)
 SEED = 0
 
-GAN_FILE, D_RATIO_FILE, DRE_FILE = "mnist_dcgan.pt", "mnist_d_ratio.pt", "mnist_dre_f_sp.pt"
+GAN_FILE, D_RATIO_FILE, DRE_FILE = "mnist_dcgan.safetensors", "mnist_d_ratio.safetensors", "mnist_dre_f_sp.safetensors"
 
 
 def recipe(mnist: str) -> dict[str, list[str]]:
@@ -148,8 +148,6 @@ def recipe(mnist: str) -> dict[str, list[str]]:
 
 # --------------------------------------------------------------------------- train
 def train(args) -> None:
-    import torch
-
     from refine.io import safe_load
 
     WORK.mkdir(parents=True, exist_ok=True)
@@ -160,7 +158,7 @@ def train(args) -> None:
     without_training_state(WORK / "mnist_dcgan_train.pt", PRE / GAN_FILE)
     refine_cli(steps["d_ratio"])
     refine_cli(steps["dre"])
-    dre_meta = torch.load(PRE / DRE_FILE, weights_only=True)["meta"]
+    dre_meta = safe_load(PRE / DRE_FILE)["meta"]
     gan_meta = safe_load(PRE / GAN_FILE)["meta"]
     entries = [
         {

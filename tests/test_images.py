@@ -381,7 +381,7 @@ def test_cli_image_errors(tmp_path):
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
 
 
-@pytest.mark.skipif(not (PRETRAINED / "mnist_dre_f_sp.pt").is_file(), reason="shipped MNIST files not present")
+@pytest.mark.skipif(not (PRETRAINED / "mnist_dre_f_sp.safetensors").is_file(), reason="shipped MNIST files not present")
 def test_shipped_mnist_files_refine_with_rs(tmp_path):
     """The README's command, small: rejection sampling of the shipped DCGAN with its shipped DRE-F-SP ratio."""
     from refine.io.pretrained import pretrained_path

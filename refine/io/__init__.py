@@ -2,6 +2,9 @@
 
 :mod:`refine.io.checkpoints`
     refine's own files: GAN checkpoints and ratio files (schema checks, the ratio-kind registry).
+:mod:`refine.io.tensorfile`
+    the containers those files come in: safetensors with the configuration as JSON metadata
+    (for a name ending in ``.safetensors``) or ``torch.save`` read with ``weights_only=True``.
 :mod:`refine.io.foreign`
     networks refine did not write: files recognised by content, code-bearing formats only by
     opt-in, state_dicts loaded into an architecture the user names.
@@ -18,6 +21,7 @@ re-exported here.
 from __future__ import annotations
 
 from ..fs import atomic_save, atomic_write, file_sha256, plain, write_json
+from . import tensorfile
 from .checkpoints import (
     GAN_FORMAT,
     RATIO_FORMAT,
@@ -61,6 +65,7 @@ __all__ = [
     "register_ratio_loader",
     "ratio_kinds",
     "safe_load",
+    "tensorfile",
     "atomic_write",
     "atomic_save",
     "file_sha256",

@@ -1,7 +1,6 @@
 """refine's own files: GAN checkpoints and ratio files, safe to load and atomic to write.
 
-A refine checkpoint is a dict of plain values and tensors, so it loads with
-``torch.load(..., weights_only=True)``; nothing in it can run code:
+A refine checkpoint is a dict of plain values and tensors; nothing in it can run code:
 
     {"format": "refine.gan", "version": 1,
      "generator": {"arch": {"name": "mlp", "kwargs": {...}}, "state": state_dict,
@@ -13,17 +12,20 @@ A ratio file (``refine fit-ratio``) is ``{"format": "refine.ratio", "version": 1
 "kind": "discriminator", ...}``; this module reads the kinds ``discriminator`` and
 ``feature-sp``, and loaders for other kinds register with :func:`register_ratio_loader`.
 Every schema is checked (types, ranges, network sizes against memory) before any network
-is built. Files are written through :func:`refine.fs.atomic_save`.
+is built.
+
+The container follows the file name: a path ending in ``.safetensors`` is written as
+safetensors with the configuration as JSON in its metadata, any other as ``torch.save``
+(refine's format before safetensors). Reading recognises the container from the bytes, so
+files of either kind load the same networks (see :mod:`refine.io.tensorfile`).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,13 +33,14 @@ from torch import nn
 
 from ..conditional import conditional_from_checkpoint
 from ..errors import CheckpointError, ConfigError
-from ..fs import atomic_save, available_memory, check_regular_file, plain
+from ..fs import available_memory, plain
 from ..generator import OUTPUT_RANGES, LatentGenerator, make_prior
 from ..nets import load_checked
 from ..ratio.calibration import calibration_from_config
 from ..ratio.discriminator import DISCRIMINATOR_OUTPUTS, DiscriminatorRatio
 from ..ratio.feature import FeatureRatio
 from ..registry import Registry
+from . import tensorfile
 
 __all__ = [
     "GAN_FORMAT",
@@ -64,34 +67,9 @@ VERSION = 1
 
 # --------------------------------------------------------------------------- reading
 def safe_load(path: str | os.PathLike, *, what: str = "checkpoint") -> Any:
-    """``torch.load(path, weights_only=True)`` with one-line errors for every way it can fail.
-
-    Only a regular file that fits in memory is read (not a device, a FIFO or a folder)."""
-    p = Path(path)
-    check_regular_file(p, what)
-    with open(p, "rb") as f:
-        head = f.read(12)
-    if not (
-        head.startswith(b"PK") or head.startswith(b"\x80")
-    ):  # torch.save writes a zip archive (or, long ago, a pickle)
-        raise CheckpointError(f"{what} {p} is not a file written by torch.save (it begins with {head!r})")
-    try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        msg = str(e).splitlines()[0] if str(e) else ""
-        if (
-            "weights only" in str(e).lower()
-            or "weights_only" in str(e).lower()
-            or "unsupported global" in str(e).lower()
-        ):
-            raise CheckpointError(
-                f"{what} {p} contains pickled Python objects, which refine does not load (they can run code); "
-                "re-save it with refine (plain values and tensors only)"
-            ) from None
-        raise CheckpointError(f"{what} {p} is not a valid torch file ({msg or type(e).__name__})") from None
-    except Exception as e:  # noqa: BLE001 - torch's unpickler fails on corrupt bytes with any exception (KeyError, struct.error, ...)
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{what} {p} is truncated or corrupt ({first[:160]})") from None
+    """The contents of a refine file, safetensors or ``torch.save`` (read with ``weights_only=True``),
+    with one-line errors for every way reading can fail (see :mod:`refine.io.tensorfile`)."""
+    return tensorfile.read(path, what=what)
 
 
 def _expect(cond: bool, path, msg: str) -> None:
@@ -189,7 +167,7 @@ def save_gan(
         ckpt["extra"] = plain(extra)
     if conditional is not None:
         ckpt["conditional"] = plain(conditional)
-    atomic_save(ckpt, path)
+    tensorfile.write(ckpt, path)
 
 
 def gan_from_dict(ckpt: dict, *, device: str | torch.device = "cpu", path=None) -> LoadedGAN:
@@ -258,7 +236,7 @@ def ratio_kinds() -> list[str]:
 
 
 def save_ratio(path: str | os.PathLike, *, kind: str, payload: dict, meta: dict | None = None) -> None:
-    atomic_save(
+    tensorfile.write(
         {"format": RATIO_FORMAT, "version": VERSION, "kind": kind, **plain(payload), "meta": plain(dict(meta or {}))},
         path,
     )

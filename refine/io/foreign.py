@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import pickle
 import re
 import sys
@@ -57,6 +56,7 @@ from ..generator import OUTPUT_RANGES, LatentGenerator, Prior, make_prior
 from ..nets import load_state
 from ..ratio.discriminator import DiscriminatorRatio
 from .arch import build_arch, parse_kwargs
+from .tensorfile import METADATA_KEY, safetensors_header
 
 __all__ = [
     "FORMATS",
@@ -113,20 +113,6 @@ def _read(path: str | Path, what: str) -> bytes:
     return read_regular_file(path, what)
 
 
-def _safetensors_header(data: bytes) -> dict | None:
-    """The JSON header of a safetensors file (8-byte little-endian length, then JSON), or None."""
-    if len(data) < 10 or data[8:9] != b"{":
-        return None
-    n = int.from_bytes(data[:8], "little")
-    if n < 2 or 8 + n > len(data):
-        return None
-    try:
-        head = json.loads(data[8 : 8 + n])
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return head if isinstance(head, dict) else None
-
-
 def _zip_names(data: bytes) -> list[str] | None:
     if data[:4] != b"PK\x03\x04":
         return None
@@ -148,8 +134,10 @@ def _rel(name: str) -> str:
 
 
 def _sniff(data: bytes) -> str:
-    if _safetensors_header(data) is not None:
-        return "safetensors"
+    head = safetensors_header(data)
+    if head is not None:
+        meta = head.get("__metadata__")
+        return "refine" if isinstance(meta, dict) and METADATA_KEY in meta else "safetensors"
     names = _zip_names(data)
     if names is None and data[:4] == b"PK\x03\x04":
         return "torch"  # a damaged zip: torch.load says how
@@ -179,7 +167,7 @@ def detect_format(path: str | Path, *, what: str = "file") -> str:
     data = _read(path, what)
     kind = _sniff(data)
     if kind != "torch":
-        return kind
+        return kind  # "refine" here: a safetensors file refine wrote
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -375,6 +363,14 @@ def load_network(
     data = _read(path, what)
     prov: dict = {"path": str(path), "sha256": hashlib.sha256(data).hexdigest()}
     kind = _sniff(data)
+    if kind == "refine":  # a safetensors file refine wrote
+        if arch is not None:
+            raise ConfigError(
+                f"{what} {path} is a refine checkpoint, which names its own architecture; drop {flag_prefix_of(role)}arch"
+            )
+        raise ConfigError(
+            f"{what} {path} is a refine checkpoint; load it with refine.load_gan (CLI: --ckpt without foreign options)"
+        )
     if kind == "unknown":
         raise CheckpointError(
             f"{what} {path} is not a file written by torch.save, safetensors, torch.jit.save or torch.export.save"
