@@ -42,8 +42,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data.images import ImageData
 from ..device import module_device
 from ..errors import ConfigError, DataError, ShapeError
+from ..metrics.features import extract_features as _extract_features
 from ..nets import arch_config, build_from_config, register_arch
 from .base import check_log_ratio
 
@@ -187,29 +189,51 @@ def _perm(n: int, rng) -> torch.Tensor:
     return torch.randperm(n, generator=rng, device=rng.device if rng is not None else "cpu").cpu()
 
 
-@torch.no_grad()
+class _Features(nn.Module):
+    """``x -> net.features(x)`` as float32: a feature network as :func:`refine.metrics.features.extract_features` runs it."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.features(x).float()
+
+
+class _ImageBatches:
+    """The batches of an ImageData as float tensors on ``device``, converted one batch at a time."""
+
+    def __init__(self, images, batch_size: int, device: torch.device) -> None:
+        self.images, self.batch_size, self.device = images, batch_size, device
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def __iter__(self):
+        for i in range(0, len(self.images), self.batch_size):
+            yield self.images.float(slice(i, i + self.batch_size), device=self.device)
+
+
 def extract_features(
     feature_net: nn.Module, images, *, batch_size: int = 256, progress: bool = False, desc: str = "features"
 ) -> torch.Tensor:
-    """Features ``(N, D)`` (CPU, float32) of float images ``(N, C, H, W)`` or of an ImageData (converted per batch)."""
-    from ..data.images import ImageData
+    """Features ``(N, D)`` (CPU, float32) of float images ``(N, C, H, W)`` or of an ImageData (converted per batch).
 
-    dev = module_device(feature_net)
-    n = len(images)
-    out = []
+    ``feature_net.features`` run by :func:`refine.metrics.features.extract_features` (in eval
+    mode, restored afterwards); no images give ``(0, feature_dim)``, NaN or inf features are a
+    :class:`~refine.errors.NonFiniteError`.
+    """
+    if len(images) == 0:
+        return torch.zeros(0, getattr(feature_net, "feature_dim", 0))
+    if isinstance(images, ImageData):
+        images = _ImageBatches(images, batch_size, module_device(feature_net))
     was = feature_net.training
-    feature_net.eval()
     try:
-        for i in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
-            x = (
-                images.float(slice(i, i + batch_size), device=dev)
-                if isinstance(images, ImageData)
-                else images[i : i + batch_size].to(dev)
-            )
-            out.append(feature_net.features(x).float().cpu())
+        return _extract_features(
+            _Features(feature_net).eval(), images, batch_size=batch_size, progress=progress, desc=desc
+        )
     finally:
         feature_net.train(was)
-    return torch.cat(out) if out else torch.zeros(0, getattr(feature_net, "feature_dim", 0))
 
 
 @torch.no_grad()
