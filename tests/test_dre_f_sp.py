@@ -99,6 +99,44 @@ def test_ratio_head_training_lowers_the_loss_and_recovers_the_ratio():
     assert 0.5 < report["val_mean_r_fake"] < 1.5  # E_G[r] = 1 for the true ratio
 
 
+def test_the_kept_head_is_normalised_when_some_lambda_is():
+    """E_G[r] = 1 for a density ratio: the lowest validation loss among heads within norm_tol of 1 wins,
+    even over a lower loss that is not normalised; with none normalised, the closest is kept with a warning."""
+    from refine.ratio.feature import choose_normalised_head
+
+    rows = [
+        ("h0", {"lambda": 0.0, "val_loss": -0.30, "val_mean_r_fake": 0.475}),
+        ("h1", {"lambda": 0.1, "val_loss": -0.28, "val_mean_r_fake": 0.93}),
+        ("h2", {"lambda": 1.0, "val_loss": -0.25, "val_mean_r_fake": 1.01}),
+    ]
+    (head, row), normalised, warning = choose_normalised_head(rows, 0.1)
+    assert head == "h1" and normalised and warning is None
+    (head, row), normalised, warning = choose_normalised_head(
+        rows[:1] + [("h3", {**rows[1][1], "val_mean_r_fake": 0.7})], 0.1
+    )
+    assert head == "h3" and not normalised and "0: 0.475" in warning and "kept lambda 0.1" in warning
+    with pytest.raises(ConfigError):
+        fit_ratio_head(
+            torch.randn(64, 4),
+            torch.randn(64, 4),
+            torch.randn(8, 4),
+            torch.randn(8, 4),
+            epochs=1,
+            batch_size=8,
+            norm_tol=0.0,
+        )
+
+
+def test_fit_ratio_head_report_says_whether_it_is_normalised():
+    f_real, f_fake = _gaussian_features(512, 0.5, seed=1), _gaussian_features(512, 0.0, seed=2)
+    v_real, v_fake = _gaussian_features(256, 0.5, seed=3), _gaussian_features(256, 0.0, seed=4)
+    _, _, report = fit_ratio_head(
+        f_real, f_fake, v_real, v_fake, lambdas=(0.0, 1.0), hidden=(16,), epochs=2, batch_size=64, rng=_rng(5)
+    )
+    assert report["normalised"] == (abs(report["val_mean_r_fake"] - 1) <= report["norm_tol"])
+    assert report["normalised"] or "warning" in report
+
+
 def test_fit_ratio_head_rejects_bad_inputs():
     f = torch.randn(64, 4)
     with pytest.raises(ConfigError):

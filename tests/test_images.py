@@ -409,3 +409,14 @@ def test_shipped_mnist_files_refine_with_rs(tmp_path):
     )
     assert code == 0, out
     assert np.load(tmp_path / "samples.npz")["x"].shape == (8, 1, 28, 28) and (tmp_path / "samples.png").is_file()
+
+
+def test_converted_data_say_so(shared_dir):
+    """Images resized or recoloured to match a generator are described as converted, wherever described."""
+    native = load_images(
+        f"mnist:{shared_dir / 'data' / 'mnist'}", split="test", limit=16, rng=torch.Generator().manual_seed(0)
+    )
+    assert "converted" not in native.describe() and "converted_from" not in native.info
+    big = load_images(f"mnist:{shared_dir / 'data' / 'mnist'}", split="test", image_size=32, channels=3, limit=16)
+    assert big.info["converted_from"] == "1x28x28"
+    assert "3x32x32 (converted from 1x28x28 to match the generator)" in big.describe()

@@ -303,7 +303,11 @@ def _fit_feature_sp(a: dict) -> None:
     acc = report["feature_net"].get("val_acc")
     acc_txt = f"feature net validation accuracy {acc:.3f}, " if acc is not None else ""
     head = report["head"]
+    if real.info.get("converted_from"):
+        typer.echo(f"note: {real.describe()}", err=True)
+    if head.get("warning"):
+        typer.echo(f"warning: {head['warning']}", err=True)
     typer.echo(
         f"fitted DRE-F-SP ({acc_txt}lambda {head['lambda']:g}, validation SP loss {head['val_loss']:.4f}, "
-        f"E_G[r] {head['val_mean_r_fake']:.3f}) -> {out}"
+        f"E_G[r] {head['val_mean_r_fake']:.3f}{'' if head.get('normalised') else ' (not normalised)'}) -> {out}"
     )

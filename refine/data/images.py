@@ -180,9 +180,9 @@ class ImageData:
 
     def describe(self) -> str:
         lab = f", {self.num_classes} classes" if self.labels is not None else ", unlabelled"
-        return (
-            f"{self.spec} [{self.split}]: {len(self)} images {self.channels}x{self.image_size}x{self.image_size}{lab}"
-        )
+        src = self.info.get("converted_from")
+        conv = f" (converted from {src} to match the generator)" if src else ""
+        return f"{self.spec} [{self.split}]: {len(self)} images {self.channels}x{self.image_size}x{self.image_size}{conv}{lab}"
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
@@ -610,7 +610,10 @@ def load_images(
     keep = _limit_index(len(images), limit, rng)
     if keep is not None:
         images, labels = images[keep], None if labels is None else labels[keep]
+    before = tuple(int(v) for v in images.shape[1:])
     images = convert_images(images, image_size=image_size, channels=channels)
+    if before != tuple(int(v) for v in images.shape[1:]):  # say so wherever the data are described
+        info = {**info, "converted_from": "x".join(map(str, before))}
     if len(images) == 0:
         raise DataError(f"{ds} [{split}] holds no images")
     return ImageData(images, labels, classes, str(ds), split, info)

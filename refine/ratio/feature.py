@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -371,17 +372,25 @@ def fit_ratio_head(
     batch_size: int = 256,
     lr: float = 1e-3,
     weight_decay: float = 0.0,
+    norm_tol: float = 0.1,
     rng: torch.Generator | None = None,
     device="cpu",
     progress: bool = False,
 ) -> tuple[nn.Module, dict, dict]:
-    """Train one head per ``lambda`` on cached features; keep the one with the lowest validation SP loss.
+    """Train one head per ``lambda`` on cached features; keep the best normalised one.
 
     Each epoch passes over the generated features once, each step pairing a batch of them
-    with a random batch of real features. Returns ``(head, arch config, report)``; the
-    report lists, per lambda, the best validation loss, its epoch, the training loss and
-    ``E_G[r]`` on validation features.
+    with a random batch of real features. A density ratio integrates to one under the
+    generator, ``E_G[r] = 1``; the kept head is the one with the lowest validation SP loss
+    among those whose mean ``r`` on the validation generated features is within ``norm_tol``
+    of 1 (what the penalty ``lambda (E_G[r] - 1)^2`` is for). When no lambda gets there, the
+    head closest to 1 is kept and the report carries a ``warning``. Returns ``(head, arch
+    config, report)``; the report lists, per lambda, the best validation loss, its epoch, the
+    training loss and ``E_G[r]`` on validation features, and says whether the kept head is
+    ``normalised``.
     """
+    if not (math.isfinite(norm_tol) and norm_tol > 0):
+        raise ConfigError(f"norm_tol must be a finite value > 0, got {norm_tol}")
     if activation not in ACTIVATIONS:
         raise ConfigError(f"unknown ratio activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
     lambdas = [float(v) for v in lambdas]
@@ -403,7 +412,7 @@ def fit_ratio_head(
     cfg = arch_config("ratio-head", in_dim=dim, hidden=list(hidden), dropout=dropout)
     f_real, f_fake = f_real.to(device), f_fake.to(device)
     rows = []
-    best = None
+    heads: list[tuple[nn.Module, dict]] = []
     steps = len(f_fake) // batch_size
     for lam in lambdas:
         head = _build_seeded(cfg, rng).to(device).train()
@@ -441,15 +450,18 @@ def fit_ratio_head(
         head.load_state_dict(state)
         head.eval().requires_grad_(False)
         rows.append(row)
-        if best is None or row["val_loss"] < best[1]["val_loss"]:
-            best = (head, row)
-    if best is None:
+        heads.append((head, row))
+    if not heads:
         raise ConfigError("no ratio head reached a finite validation loss; lower the learning rate")
+    best, normalised, warning = choose_normalised_head(heads, norm_tol)
     report = {
         "lambdas": rows,
         "lambda": best[1]["lambda"],
         "val_loss": best[1]["val_loss"],
         "val_mean_r_fake": best[1].get("val_mean_r_fake"),
+        "normalised": normalised,
+        "norm_tol": norm_tol,
+        **({"warning": warning} if warning else {}),
         "activation": activation,
         "epochs": epochs,
         "batch_size": batch_size,
@@ -460,6 +472,23 @@ def fit_ratio_head(
         "n_fake_val": len(f_fake_val),
     }
     return best[0], cfg, report
+
+
+def choose_normalised_head(heads: list[tuple[Any, dict]], norm_tol: float) -> tuple[tuple[Any, dict], bool, str | None]:
+    """``(head, row)`` with the lowest ``val_loss`` among rows with ``|val_mean_r_fake - 1| <= norm_tol``;
+    else the row closest to normalised, with a warning. Returns ``(choice, normalised, warning)``."""
+    ok = [h for h in heads if abs(h[1]["val_mean_r_fake"] - 1.0) <= norm_tol]
+    if ok:
+        return min(ok, key=lambda h: h[1]["val_loss"]), True, None
+    best = min(heads, key=lambda h: abs(h[1]["val_mean_r_fake"] - 1.0))
+    tried = ", ".join(f"{h[1]['lambda']:g}: {h[1]['val_mean_r_fake']:.3f}" for h in heads)
+    return (
+        best,
+        False,
+        f"no lambda gave E_G[r] within {norm_tol:g} of 1 on the validation generated images (lambda: E_G[r] = {tried}); "
+        f"kept lambda {best[1]['lambda']:g}. Rejection, MH and SIR do not depend on the ratio's scale, but its values are "
+        "not a normalised density ratio: try larger --lambdas or more --epochs",
+    )
 
 
 # --------------------------------------------------------------------------- the whole recipe
