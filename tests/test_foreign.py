@@ -234,7 +234,18 @@ def test_fit_ratio_for_a_foreign_generator_then_sample_with_it(files, tmp_path):
         ([], "pass --data"),
         (
             ["--data", "grid25", "--disc", "{d}/D.pt", "--disc-arch", "tiny_arch:critic", "--disc-output", "logit"],
-            "does not fine-tune a foreign --disc",
+            "name --out FILE.safetensors",
+        ),
+        (
+            ["--data", "grid25", "--disc", "{d}/D.pt", "--disc-arch", "tiny_arch:critic", "--disc-output", "logit"]
+            + ["--calibration", "isotonic"],
+            "use --calibration logistic or none",
+        ),
+        (["--data", "grid25", "--patience", "-1"], "--patience must be >= 0"),
+        (
+            ["--data", "grid25", "--disc", "{d}/D.pt", "--disc-arch", "tiny_arch:critic", "--disc-output", "logit"]
+            + ["--kind", "feature-sp"],
+            "--disc is fine-tuned by --kind discriminator",
         ),
     ],
 )
@@ -258,6 +269,97 @@ def test_fit_ratio_foreign_errors(files, tmp_path, extra, needle):
     )
     assert res.exit_code == 2 and needle in res.output, res.output
     assert not ratio.exists()
+
+
+def _fit_foreign_disc(files, tmp_path, out, *extra):
+    d = files.dir
+    gen = ["--ckpt", d / "G.pt", "--arch", "tiny_arch:generator", "--latent-shape", 2]
+    res = invoke(
+        "fit-ratio",
+        *gen,
+        "--data",
+        "grid25",
+        *extra,
+        "--epochs",
+        6,
+        "--patience",
+        2,
+        "--n-val",
+        512,
+        "--n-train",
+        2048,
+        "--batch-size",
+        256,
+        "--calibration",
+        "logistic",
+        "--n-calib",
+        512,
+        "--out",
+        out,
+        "--no-progress",
+        "--device",
+        "cpu",
+    )
+    return gen, res
+
+
+def test_fit_ratio_fine_tunes_a_foreign_discriminator_of_the_users_architecture(files, tmp_path):
+    """DRS's protocol for a foreign pair: a copy of the user's critic trained on with the logistic loss
+    (held-out early stopping), calibrated, saved as its weights with the flags that use them."""
+    d = files.dir
+    before = (d / "D.pt").read_bytes()
+    out = tmp_path / "ft.safetensors"
+    disc = ["--disc", d / "D.pt", "--disc-arch", "tiny_arch:critic", "--disc-output", "critic"]
+    gen, res = _fit_foreign_disc(files, tmp_path, out, *disc)
+    assert res.exit_code == 0, res.output
+    assert "fitted the foreign discriminator" in res.output and (d / "D.pt").read_bytes() == before
+    meta = json.loads(out.with_name(out.name + ".json").read_text())
+    assert meta["output"] == "logit" and meta["calibration"]["after"]["log_loss"] > 0
+    assert 1 <= meta["epochs_run"] <= 6 and 1 <= meta["best_epoch"] <= meta["epochs_run"] and meta["fit_time_s"] > 0
+    assert all("val_loss" in h for h in meta["history"])
+    tuned = safetensors.torch.load_file(str(out))
+    assert set(tuned) == set(files.D.state_dict()) and any(
+        not torch.equal(tuned[k], v) for k, v in files.D.state_dict().items()
+    )
+    flags = meta["use_with"].replace("'", "").split()
+    assert flags[:2] == ["--disc", str(out)] and "--disc-temperature" in flags
+    res, out_dir = sample_cli(tmp_path, *gen, *flags, "-m", "sir", "-o", "candidates=4", "-n", 16)
+    assert res.exit_code == 0, res.output
+    assert load_x(out_dir).shape == (16, 2)
+
+
+def test_fit_ratio_fine_tunes_a_foreign_discriminator_of_a_refine_architecture(files, tmp_path):
+    """With a refine architecture the result is an ordinary ratio file: a critic fine-tuned this way is a logit."""
+    torch.manual_seed(1)
+    net = refine.nets.build("mlp", in_dim=2, out_dim=1, hidden=8, depth=2)
+    torch.save(net.state_dict(), tmp_path / "mlp_critic.pt")
+    out = tmp_path / "ratio.safetensors"
+    kw = json.dumps({"in_dim": 2, "out_dim": 1, "hidden": 8, "depth": 2})
+    disc = [
+        "--disc",
+        tmp_path / "mlp_critic.pt",
+        "--disc-arch",
+        "mlp",
+        "--disc-arch-kwargs",
+        kw,
+        "--disc-output",
+        "critic",
+    ]
+    _, res = _fit_foreign_disc(files, tmp_path, out, *disc)
+    assert res.exit_code == 0, res.output
+    ratio = refine.load_ratio(out)
+    assert ratio.output == "logit" and ratio.calibration is not None
+    assert torch.isfinite(ratio.log_ratio(torch.randn(8, 2))).all()
+
+
+def test_a_probability_output_is_fine_tuned_through_its_logit():
+    from refine.cli.fit_ratio import _AsLogit
+
+    lin = nn.Linear(2, 1)
+    prob = nn.Sequential(lin, nn.Sigmoid())
+    x = torch.randn(16, 2)
+    torch.testing.assert_close(_AsLogit(prob, "prob")(x), lin(x), rtol=1e-4, atol=1e-4)
+    assert torch.equal(_AsLogit(lin, "critic")(x), lin(x)) and torch.equal(_AsLogit(lin, "logit")(x), lin(x))
 
 
 def test_torchscript_route(files, tmp_path):

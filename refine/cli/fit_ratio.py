@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 from typing import Optional
 
 import torch
 import typer
+from safetensors.torch import save as st_save
 
 from ..data.images import is_image_spec, load_images
 from ..data.toy2d import MIXTURES, get_mixture
 from ..errors import ConfigError
+from ..fs import atomic_write, write_json
 from ..io import file_sha256, load_feature_net, save_discriminator_ratio, save_feature_ratio
-from ..nets import arch_config, build_from_config
+from ..io.arch import parse_kwargs
+from ..nets import ARCHS, arch_config, build_from_config
 from ..ratio.calibration import calibrate
 from ..ratio.discriminator import DiscriminatorRatio
 from ..train.gan import fit_discriminator
@@ -34,7 +38,14 @@ def fit_ratio(
         None, "--data", help="real data: a 2-D dataset name or an image dataset NAME:ROOT (default: the checkpoint's)"
     ),
     epochs: int = typer.Option(
-        10, "--epochs", help="epochs of discriminator-only training against the fixed generator (0: none)"
+        10,
+        "--epochs",
+        help="epochs of discriminator-only training against the fixed generator (0: none); with --patience, the cap",
+    ),
+    patience: int = typer.Option(
+        0,
+        "--patience",
+        help="discriminator: stop after this many epochs without a lower held-out loss on --n-val real images or points, and keep the best epoch (0: train all --epochs)",
     ),
     n_train: int = typer.Option(50_000, "--n-train", help="real training points for a 2-D dataset"),
     batch_size: int = typer.Option(512, "--batch-size"),
@@ -68,7 +79,9 @@ def fit_ratio(
         "0,0.01,0.1,1", "--lambdas", help="feature-sp: penalty weights tried; the best on validation data is kept"
     ),
     n_val: int = typer.Option(
-        5000, "--n-val", help="feature-sp: real training images held out (with as many generated) to choose lambda"
+        5000,
+        "--n-val",
+        help="real samples held out (with as many generated): feature-sp chooses lambda on them, discriminator with --patience stops on them",
     ),
     activation: str = typer.Option(
         "softplus", "--activation", help="feature-sp: non-negative output of the head: softplus or relu"
@@ -77,8 +90,9 @@ def fit_ratio(
 ) -> None:
     """Fit a density ratio for the checkpoint's fixed generator and save it for `refine sample --ratio`.
 
-    --kind discriminator fine-tunes the checkpoint's discriminator (DRS), optionally calibrated
-    (MH-GAN). --kind feature-sp trains DRE-F-SP on an image dataset: a ResNet-34 feature
+    --kind discriminator fine-tunes the checkpoint's discriminator (DRS), or a foreign one given
+    with --disc/--disc-arch/--disc-output, optionally calibrated (MH-GAN); a WGAN critic
+    fine-tuned this way becomes a logit. --kind feature-sp trains DRE-F-SP on an image dataset: a ResNet-34 feature
     network (classifier on the labels, or real vs generated for unlabelled data) and a ratio
     head with the SP loss; --epochs and --batch-size then apply to the head.
 
@@ -90,11 +104,11 @@ def fit_ratio(
         raise ConfigError(f"--out {out} is a folder; give the ratio file's name, e.g. {out / 'ratio.pt'}")
     if not lr > 0:
         raise ConfigError(f"--lr must be > 0, got {lr}")
-    if foreign is not None and foreign.disc is not None:
-        raise ConfigError(
-            "fit-ratio trains its own ratio and does not fine-tune a foreign --disc; "
-            "to refine with that discriminator as it is, pass --disc to `refine sample` directly"
-        )
+    foreign_disc = foreign is not None and foreign.disc is not None
+    if foreign_disc and kind != "discriminator":
+        raise ConfigError("--disc is fine-tuned by --kind discriminator; --kind feature-sp trains its own networks")
+    if patience < 0 or (patience > 0 and n_val < 2):
+        raise ConfigError(f"--patience must be >= 0 (and needs --n-val >= 2), got {patience}")
     if kind == "feature-sp":
         return _fit_feature_sp(locals())
     if kind != "discriminator":
@@ -103,6 +117,16 @@ def fit_ratio(
         raise ConfigError(f"unknown --calibration {calibration!r}; valid: none, logistic, isotonic")
     if epochs < 0 or n_train <= 0 or n_calib <= 1:
         raise ConfigError("--epochs must be >= 0, --n-train > 0 and --n-calib > 1")
+    user_arch = foreign_disc and not _refine_arch(foreign.disc_arch)
+    if user_arch and calibration == "isotonic":
+        raise ConfigError(
+            "a discriminator of your own --disc-arch is saved as its weights, used through --disc with --disc-temperature; "
+            "isotonic calibration cannot be expressed that way: use --calibration logistic or none"
+        )
+    if user_arch and not out.name.endswith(".safetensors"):
+        raise ConfigError(
+            f"a discriminator of your own --disc-arch is saved as a safetensors state_dict; name --out FILE.safetensors, got {out.name}"
+        )
     dev = resolve_device(device)
     prepare_out_dir(out.parent if str(out.parent) else Path("."))
     inputs = load_inputs(ckpt, None, dev, need_ratio=False, foreign=foreign)
@@ -123,14 +147,17 @@ def fit_ratio(
             raise ConfigError(f"{ckpt} holds no discriminator on images; use --kind feature-sp")
         c, h, _ = _image_shape(G, data, ckpt)
         n_cal = n_calib if calibration != "none" else 0
+        n_hold = n_val if patience else 0
         pool = load_images(
-            data, split="train", image_size=h, channels=c, limit=n_train + n_cal, rng=rng, progress=progress
+            data, split="train", image_size=h, channels=c, limit=n_train + n_cal + n_hold, rng=rng, progress=progress
         )
-        if len(pool) < n_cal + batch_size:
+        if len(pool) < n_cal + n_hold + batch_size:
             raise ConfigError(
-                f"{data} has {len(pool)} training images: too few for --n-calib {n_cal} plus one batch of {batch_size}"
+                f"{data} has {len(pool)} training images: too few for --n-calib {n_cal} and --n-val {n_hold} plus one batch of {batch_size}"
             )
         calib_images, train_images = pool.random_split(n_cal, rng=rng)
+        if n_hold:
+            val_images, train_images = train_images.random_split(n_hold, rng=rng)
         mixture = None
     else:
         mixture = get_mixture(data)
@@ -139,7 +166,9 @@ def fit_ratio(
             raise ConfigError(
                 f"--data {data} is a 2-D dataset but the generator in {ckpt} makes samples of shape {shape}; pass its image dataset NAME:ROOT"
             )
-    if inputs.gan.discriminator is not None:
+    if foreign_disc:
+        D, d_arch, output = _foreign_copy(inputs.ratio, foreign)
+    elif inputs.gan.discriminator is not None:
         D, d_arch, output = (
             copy.deepcopy(inputs.gan.discriminator),
             inputs.gan.config["discriminator"]["arch"],
@@ -162,10 +191,27 @@ def fit_ratio(
             D = build_from_config(d_arch).to(dev)
         output = "logit"
     real_train = train_images.float(device=dev) if images else mixture.sample(n_train, rng=rng).to(dev)
+    val = None
+    if patience:
+        val = val_images.float(device=dev) if images else mixture.sample(n_val, rng=rng).to(dev)
+    t0 = time.perf_counter()
     history = fit_discriminator(
-        G, D, real_train, epochs=epochs, batch_size=batch_size, lr=lr, lr_drop_epoch=lr_drop, rng=rng, progress=progress
+        G,
+        _AsLogit(D, output),
+        real_train,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        lr_drop_epoch=lr_drop,
+        val=val,
+        patience=patience or None,
+        rng=rng,
+        progress=progress,
     )
+    fit_time = time.perf_counter() - t0
     D.eval().requires_grad_(False)
+    if epochs > 0 and output == "critic":  # trained with the logistic loss: its value is now a logit
+        output = "logit"
     ratio = DiscriminatorRatio(D, output)
     report = None
     if calibration != "none":
@@ -183,12 +229,23 @@ def fit_ratio(
         "lr_drop": lr_drop,
         "calibration": report,
         "history": history,
+        "patience": patience,
+        "n_val": len(val) if val is not None else 0,
+        "epochs_run": len(history),
+        "best_epoch": history[-1].get("best_epoch") if history else None,
+        "fit_time_s": fit_time,
         "seed": seed,
         "versions": versions(),
         "time": timestamp(),
     }
-    save_discriminator_ratio(out, ratio, d_arch, meta=meta)
-    msg = f"fitted {'a fresh' if inputs.gan.discriminator is None else 'the checkpoint'} discriminator as the ratio ({epochs} epochs"
+    whose = "the foreign" if foreign_disc else ("a fresh" if inputs.gan.discriminator is None else "the checkpoint")
+    if user_arch:
+        _save_user_arch(out, ratio, meta, foreign)
+    else:
+        save_discriminator_ratio(out, ratio, d_arch, meta=meta)
+    msg = f"fitted {whose} discriminator as the ratio ({len(history)} of {epochs} epochs in {fit_time:.0f} s"
+    if history and history[-1].get("best_epoch"):
+        msg += f", best held-out loss at epoch {history[-1]['best_epoch']} ({min(h['val_loss'] for h in history):.3f})"
     if history:
         msg += f", final loss {history[-1]['loss_d']:.3f}, accuracy {history[-1]['acc']:.3f}"
     if report:
@@ -311,3 +368,68 @@ def _fit_feature_sp(a: dict) -> None:
         f"fitted DRE-F-SP ({acc_txt}lambda {head['lambda']:g}, validation SP loss {head['val_loss']:.4f}, "
         f"E_G[r] {head['val_mean_r_fake']:.3f}{'' if head.get('normalised') else ' (not normalised)'}) -> {out}"
     )
+
+
+class _AsLogit(torch.nn.Module):
+    """A discriminator seen through its logit, for training with the logistic loss: a probability
+    output ``p`` becomes ``log p - log(1 - p)``; a logit or a critic value is used as it is."""
+
+    def __init__(self, net: torch.nn.Module, output: str) -> None:
+        super().__init__()
+        self.net, self.output = net, output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.net(x)
+        if self.output == "prob":
+            y = torch.logit(y.clamp(1e-7, 1 - 1e-7))
+        return y
+
+
+def _refine_arch(spec: str | None) -> bool:
+    return spec is not None and spec in ARCHS
+
+
+def _foreign_copy(ratio, foreign: Foreign) -> tuple[torch.nn.Module, dict | None, str]:
+    """A trainable copy of the foreign discriminator, its refine architecture config (None for a
+    factory of the user's own), and its declared output."""
+    net = ratio.net
+    if not isinstance(net, torch.nn.Module) or not any(p.is_floating_point() for p in net.parameters()):
+        raise ConfigError(
+            f"--disc {foreign.disc} loaded as a {type(net).__name__} without trainable parameters; fine-tuning needs "
+            "its weights as a state_dict or safetensors file with --disc-arch"
+        )
+    arch = None
+    if _refine_arch(foreign.disc_arch):
+        arch = arch_config(foreign.disc_arch, **parse_kwargs(foreign.disc_arch_kwargs, "--disc-arch-kwargs"))
+    return copy.deepcopy(net), arch, ratio.output
+
+
+def _save_user_arch(out: Path, ratio, meta: dict, foreign: Foreign) -> None:
+    """Weights of a user-architecture discriminator as a safetensors state_dict (the safe route for
+    networks refine cannot rebuild from a file), the record beside it (``OUT.json``), and the
+    ``refine sample`` flags that use them."""
+    temperature = 1.0
+    if ratio.calibration is not None:  # log r = a * logit + b: every sampler ignores b, so T = 1 / a
+        a = float(ratio.calibration.to_config()["a"])
+        if not a > 0:
+            raise ConfigError(
+                f"the logistic calibration has slope {a:.3g}: the fine-tuned discriminator ranks generated "
+                "samples above real ones; train longer or check --disc-output"
+            )
+        temperature = 1.0 / a
+    meta = {
+        **meta,
+        "disc_arch": foreign.disc_arch,
+        "disc_arch_kwargs": foreign.disc_arch_kwargs,
+        "output": ratio.output,
+    }
+    meta["use_with"] = (
+        f"--disc {out} --disc-arch {foreign.disc_arch}"
+        + (f" --disc-arch-kwargs '{foreign.disc_arch_kwargs}'" if foreign.disc_arch_kwargs else "")
+        + f" --disc-output {ratio.output} --disc-temperature {temperature:.6g}"
+    )
+    state = {k: v.detach().contiguous().cpu() for k, v in ratio.net.state_dict().items()}
+    with atomic_write(out) as f:
+        f.write(st_save(state))
+    write_json(meta, out.with_name(out.name + ".json"))
+    typer.echo(f"use it with: refine sample {meta['use_with']}", err=True)
