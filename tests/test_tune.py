@@ -238,3 +238,45 @@ def test_config_round_trips_through_refine_sample(tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert json.loads((out / "config.json").read_text())["seed"] == cfg["seed"]
+
+
+def test_image_scorer_matches_score_images_and_computes_real_radii_once(tmp_path, monkeypatch):
+    """The image scorer's FD, recall and coverage are refine.eval's, with the real k-NN radii computed once per split."""
+    import gzip
+
+    import refine.tune.score as score_mod
+    from refine.eval import FeatureSpace, score_images, to_uint8
+    from refine.tune.score import ImageScorer
+
+    def idx(arr):
+        return bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape) + arr.tobytes()
+
+    g = np.random.default_rng(0)
+    for split, n in (("train", 90), ("t10k", 60)):
+        images = g.integers(0, 256, size=(n, 28, 28)).astype(np.uint8)
+        for kind, arr in (("images-idx3", images), ("labels-idx1", (np.arange(n) % 10).astype(np.uint8))):
+            with gzip.open(tmp_path / f"{split}-{kind}-ubyte.gz", "wb") as f:
+                f.write(idx(arr))
+
+    class Pixels(torch.nn.Module):
+        def forward(self, x):
+            return x.float().flatten(1)[:, ::98] / 255.0  # 8 pixels as features
+
+    space = FeatureSpace(
+        short="classifier", network="pixels", key="pixels", module=Pixels().eval(), transform=lambda x: x, logits=None
+    )
+    scorer = ImageScorer(space, f"mnist:{tmp_path}", image_shape=(1, 28, 28), output_range="[-1,1]", n_val=50)
+    calls = []
+    real_knn = score_mod.knn_radii
+    monkeypatch.setattr(score_mod, "knn_radii", lambda x, k=3: calls.append(len(x)) or real_knn(x, k))
+    fake = torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    for _ in range(3):
+        for split in ("validation", "test"):
+            got = scorer(fake, split)
+            want = score_images(space, to_uint8(fake, "[-1,1]"), scorer.refs[split], metrics=("fid", "prdc"))
+            assert got["objective"] == pytest.approx(-want["fd"])
+            assert got["fd"] == pytest.approx(want["fd"]) and set(got) == {"objective", *scorer.columns}
+            assert got["recall"] == want["recall"] and got["coverage"] == want["coverage"]
+    assert sorted(c for c in calls if c != 40) == [50, 60]  # the real radii: once per split; the rest are the fakes'
+    with pytest.raises(ValueError):
+        scorer(fake, "train")

@@ -14,9 +14,11 @@ from typing import Protocol
 import torch
 
 from ..data.toy2d import get_mixture
+from ..metrics.fid import feature_statistics, frechet_distance
+from ..metrics.prdc import COVERAGE, RECALL, knn_radii
 from ..metrics.toy2d import mode_metrics
 
-__all__ = ["Scorer", "ModeScorer"]
+__all__ = ["Scorer", "ModeScorer", "ImageScorer", "recall_coverage"]
 
 SPLITS = ("validation", "test")
 
@@ -63,6 +65,26 @@ class ModeScorer:
 
     #: columns of the tables, in order
     columns = ("hq_fraction", "modes", "kl_uniform")
+
+
+def recall_coverage(real: torch.Tensor, real_radii: torch.Tensor, fake: torch.Tensor, *, k: int = 3) -> dict:
+    """Recall and coverage (:func:`refine.metrics.prdc.prdc`'s) with the real k-NN radii given.
+
+    The real radii cost a ``(N_real, N_real)`` distance matrix; a tune scores dozens of
+    trials against the same real features, so :class:`ImageScorer` computes them once per
+    split and each trial pays only for ``(N_real, N_fake)`` distances.
+    """
+    r = real.to(torch.float64)
+    f = fake.to(device=r.device, dtype=torch.float64)
+    fake_r = knn_radii(f, k)
+    recall = torch.zeros(len(r), dtype=torch.bool, device=r.device)
+    covered = torch.zeros(len(r), dtype=torch.bool, device=r.device)
+    rows = max(1, (1 << 24) // max(len(f), 1))
+    for a in range(0, len(r), rows):
+        d = torch.cdist(r[a : a + rows], f)
+        recall[a : a + rows] = (d <= fake_r[None, :]).any(dim=1)
+        covered[a : a + rows] = (d <= real_radii[a : a + rows, None].to(d)).any(dim=1)
+    return {RECALL: float(recall.double().mean()), COVERAGE: float(covered.double().mean())}
 
 
 class ImageScorer:
@@ -119,14 +141,24 @@ class ImageScorer:
                 grid=0,
             ),
         }
+        self._real_radii: dict[str, torch.Tensor] = {}
+
+    def _radii(self, split: str) -> torch.Tensor:
+        """The k-NN radii of the split's real features, computed once per split (not once per trial)."""
+        if split not in self._real_radii:
+            self._real_radii[split] = knn_radii(self.refs[split].features, self.k)
+        return self._real_radii[split]
 
     def __call__(self, x: torch.Tensor, split: str) -> dict:
-        from ..eval import score_images, to_uint8
+        from ..eval import to_uint8
 
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        s = score_images(self.space, to_uint8(x, self.output_range), self.refs[split], k=self.k)
-        return {"objective": -float(s[self.space.keys.fd]), **{c: float(s[c]) for c in self.columns if c in s}}
+        ref = self.refs[split]
+        feats, _ = self.space.extract(to_uint8(x, self.output_range))
+        fd = frechet_distance(ref.mu, ref.sigma, *feature_statistics(feats))
+        rc = recall_coverage(ref.features, self._radii(split), feats, k=self.k)
+        return {"objective": -float(fd), self.space.keys.fd: float(fd), **rc}
 
     def describe(self) -> dict:
         return {
