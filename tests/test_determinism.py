@@ -10,11 +10,12 @@ Holds for every registered sampler (checked here):
 
 Batch size (``-o batch_size=``) changes the bits for every method except ``none`` and ``dot``:
 - ``none`` draws all latents in one call and only evaluates G in chunks; ``dot`` draws all its
-  starting points in one call and, with its default ``noise_scale=0``, moves each one by
-  deterministic gradient steps. Their outputs are independent of ``batch_size`` as long as the
+  starting points in one call and moves each one by deterministic steps (its default Adam keeps
+  per-element moments, so each sample's path is its own; plain gradient descent, optimizer=sgd,
+  with ``noise_scale=0`` likewise). Their outputs are independent of ``batch_size`` as long as the
   networks' per-row results do not depend on the batch (OpenBLAS switches kernels for 1-3 rows;
   MKL on AVX-512 for most shapes, and there the samples agree to rounding and the latents of
-  ``none`` bit for bit). ``dot`` with ``noise_scale > 0`` is not.
+  ``none`` bit for bit). ``dot`` with ``optimizer=sgd, noise_scale > 0`` is not.
 - ``rs`` and ``drs`` draw proposals and acceptance uniforms batch by batch from one stream, so a
   different batch size interleaves the stream differently; DRS's gamma shift is moreover a
   percentile of each batch and RS's bound M is raised at batch granularity.
@@ -156,8 +157,8 @@ def test_batch_size_invariance_is_as_documented(target, method):
     for bs in (8, 16, 40):
         over = {"batch_size": bs * FAST[method].get("candidates", 1)} if method == "sir" else {"batch_size": bs}
         outs.append(_run(target, method, 9, **over)[0])
-    if method == "dot":  # with Langevin noise dot draws it chunk by chunk like the others
-        noisy = [_run(target, "dot", 9, batch_size=bs, noise_scale=0.5)[0] for bs in (8, 40)]
+    if method == "dot":  # with Langevin noise (optimizer=sgd) dot draws it chunk by chunk like the others
+        noisy = [_run(target, "dot", 9, batch_size=bs, optimizer="sgd", noise_scale=0.5)[0] for bs in (8, 40)]
         assert not torch.equal(*noisy)
     same = all(torch.equal(outs[0], o) for o in outs[1:])
     if method in BATCH_INVARIANT:

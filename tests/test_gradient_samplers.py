@@ -178,8 +178,8 @@ def test_info_counts_passes_per_sample():
         and i["g_backward"] == 0
         and i["d_backward_per_sample"] == steps + 1
     )
-    r = refine.sample(target, "dot", n, rng=torch.Generator().manual_seed(0), steps=steps, pairs=20)
-    assert r.info["d_evals"] == n * (steps + 1) + 40 and r.info["g_evals"] == n + 40
+    r = refine.sample(target, "dot", n, rng=torch.Generator().manual_seed(0), steps=steps, pairs=20, k_eff_repeats=3)
+    assert r.info["d_evals"] == n * (steps + 1) + 120 and r.info["g_evals"] == n + 120  # 3 x 20 pairs of K_eff
     r = refine.sample(target, "ddls", n, rng=torch.Generator().manual_seed(0), steps=steps, mala=True)
     assert 0 <= r.info["acceptance_rate"] <= 1
 

@@ -38,6 +38,9 @@ OPTIONS = {
     "dcd": {"batch_size": 16, "steps": 5},
     "dgflow": {"batch_size": 16, "steps": 5},
     "dot": {"batch_size": 16, "steps": 5},
+    # DOT before its defaults followed the reference (plain gradient descent, one max over the pairs):
+    # pinned to the samples it gave then, so optimizer=sgd is the old method bit for bit
+    "dot:sgd": {"batch_size": 16, "steps": 5, "optimizer": "sgd", "k_eff_repeats": 1},
 }
 
 
@@ -56,7 +59,9 @@ def _samples(target, method: str) -> np.ndarray:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        res = get_sampler(method, **OPTIONS[method]).sample(target, N, rng=torch.Generator().manual_seed(SEED))
+        res = get_sampler(method.split(":")[0], **OPTIONS[method]).sample(
+            target, N, rng=torch.Generator().manual_seed(SEED)
+        )
     finally:
         torch.set_num_threads(before)
     return res.x.detach().cpu().numpy().astype(np.float32)

@@ -8,14 +8,35 @@ against the critic:
 - ``space="latent"``: ``z* = argmin_z ||z - z_y|| - D(G(z)) / k_eff``,
   ``k_eff = max |D(G(z1)) - D(G(z2))| / ||z1 - z2||`` over pairs of latents.
 
-The minimisation is plain gradient descent, run by the shared engine with no noise
-(``step_size = 2 * lr`` of the reference; the objective is the negative potential). The
-norm is smoothed, ``sqrt(||v||^2 + 1e-6)``, so its gradient exists at the start.
+The defaults follow the reference code (``AkinoriTanaka-phys/DOT``, its 2-D demo):
+
+- ``optimizer="adam"``: each sample's objective is minimised by Adam (``lr`` 0.01,
+  ``beta1`` 0, ``beta2`` 0.9, eps 1e-8, bias-corrected), ``steps`` 100 updates. Adam's
+  moments are kept per element, so each sample moves on its own and the batch size does
+  not change the result. ``optimizer="sgd"`` is plain gradient descent run by the shared
+  engine with no noise (``step_size = 2 * lr`` of the reference's SGD); the engine's
+  switches (noise, decay, clip, temperature) apply to it only.
+- ``K_eff`` (or ``k_eff``) is the mean of ``k_eff_repeats`` (10) estimates, each a maximum
+  over ``pairs`` (100) fresh pairs drawn from the sampler's ``rng`` (the reference's
+  2-D demo averages 10 such maxima; its image runs take one). A single maximum over 100
+  pairs varies several-fold from seed to seed; the mean of 10 varies far less.
+- Spectral-norm layers (``torch.nn.utils.spectral_norm`` or
+  ``torch.nn.utils.parametrizations.spectral_norm``) in the generator or the ratio are
+  *thermalised* first: ``thermalize`` (100) forward passes of 10 generated samples
+  without gradients, with only those layers in training mode, run their power iteration
+  so that the normalised weights are converged (the reference does the same before DOT).
+  The sample is drawn with the thermalised estimates; afterwards the layers' buffers
+  (``weight_u``/``weight_v`` or ``_u``/``_v``) and training flags are put back as they
+  were, so the user's modules are left exactly as given. Nothing else is put in
+  training mode (BatchNorm statistics are not touched). Without such layers nothing runs.
+
+The norm is smoothed, ``sqrt(||v||^2 + 1e-6)``, so its gradient exists at the start.
 
 Latent constraints: with a uniform prior, ``z`` is clamped to the prior's box. With a
 normal prior, ``sphere=True`` projects each update onto the tangent space of the sphere
 through ``z`` (``g - z (g.z) / ||z||^2``, each sample's own norm; the reference code
-divides by a hard-coded ``sqrt(128)`` instead), which keeps ``||z||`` (almost) constant.
+divides by a hard-coded ``sqrt(128)`` instead), which keeps ``||z||`` (almost) constant;
+with Adam the update itself is projected too (the reference projects the gradient only).
 Data-space samples are clamped to the generator's declared output range.
 
 How the ratio is read: ``D = target.log_ratio`` (a WGAN critic's value, or a logit).
@@ -29,16 +50,24 @@ paper's "target space") means the same and is still accepted, with a Deprecation
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import math
+import time
 import typing
 import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
 import torch
+from torch import nn
+from torch.nn.utils.parametrizations import _SpectralNorm
+from torch.nn.utils.spectral_norm import SpectralNorm
+from tqdm.auto import tqdm
 
 from ..errors import ConfigError, NonFiniteError
 from ._ops import evaluate, positive
-from .base import option, register
+from .base import SampleResult, option, register
 from .gradient import (
     GradientSampler,
     Plan,
@@ -49,10 +78,13 @@ from .gradient import (
     ratio_only,
     ratio_value_and_grad,
 )
+from .langevin import LangevinState, _cat, _check_eval, init
 
-__all__ = ["DOTSampler", "estimate_k_eff", "dot_objective"]
+__all__ = ["DOTSampler", "estimate_k_eff", "k_eff_maxima", "dot_objective", "spectral_norm_layers", "thermalised"]
 
 _SMOOTH = 1e-6  # squared smoothing of the transport norm
+_ADAM_EPS = 1e-8
+_THERMAL_BATCH = 10  # generated samples per thermalising pass (as in the reference)
 
 
 def _norm(v: torch.Tensor) -> torch.Tensor:
@@ -60,25 +92,140 @@ def _norm(v: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def estimate_k_eff(target, pairs: int, *, space: str, rng, batch_size: int = 4096) -> float:
-    """``max |D(a) - D(b)| / ||a - b||`` over ``pairs`` pairs of generated samples (``space="data"``) or latents."""
+def k_eff_maxima(target, pairs: int, *, space: str, rng, repeats: int = 1, batch_size: int = 4096) -> torch.Tensor:
+    """``repeats`` estimates of the Lipschitz constant, each ``max |D(a) - D(b)| / ||a - b||``
+    over its own ``pairs`` fresh pairs of generated samples (``space="data"``) or latents; ``(repeats,)``.
+
+    All ``2 * repeats * pairs`` latents are drawn from ``rng`` at once (first sides, then
+    second sides) and scored in batches of ``batch_size``. A repeat whose pairs all coincide
+    (a collapsed generator), or a critic constant on every pair, is an error.
+    """
     space = _data_space(space)
-    z1 = target.prior.sample(pairs, rng=rng, device=target.device)
-    z2 = target.prior.sample(pairs, rng=rng, device=target.device)
+    pairs, repeats = int(pairs), int(repeats)
+    m = pairs * repeats
+    z1 = target.prior.sample(m, rng=rng, device=target.device)
+    z2 = target.prior.sample(m, rng=rng, device=target.device)
     d1, x1 = evaluate(target, z1, batch_size)
     d2, x2 = evaluate(target, z2, batch_size)
     den = (x1 - x2).flatten(1).norm(dim=1) if space == "data" else (z1 - z2).flatten(1).norm(dim=1)
-    ok = den > 0
-    if not bool(ok.any()):
+    ok = (den > 0).view(repeats, pairs)
+    if not bool(ok.any(1).all()):
         raise ConfigError(
             "cannot estimate K_eff: every pair of generated samples coincides (a collapsed generator); pass -o k_eff=VALUE"
         )
-    k = float(((d1 - d2).abs()[ok] / den[ok]).max())
+    quot = ((d1 - d2).abs() / torch.where(den > 0, den, torch.ones_like(den))).view(repeats, pairs)
+    maxima = torch.where(ok, quot, torch.full_like(quot, -math.inf)).max(1).values
+    k = float(maxima.double().mean())
     if not k > 0:
         raise ConfigError(
             f"estimated K_eff is {k}: the critic is constant on {pairs} pairs of samples; pass -o k_eff=VALUE"
         )
-    return k
+    return maxima
+
+
+def estimate_k_eff(target, pairs: int, *, space: str, rng, repeats: int = 1, batch_size: int = 4096) -> float:
+    """The mean of ``repeats`` maxima of ``|D(a) - D(b)| / ||a - b||``, each over ``pairs`` fresh pairs
+    of generated samples (``space="data"``) or latents (see :func:`k_eff_maxima`)."""
+    maxima = k_eff_maxima(target, pairs, space=space, rng=rng, repeats=repeats, batch_size=batch_size)
+    return float(maxima.double().mean())
+
+
+def _modules_of(obj) -> list[nn.Module]:
+    if isinstance(obj, nn.Module):
+        return [obj]
+    return [v for v in vars(obj).values() if isinstance(v, nn.Module)] if hasattr(obj, "__dict__") else []
+
+
+def spectral_norm_layers(*objs) -> list[nn.Module]:
+    """The modules whose training flag drives a spectral norm's power iteration, in ``objs``
+    (modules, or wrappers such as a ``LatentGenerator`` or ``DiscriminatorRatio`` holding them):
+    layers with a ``torch.nn.utils.spectral_norm`` hook and ``parametrizations.spectral_norm`` parametrizations."""
+    found: dict[int, nn.Module] = {}
+    for obj in objs:
+        for root in _modules_of(obj):
+            for m in root.modules():
+                if isinstance(m, _SpectralNorm) or any(
+                    isinstance(h, SpectralNorm) for h in m._forward_pre_hooks.values()
+                ):
+                    found.setdefault(id(m), m)
+    return list(found.values())
+
+
+@contextlib.contextmanager
+def thermalised(target, passes: int, *, rng):
+    """Within the block, the spectral-norm layers of ``target`` have run ``passes`` power iterations.
+
+    Each pass is a forward pass, without gradients, of ``G`` and the ratio on 10 samples from
+    the prior, with only the spectral-norm layers in training mode. Yields the number of
+    generated samples used (0 when there is no such layer and nothing ran). On leaving,
+    their buffers (the power iteration's vectors) are restored, so the modules are as given.
+    """
+    layers = spectral_norm_layers(target.generator, target.ratio) if passes > 0 else []
+    if not layers:
+        yield 0
+        return
+    saved = [(b, b.detach().clone()) for m in layers for b in m.buffers(recurse=False)]
+    modes = [(m, m.training) for m in layers]
+    try:
+        try:
+            for m in layers:
+                m.train(True)
+            with torch.no_grad():
+                for _ in range(int(passes)):
+                    z = target.prior.sample(_THERMAL_BATCH, rng=rng, device=target.device)
+                    target.log_ratio(target.generator(z))
+        finally:
+            for m, mode in modes:
+                m.train(mode)
+        yield int(passes) * _THERMAL_BATCH
+    finally:
+        with torch.no_grad():
+            for b, v in saved:
+                b.copy_(v)
+
+
+def _adam_chunked(potential_for, start, n: int, batch_size: int, *, steps, lr, betas, bounds, tangent, progress, desc):
+    """Adam on the negative potential of each chain (minimises DOT's objective), in chunks.
+
+    Per-element moments, bias-corrected; positions clamped to ``bounds`` after each update.
+    ``tangent``: each update is projected onto the tangent space of the sphere through the
+    position (Adam's per-element scaling would otherwise take a tangent gradient off it).
+    Like the engine, a chain of ``steps`` updates costs ``steps + 1`` evaluations and the
+    final state holds the potential at its position.
+    """
+    b1, b2 = betas
+    states, starts = [], []
+    bar = tqdm(total=n * steps, desc=desc, unit="step", disable=not progress, leave=False)
+    try:
+        for c0 in range(0, n, batch_size):
+            c = min(batch_size, n - c0)
+            v0 = start(c)
+            pot = potential_for(v0)
+            st = init(v0, pot)
+            starts.append(st.value)
+            m1 = torch.zeros_like(st.position)
+            m2 = torch.zeros_like(st.position)
+            for t in range(1, steps + 1):
+                g = -st.grad  # the objective's gradient
+                m1 = b1 * m1 + (1 - b1) * g
+                m2 = b2 * m2 + (1 - b2) * g * g
+                upd = (m1 / (1 - b1**t)) / ((m2 / (1 - b2**t)).sqrt() + _ADAM_EPS)
+                if tangent:
+                    zf, uf = st.position.flatten(1), upd.flatten(1)
+                    zz = zf.pow(2).sum(1, keepdim=True)
+                    upd = (uf - zf * (uf * zf).sum(1, keepdim=True) / zz).view_as(upd)
+                v = st.position - lr * upd
+                if bounds is not None:
+                    v = v.clamp(*bounds)
+                value, grad, aux = pot(v)
+                _check_eval(value, grad, t, allow_neg_inf=False)
+                st = LangevinState(v.detach(), value.detach(), grad.detach(), aux)
+                bar.update(c)
+            states.append(st)
+    finally:
+        bar.close()
+    final = LangevinState(*(_cat([getattr(s, f) for s in states]) for f in LangevinState._fields))
+    return final, {"evaluations_per_chain": steps + 1, "accepted": 0.0, "start_value": torch.cat(starts)}
 
 
 def _data_space(space: str) -> str:
@@ -107,17 +254,26 @@ class DOTSampler(GradientSampler):
     summary = "DOT: minimise ||x - y|| - D(x)/K_eff (data space) or ||z - z_y|| - D(G(z))/k_eff (latent space)"
     renamed_values: typing.ClassVar[dict[str, dict[Any, Any]]] = {"space": {"target": "data"}}
 
-    step_size: float = option(0.02, "step size eps = 2 lr of the gradient descent")
-    steps: int = option(100, "gradient steps per sample")
-    noise_scale: float = option(0.0, "noise sigma = noise_scale * sqrt(eps) (DOT is deterministic: 0)")
+    optimizer: Literal["adam", "sgd"] = option(
+        "adam", "adam (the reference's 2-D demo: per-sample Adam on the objective) or sgd (plain gradient descent)"
+    )
+    lr: float = option(0.01, "Adam's learning rate (optimizer=adam)")
+    beta1: float = option(0.0, "Adam's first-moment decay (optimizer=adam)")
+    beta2: float = option(0.9, "Adam's second-moment decay (optimizer=adam)")
+    step_size: float = option(0.02, "step size eps = 2 lr of the gradient descent (optimizer=sgd)")
+    steps: int = option(100, "updates per sample")
+    noise_scale: float = option(0.0, "noise sigma = noise_scale * sqrt(eps) (optimizer=sgd; DOT is deterministic: 0)")
     space: Literal["data", "latent"] = option(
         "data", "transport in data space (x; formerly space=target) or in latent space (z)"
     )
-    pairs: int = option(
-        100, "pairs of generated samples used to estimate K_eff / k_eff (the max over pairs; as in the reference)"
-    )
+    pairs: int = option(100, "pairs of generated samples in each K_eff / k_eff estimate (a max over pairs)")
+    k_eff_repeats: int = option(10, "K_eff / k_eff is the mean of this many estimates, each on fresh pairs")
     k_eff: Optional[float] = option(
-        None, "the Lipschitz constant K_eff (target) or k_eff (latent); none: estimate from pairs"
+        None, "the Lipschitz constant K_eff (data) or k_eff (latent); none: estimate from pairs"
+    )
+    thermalize: int = option(
+        100,
+        "forward passes (10 samples each) that converge spectral-norm layers first; their buffers are restored after",
     )
     sphere: bool = option(False, "normal prior, latent space: project updates onto the sphere through z (keeps ||z||)")
 
@@ -126,14 +282,45 @@ class DOTSampler(GradientSampler):
         object.__setattr__(self, "space", _data_space(self.space))
         if self.mala:
             raise ConfigError("dot is an optimisation, not a sampler of a density: mala does not apply")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ConfigError(f"dot's optimizer must be adam or sgd, got {self.optimizer!r}")
         positive("pairs", self.pairs)
+        positive("k_eff_repeats", self.k_eff_repeats)
         positive("k_eff", self.k_eff)
+        positive("thermalize", self.thermalize, allow_zero=True)
+        positive("lr", self.lr)
+        for name in ("beta1", "beta2"):
+            b = getattr(self, name)
+            if not (0.0 <= float(b) < 1.0):
+                raise ConfigError(f"{name} must lie in [0, 1), got {b}")
+        if self.optimizer == "adam":
+            engine = {
+                "noise_scale": self.noise_scale != 0.0,
+                "noise": self.noise is not None,
+                "decay": self.decay != 1.0,
+                "clip": self.clip is not None,
+                "potential_temperature": self.potential_temperature != 1.0,
+            }
+            set_ = [k for k, v in engine.items() if v]
+            if set_:
+                raise ConfigError(
+                    f"dot option(s) {', '.join(set_)} apply to optimizer=sgd only; drop them or pass -o optimizer=sgd"
+                )
+
+    def _estimates_k(self) -> bool:
+        return self.k_eff is None
+
+    def _thermal_rows(self) -> int:
+        return int(self.thermalize) * _THERMAL_BATCH
 
     def planned_evals(self, n: int) -> float:
-        return super().planned_evals(n) + (0.0 if self.k_eff is not None else 2.0 * self.pairs)
+        # the chains, the K_eff pairs (two latents per pair) and, at most, the thermalising passes
+        pairs = 2.0 * self.pairs * self.k_eff_repeats if self._estimates_k() else 0.0
+        return super().planned_evals(n) + pairs + float(self._thermal_rows())
 
     def rows_in_memory(self) -> int:
-        return max(super().rows_in_memory(), 2 * int(self.pairs))
+        pairs = 2 * int(self.pairs) * int(self.k_eff_repeats) if self._estimates_k() else 0
+        return max(super().rows_in_memory(), pairs)
 
     @property
     def moves_in_data_space(self) -> bool:
@@ -149,12 +336,22 @@ class DOTSampler(GradientSampler):
 
     def _plan(self, target, n, rng, real) -> Plan:
         extra = 0
+        info: dict[str, Any] = {"space_transport": self.space, "optimizer": self.optimizer}
         if self.k_eff is None:
-            k = estimate_k_eff(target, int(self.pairs), space=self.space, rng=rng, batch_size=int(self.batch_size))
-            extra = 2 * int(self.pairs)
+            maxima = k_eff_maxima(
+                target,
+                int(self.pairs),
+                space=self.space,
+                rng=rng,
+                repeats=int(self.k_eff_repeats),
+                batch_size=int(self.batch_size),
+            )
+            k = float(maxima.double().mean())
+            extra = 2 * int(self.pairs) * int(self.k_eff_repeats)
+            info.update(k_eff_min=float(maxima.min()), k_eff_max=float(maxima.max()))
         else:
             k = float(self.k_eff)
-        info = {"k_eff": k, "space_transport": self.space}
+        info["k_eff"] = k
         if self.space == "data":
             start, _ = generated_start(target, n, rng)
 
@@ -212,3 +409,33 @@ class DOTSampler(GradientSampler):
             extra_d_total=extra,
             info=info,
         )
+
+    def _run(self, plan: Plan, n: int, *, rng, progress: bool):
+        if self.optimizer == "sgd":
+            return super()._run(plan, n, rng=rng, progress=progress)
+        return _adam_chunked(
+            plan.potential_for,
+            plan.start,
+            n,
+            int(self.batch_size),
+            steps=int(self.steps),
+            lr=float(self.lr),
+            betas=(float(self.beta1), float(self.beta2)),
+            bounds=plan.bounds,
+            tangent=bool(self.sphere) and plan.space == "latent",
+            progress=progress,
+            desc=self.name,
+        )
+
+    def sample(self, target, n, *, rng=None, progress=False, real=None) -> SampleResult:
+        t0 = time.perf_counter()
+        with thermalised(target, int(self.thermalize), rng=rng) as rows:
+            result = super().sample(target, n, rng=rng, progress=progress, real=real)
+        info = dataclasses.replace(
+            result.info,
+            g_evals=result.info.g_evals + rows,
+            d_evals=result.info.d_evals + rows,
+            wall_time_s=time.perf_counter() - t0,
+            extras={**result.info.extras, "thermalized_rows": rows},
+        )
+        return SampleResult(result.x, result.z, info)

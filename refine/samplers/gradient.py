@@ -34,7 +34,7 @@ from ..generator import RANGE_BOUNDS
 from ..target import LatentTarget
 from ._ops import positive
 from .base import SampleInfo, Sampler, SampleResult, option
-from .langevin import LangevinConfig, Potential, run_chunked, validate_common
+from .langevin import LangevinConfig, LangevinState, Potential, run_chunked, validate_common
 
 __all__ = [
     "ratio_only",
@@ -259,6 +259,23 @@ class GradientSampler(Sampler):
     def _plan(self, target, n: int, rng, real) -> Plan:
         raise NotImplementedError
 
+    def _run(self, plan: Plan, n: int, *, rng, progress: bool) -> tuple[LangevinState, dict]:
+        """Run the chains of ``plan`` (a hook: the engine in chunks; DOT's Adam replaces it).
+
+        Returns the final state and the engine's counters (``evaluations_per_chain``,
+        ``accepted``, ``start_value``).
+        """
+        return run_chunked(
+            plan.potential_for,
+            plan.start,
+            n,
+            int(self.batch_size),
+            self._config(plan.bounds),
+            rng=rng,
+            progress=progress,
+            desc=self.name,
+        )
+
     def _extras(self, extras: dict[str, Any]) -> dict[str, Any]:
         """The method's own entries of ``info`` from the shared ones (a hook; DOT reports its objective)."""
         return extras
@@ -275,16 +292,7 @@ class GradientSampler(Sampler):
         t0 = time.perf_counter()
         self._check_gradients(target)  # a clear error up front, whatever the entry point
         plan = self._plan(target, n, rng, real)
-        state, stats = run_chunked(
-            plan.potential_for,
-            plan.start,
-            n,
-            int(self.batch_size),
-            self._config(plan.bounds),
-            rng=rng,
-            progress=progress,
-            desc=self.name,
-        )
+        state, stats = self._run(plan, n, rng=rng, progress=progress)
         x, log_r = state.aux
         evals = stats["evaluations_per_chain"]
         latent = plan.space == "latent"
