@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from refine.errors import ConfigError
-from refine.generator import LatentGenerator, NormalPrior
+from refine.generator import LatentGenerator, NormalPrior, UniformPrior
 from refine.io import load_gan
 from refine.nets import build
 from refine.ratio import DiscriminatorRatio
@@ -108,6 +108,36 @@ def test_train_toy_saves_a_critic_checkpoint_and_resumes_its_counters(tmp_path):
     m2 = WGANGP(G2, d2, d_steps=5)
     restore_training_state(m2, state, rng=None)
     assert m2._calls == 3
+
+
+def test_train_toy_uniform_prior_and_wider_critic(tmp_path):
+    """The DOT paper's 2-D setting: z ~ U[-1, 1]^2 in training and in the checkpoint, a wider critic, leaky ReLU."""
+    run = train_toy(
+        "grid25-wgan",
+        epochs=1,
+        n_train=64,
+        batch_size=16,
+        method="wgan-gp",
+        hidden=8,
+        disc_hidden=12,
+        depth=1,
+        activation="leaky_relu",
+        prior="uniform",
+        rng=torch.Generator().manual_seed(0),
+        init_seed=0,
+    )
+    assert isinstance(run.generator.prior, UniformPrior)
+    z = run.generator.sample_latent(500, rng=torch.Generator().manual_seed(1))
+    assert z.min() >= -1 and z.max() <= 1 and z.min() < -0.9
+    assert run.archs["discriminator"]["kwargs"]["hidden"] == 12 and run.archs["generator"]["kwargs"]["hidden"] == 8
+    assert run.meta["prior"] == "uniform" and run.meta["disc_hidden"] == 12
+    path = tmp_path / "wgan.pt"
+    save_toy_checkpoint(path, run)
+    assert isinstance(load_gan(path).generator.prior, UniformPrior)
+    with pytest.raises(ConfigError, match="prior"):
+        train_toy(
+            "grid25-wgan", epochs=1, n_train=16, batch_size=16, method="wgan-gp", hidden=4, depth=1, prior="cauchy"
+        )
 
 
 @pytest.mark.parametrize("opts", [{"d_steps": 0}, {"lr": -1.0}, {"gp_weight": -0.1}, {"betas": (0.5,)}])

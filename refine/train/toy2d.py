@@ -15,7 +15,7 @@ from torch import nn
 
 from ..data.toy2d import get_mixture
 from ..errors import CheckpointError, ConfigError
-from ..generator import LatentGenerator, NormalPrior
+from ..generator import LatentGenerator, NormalPrior, UniformPrior
 from ..io import save_gan
 from ..nets import arch_config, build_from_config
 from .checkpointing import STATE_KEY, restore_training_state
@@ -148,6 +148,8 @@ def train_toy(
     resume: dict | None = None,
     on_epoch=None,
     activation: str = "relu",
+    prior: str = "normal",
+    disc_hidden: int | None = None,
 ) -> ToyRun:
     """Train any registered method on a 2-D mixture; returns a :class:`ToyRun`.
 
@@ -156,7 +158,9 @@ def train_toy(
     ``resume`` is a training state (:mod:`refine.train.checkpointing`) to continue from,
     with the same settings and seed; ``on_epoch(epoch, run, trainer)`` runs after each
     epoch (periodic checkpoints). ``activation`` is every MLP's hidden activation (``relu``,
-    ``tanh``, ...).
+    ``tanh``, ``leaky_relu`` (slope 0.2), ...). ``prior`` is the latent prior, ``"normal"``
+    (N(0, I)) or ``"uniform"`` (U[-1, 1]^latent_dim, as in the DOT paper's 2-D demo);
+    ``disc_hidden`` the width of the MLP discriminator's hidden layers (default ``hidden``).
     """
     mixture = get_mixture(dataset)
     cls = get_method(method)
@@ -166,6 +170,9 @@ def train_toy(
     data = mixture.sample(n_train, rng=rng).to(device)
     g_arch = arch_config("mlp", in_dim=latent_dim, out_dim=2, hidden=hidden, depth=depth)
     archs = method_networks(cls, x_dim=2, z_dim=latent_dim, hidden=hidden, depth=depth, options=opts)
+    d = archs.get("discriminator")
+    if disc_hidden is not None and d is not None and d.get("name") == "mlp":
+        archs = {**archs, "discriminator": {**d, "kwargs": {**d["kwargs"], "hidden": int(disc_hidden)}}}
     if activation != "relu":  # the default leaves the configs (and checkpoints) as they were
         g_arch = {**g_arch, "kwargs": {**g_arch["kwargs"], "activation": activation}}
         archs = {
@@ -184,7 +191,9 @@ def train_toy(
     gnet.to(device)
     for net in nets.values():
         net.to(device)
-    G = LatentGenerator(gnet, NormalPrior((latent_dim,)))
+    if prior not in ("normal", "uniform"):
+        raise ConfigError(f"unknown latent prior {prior!r}; valid: normal, uniform")
+    G = LatentGenerator(gnet, NormalPrior((latent_dim,)) if prior == "normal" else UniformPrior((latent_dim,)))
     dnet = nets.pop("discriminator", None)
     check_method_options(cls, opts, networks=nets)
     trainer = cls(G, dnet, **nets, **opts)
@@ -198,6 +207,8 @@ def train_toy(
         "hidden": hidden,
         "depth": depth,
         "activation": activation,
+        **({"prior": prior} if prior != "normal" else {}),
+        **({"disc_hidden": int(disc_hidden)} if disc_hidden is not None else {}),
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()},
         "init_seed": init_seed,
         "history": [],
