@@ -420,3 +420,16 @@ def test_converted_data_say_so(shared_dir):
     big = load_images(f"mnist:{shared_dir / 'data' / 'mnist'}", split="test", image_size=32, channels=3, limit=16)
     assert big.info["converted_from"] == "1x28x28"
     assert "3x32x32 (converted from 1x28x28 to match the generator)" in big.describe()
+
+
+def test_refine_data_extract_and_show(tmp_path):
+    z = _fake_cifar_zip(tmp_path / "c.zip", tmp_path)
+    code, out = _cli("data", "extract", z, tmp_path / "x", "--no-progress")
+    assert code == 0, out
+    assert (tmp_path / "x" / "cifar10" / "test" / "truck" / "0001.jpg").is_file()
+    code, out = _cli("data", "show", f"cifar10-jpg:{tmp_path / 'x'}", "--split", "test", "--no-progress")
+    assert code == 0 and "4 images 3x32x32, 2 classes" in out, out
+    code, out = _cli("data", "extract", z, tmp_path / "x", "--no-progress")  # the folder exists: refused, kept
+    assert code == 2 and out.startswith("error:") and (tmp_path / "x" / "cifar10").is_dir()
+    code, out = _cli("data", "show", f"cifar10-jpg:{tmp_path / 'x'}", "--split", "val")
+    assert code == 2 and "unknown --split" in out

@@ -8,7 +8,8 @@ from .. import _compat
 
 _compat.ensure_torchvision()
 
-from . import eval as _eval  # noqa: E402,F401  (each command module registers its command)
+from . import data as _data  # noqa: E402,F401  (each command module registers its command)
+from . import eval as _eval  # noqa: E402,F401
 from . import fit_ratio as _fit_ratio  # noqa: E402,F401
 from . import listing as _listing  # noqa: E402,F401
 from . import sample as _sample  # noqa: E402,F401

@@ -675,32 +675,3 @@ def extract_zip(archive: str | os.PathLike, dest: str | os.PathLike, *, progress
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
-
-
-def _main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-    import sys
-
-    p = argparse.ArgumentParser(prog="python -m refine.data.images", description="Image dataset helpers.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    e = sub.add_parser("extract", help="extract an image zip (e.g. the CIFAR-10 JPEG archive) once, safely")
-    e.add_argument("archive")
-    e.add_argument("dest")
-    s = sub.add_parser("show", help="load a NAME:ROOT spec and print what it holds")
-    s.add_argument("spec")
-    s.add_argument("--split", default="train", choices=SPLITS)
-    args = p.parse_args(argv)
-    try:
-        if args.cmd == "extract":
-            out = extract_zip(args.archive, args.dest)
-            print(f"extracted {args.archive} -> {out}")
-        else:
-            print(load_images(args.spec, split=args.split, progress=True).describe())
-    except (DataError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(_main())

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..nets import arch_config
+from .loop import adam
 from .losses import d_loss_ns
 from .registry import register_method
 from .unrolled import apply_grads
@@ -30,10 +31,6 @@ from .unrolled import apply_grads
 __all__ = ["AlphaGAN", "ADV_LOSSES"]
 
 ADV_LOSSES = ("ns", "ratio")
-
-
-def _adam(params, lr, betas):
-    return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
 
 
 @register_method("alphagan")
@@ -72,10 +69,10 @@ class AlphaGAN:
             raise ConfigError(f"unknown adv_loss {adv_loss!r}; valid: {', '.join(ADV_LOSSES)}")
         self.G, self.D, self.E, self.C = generator, discriminator, encoder, code_discriminator
         self.rec_weight, self.adv_loss = float(rec_weight), adv_loss
-        self.opt_g = _adam(generator.net.parameters(), lr, betas)
-        self.opt_e = _adam(encoder.parameters(), lr, betas)
-        self.opt_d = _adam(discriminator.parameters(), lr_d or lr, betas)
-        self.opt_c = _adam(code_discriminator.parameters(), lr_d or lr, betas)
+        self.opt_g = adam(generator.net.parameters(), lr, betas)
+        self.opt_e = adam(encoder.parameters(), lr, betas)
+        self.opt_d = adam(discriminator.parameters(), lr_d or lr, betas)
+        self.opt_c = adam(code_discriminator.parameters(), lr_d or lr, betas)
 
     def _adv(self, logit: torch.Tensor) -> torch.Tensor:
         return (-logit).mean() if self.adv_loss == "ratio" else F.softplus(-logit).mean()

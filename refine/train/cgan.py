@@ -34,6 +34,7 @@ from ..io import save_gan
 from ..nets import arch_config, build_from_config
 from .checkpointing import STATE_KEY, restore_training_state
 from .images import ImageRun
+from .loop import adam
 from .losses import d_loss_ns, g_loss_ns
 from .registry import register_method
 
@@ -88,8 +89,8 @@ class CGAN:
             raise ConfigError(f"unknown cgan loss {loss!r}; valid: {', '.join(CGAN_LOSSES)}")
         self.G, self.D, self.d_steps, self.loss = generator, discriminator, d_steps, loss
         self._d_loss, self._g_loss = _losses(loss)
-        self.opt_g = torch.optim.Adam(generator.net.parameters(), lr=lr, betas=tuple(betas))
-        self.opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr_d or lr, betas=tuple(betas))
+        self.opt_g = adam(generator.net.parameters(), lr, betas)
+        self.opt_d = adam(discriminator.parameters(), lr_d or lr, betas)
 
     def _fake(self, b: int, rng, device):
         z = self.G.prior.sample(b, rng=rng, device=device)
@@ -296,7 +297,7 @@ def fit_conditional_discriminator(
     ``log p(x | y) / p_G(x | y)``. The generator is not touched; the discriminator comes back in
     eval mode. Returns one record per epoch (loss, accuracy)."""
     discriminator.train().requires_grad_(True)
-    opt = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=tuple(betas))
+    opt = adam(discriminator.parameters(), lr, betas)
     batches = ImageBatches(data, batch_size, rng=rng, device=device, with_labels=True)
     history = []
     try:

@@ -9,14 +9,11 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..generator import LatentGenerator
+from .loop import adam, fit
 from .losses import d_loss_ns, g_loss_ns
 from .registry import register_method
 
 __all__ = ["GAN", "fit_discriminator", "heldout_logistic_loss"]
-
-
-def _adam(params, lr, betas):
-    return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
 
 
 @register_method("gan")
@@ -37,8 +34,8 @@ class GAN:
             raise ConfigError(f"need lr > 0 and d_steps >= 1, got {lr} and {d_steps}")
         self.G, self.D = generator, discriminator
         self.d_steps = d_steps
-        self.opt_g = _adam(generator.net.parameters(), lr, betas)
-        self.opt_d = _adam(discriminator.parameters(), lr_d or lr, betas)
+        self.opt_g = adam(generator.net.parameters(), lr, betas)
+        self.opt_d = adam(discriminator.parameters(), lr_d or lr, betas)
 
     def d_loss(self, real, fake):
         return d_loss_ns(self.D(real), self.D(fake)), {}
@@ -90,7 +87,7 @@ class _DiscriminatorOnly:
 
     def __init__(self, generator: LatentGenerator, discriminator: nn.Module, *, lr: float, betas):
         self.G, self.D = generator, discriminator
-        self.opt = _adam(discriminator.parameters(), lr, betas)
+        self.opt = adam(discriminator.parameters(), lr, betas)
 
     def step(self, real, *, rng=None):
         with torch.no_grad():
@@ -132,8 +129,6 @@ def fit_discriminator(
     weights of the best epoch are put back (``epochs`` is then the cap). The last row says
     ``best_epoch``.
     """
-    from .loop import fit
-
     if patience is not None and (val is None or patience < 1):
         raise ConfigError(
             f"early stopping needs held-out real samples (val=) and patience >= 1, got patience {patience}"

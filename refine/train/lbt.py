@@ -32,6 +32,7 @@ from torch.func import functional_call
 
 from ..errors import ConfigError
 from ..nets import arch_config
+from .loop import adam
 from .losses import d_loss_ns, g_loss_ns
 from .registry import register_method
 from .unrolled import UNROLL_RULES, adam_moments, apply_grads, differentiable_steps, leaf_params
@@ -141,13 +142,9 @@ class LBT:
         self.unroll_lr = float(unroll_lr if unroll_lr is not None else self.lr_e)
         self.gan_weight = float(gan_weight)
         self.betas = tuple(betas)
-        self.opt_g = torch.optim.Adam(generator.net.parameters(), lr=lr, betas=self.betas)
-        self.opt_e = torch.optim.Adam(self.E.parameters(), lr=self.lr_e, betas=self.betas)
-        self.opt_d = (
-            torch.optim.Adam(discriminator.parameters(), lr=lr_d or lr, betas=self.betas)
-            if discriminator is not None
-            else None
-        )
+        self.opt_g = adam(generator.net.parameters(), lr, self.betas)
+        self.opt_e = adam(self.E.parameters(), self.lr_e, self.betas)
+        self.opt_d = adam(discriminator.parameters(), lr_d or lr, self.betas) if discriminator is not None else None
 
     def estimator_step(self, x: torch.Tensor, *, rng=None) -> float:
         """One ordinary maximum-likelihood (ELBO) update of the estimator on ``x``; returns the batch ELBO before it."""

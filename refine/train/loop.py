@@ -19,7 +19,12 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError, NonFiniteError
 
-__all__ = ["fit", "iterate_batches"]
+__all__ = ["fit", "iterate_batches", "adam"]
+
+
+def adam(params, lr: float, betas) -> torch.optim.Adam:
+    """The optimiser every training method here uses: Adam with the method's learning rate and betas."""
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
 
 
 def iterate_batches(

@@ -41,14 +41,11 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..nets import arch_config
+from .loop import adam
 from .registry import register_method
 from .unrolled import apply_grads
 
 __all__ = ["VEEGAN"]
-
-
-def _adam(params, lr, betas):
-    return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
 
 
 @register_method("veegan")
@@ -104,9 +101,9 @@ class VEEGAN:
         self.n_rec = z_dim - int(eps_dim)
         self.rec_std = float(rec_std)
         self.rec_weight, self.d_steps = float(rec_weight), int(d_steps)
-        self.opt_g = _adam(generator.net.parameters(), lr, betas)
-        self.opt_r = _adam(reconstructor.parameters(), lr, betas)
-        self.opt_d = _adam(joint_discriminator.parameters(), lr_d or lr, betas)
+        self.opt_g = adam(generator.net.parameters(), lr, betas)
+        self.opt_r = adam(reconstructor.parameters(), lr, betas)
+        self.opt_d = adam(joint_discriminator.parameters(), lr_d or lr, betas)
 
     def code(self, z: torch.Tensor) -> torch.Tensor:
         """The reconstructed part of a latent batch, flat: its first ``z_dim - eps_dim`` coordinates."""

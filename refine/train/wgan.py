@@ -23,6 +23,7 @@ from ..generator import LatentGenerator
 from ..samplers._ops import positive
 from ..samplers.dcd import finetune_critic_cd
 from .gan_gp import penalty_points
+from .loop import adam
 from .losses import d_loss_wgan, g_loss_wgan, gradient_penalty
 from .registry import register_method
 
@@ -30,10 +31,6 @@ __all__ = ["WGANGP", "WGAN_GP_TOY", "finetune_critic_cd"]
 
 #: The WGAN-GP paper's 2-D toy settings.
 WGAN_GP_TOY = {"lr": 1e-4, "betas": (0.5, 0.9), "d_steps": 5, "gp_weight": 0.1}
-
-
-def _adam(params, lr, betas):
-    return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
 
 
 @register_method("wgan-gp")
@@ -66,8 +63,8 @@ class WGANGP:
             raise ConfigError(f"betas must be two numbers, got {betas!r}")
         self.G, self.D = generator, discriminator
         self.d_steps, self.gp_weight = d_steps, float(gp_weight)
-        self.opt_g = _adam(generator.net.parameters(), lr, betas)
-        self.opt_d = _adam(discriminator.parameters(), lr_d or lr, betas)
+        self.opt_g = adam(generator.net.parameters(), lr, betas)
+        self.opt_d = adam(discriminator.parameters(), lr_d or lr, betas)
         self._calls = 0
         self._last_g: dict = {}
 
