@@ -46,6 +46,7 @@ import torch
 
 from .errors import CheckpointError, ConfigError, ShapeError
 from .fs import atomic_write, write_json
+from .metrics.fid import StatsAccumulator, save_statistics
 from .samplers.base import SampleInfo, SampleResult
 
 __all__ = [
@@ -302,10 +303,6 @@ def merge_info(infos: list[Mapping[str, Any]]) -> SampleInfo:
 
 
 def _new_accumulator():
-    try:
-        from .metrics.fid import StatsAccumulator
-    except ImportError as e:  # pragma: no cover - the metrics package ships with refine
-        raise ConfigError(f"feature statistics need refine.metrics.fid ({e})") from None
     return StatsAccumulator()
 
 
@@ -445,8 +442,6 @@ def sample_sharded(
     with atomic_write(dest / "samples.npz") as f:
         np.savez(f, **arrays)
     if acc is not None:
-        from .metrics.fid import save_statistics
-
         mu, sigma = acc.compute()
         save_statistics(dest / "feature_stats.npz", mu, sigma, meta={"n": acc.count, "world_size": ctx.world_size})
         info = info.with_extras(feature_stats={"file": "feature_stats.npz", "n": acc.count, "dim": acc.dim})

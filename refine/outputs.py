@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError
+from .eval.images import to_uint8
 from .fs import format_bytes, write_json
 
 __all__ = ["RunFolder", "NpzWriter", "Uint8NpzWriter", "PngFolderWriter", "SAMPLE_FORMATS", "check_disk_space"]
@@ -291,8 +292,6 @@ def _nhwc_uint8(x: np.ndarray, output_range: str) -> np.ndarray:
     """Float images ``(N, C, H, W)`` in ``output_range`` -> ``uint8 (N, H, W, C)``, rounded as
     ``refine eval`` rounds them (:func:`refine.eval.to_uint8`)."""
     import torch
-
-    from .eval.images import to_uint8
 
     return to_uint8(torch.from_numpy(np.asarray(x)), output_range).permute(0, 2, 3, 1).contiguous().numpy()
 

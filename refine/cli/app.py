@@ -7,6 +7,8 @@ import sys
 import typer
 from typer.core import TyperGroup
 
+from .._version import __version__
+
 try:  # typer >= 0.19 carries its own copy of click
     from typer import _click as click
 except ImportError:  # pragma: no cover - older typer on top of click
@@ -52,8 +54,6 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from .._version import __version__
-
         typer.echo(f"refine {__version__}")
         raise typer.Exit()
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import typer
 
+from .._version import __version__
 from ..errors import ConfigError, RefineError
 from ..fs import json_default
 from ..validate import MAX_SEED, as_int
@@ -100,7 +101,6 @@ def make_rng(seed: int) -> torch.Generator:
 
 
 def versions() -> dict:
-    from .. import __version__
 
     return {
         "refine": __version__,

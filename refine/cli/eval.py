@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import typer
 
-from ..data.images import IMAGE_DATASETS, SPLITS, is_image_spec
+from ..data.images import IMAGE_DATASETS, SPLITS, is_image_spec, real_images_like
 from ..data.toy2d import MIXTURES, get_mixture
 from ..errors import ConfigError, DataError, MissingWeightsError
 from ..eval import (
@@ -36,6 +36,10 @@ from ..eval import (
 )
 from ..fs import read_npz
 from ..io import atomic_write
+from ..metrics import IS_MEAN, PRECISION, RECALL
+from ..metrics.fid import StatisticsCache, load_statistics
+from ..metrics.keys import DEFAULT_METRICS, parse_metrics
+from ..metrics.timm_net import is_timm_spec
 from ..metrics.toy2d import mode_metrics
 from ..outputs import RunFolder
 from ..plot import save_scatter_panels
@@ -344,7 +348,6 @@ class _ImageOptions:
             raise ConfigError(
                 f"need --kid-subsets >= 1 and --kid-subset-size >= 2; got {self.kid_subsets} and {self.kid_subset_size}"
             )
-        from ..metrics.timm_net import is_timm_spec
 
         if is_timm_spec(self.features) and self.features_weights is None:
             raise ConfigError(
@@ -357,21 +360,17 @@ class _ImageOptions:
             )
         chosen = self.chosen_metrics()
         if self.ref_stats is not None:
-            from ..metrics.fid import load_statistics
-
             load_statistics(self.ref_stats)  # a missing or malformed file is an error before any network runs
             if "fid" not in chosen:
                 raise ConfigError("--ref-stats is the reference of the Fréchet distance; add fid to --metrics")
 
     def chosen_metrics(self) -> tuple[str, ...] | None:
         """The --metrics named (None: the defaults the feature space allows)."""
-        from ..metrics.keys import parse_metrics
 
         return None if self.metrics is None else parse_metrics(self.metrics)
 
     def metrics_for(self, space, data: str | None) -> tuple[str, ...]:
         """The metrics to compute in ``space``, checked against it and against whether there are real images."""
-        from ..metrics.keys import DEFAULT_METRICS
 
         chosen = self.chosen_metrics()
         if chosen is None:
@@ -404,7 +403,6 @@ class _ImageOptions:
             ) from None
 
     def statistics_cache(self):
-        from ..metrics.fid import StatisticsCache
 
         return StatisticsCache(self.cache_dir) if self.cache else None
 
@@ -453,7 +451,6 @@ def _image_outputs(
     cost: bool,
     metrics: tuple[str, ...],
 ) -> None:
-    from ..metrics import IS_MEAN, PRECISION, RECALL
 
     keys = space.keys
     report = markdown_report(rows, space, reference, cost=cost, k=img.k, is_splits=img.is_splits, metrics=metrics)
@@ -508,7 +505,6 @@ def _image_outputs(
 def _eval_image_generator(
     inputs, per, data: str | None, n: int, seed: int, dev, out, json_out: bool, progress: bool, img: _ImageOptions
 ) -> None:
-    from ..data.images import real_images_like
 
     img.validate()
     if img.samples_range != "auto":

@@ -7,11 +7,13 @@ from typing import Optional
 
 import typer
 
-from ..data.images import is_image_spec
+from ..data.images import is_image_spec, load_images
 from ..data.toy2d import MIXTURES
 from ..errors import CheckpointError, ConfigError
 from ..samplers import parse_options
+from ..train.cgan import save_cgan_checkpoint, train_cgan
 from ..train.checkpointing import read_training_state, training_state
+from ..train.images import IMAGE_PROTOCOL, resume_settings, save_image_checkpoint, train_image_gan
 from ..train.registry import get_method
 from ..train.toy2d import TOY_PROTOCOL, save_toy_checkpoint, train_toy
 from .app import app
@@ -228,8 +230,6 @@ def train(
 
 def _train_images(ctx: typer.Context, args: dict) -> None:
     """The image branch of ``refine train``: a DCGAN pair (see :mod:`refine.train.images`)."""
-    from ..data.images import load_images
-    from ..train.images import IMAGE_PROTOCOL, resume_settings, save_image_checkpoint, train_image_gan
 
     def explicit(name: str) -> bool:
         return getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
@@ -290,13 +290,11 @@ def _train_images(ctx: typer.Context, args: dict) -> None:
     saved = {"epoch": state["epoch"] if state is not None else 0}
 
     conditional = getattr(get_method(given["method"]), "conditional", False)
-    if conditional:
-        from ..train.cgan import save_cgan_checkpoint as save_image_checkpoint
-        from ..train.cgan import train_cgan
+    save_checkpoint = save_cgan_checkpoint if conditional else save_image_checkpoint
 
     def checkpoint(epoch: int, run, trainer) -> None:
         if epoch == epochs or (every and epoch % every == 0):
-            save_image_checkpoint(
+            save_checkpoint(
                 out,
                 run,
                 meta={"seed": seed, "epochs_done": epoch, "versions": versions(), "time": timestamp()},

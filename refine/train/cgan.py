@@ -32,11 +32,13 @@ from ..errors import ConfigError, DataError, NonFiniteError
 from ..generator import NormalPrior
 from ..io import save_gan
 from ..nets import arch_config, build_from_config
+from ..plot import save_image_grid
 from .checkpointing import STATE_KEY, restore_training_state
 from .images import ImageRun
 from .loop import adam
 from .losses import d_loss_ns, g_loss_ns
 from .registry import register_method
+from .toy2d import check_method_options
 
 __all__ = [
     "CGAN",
@@ -150,7 +152,6 @@ def class_grid_latents(num_classes: int, latent_dim: int, per_class: int = 8) ->
 @torch.no_grad()
 def save_class_grid(path, generator: ConditionalGenerator, z: torch.Tensor, y: torch.Tensor, per_class: int) -> None:
     """``G(z, y)`` as a PNG grid, one row per class (the generator in eval mode, then restored)."""
-    from ..plot import save_image_grid
 
     net = generator.net
     was = net.training
@@ -199,7 +200,6 @@ def train_cgan(
     """Train the conditional pair on labelled ``data``; returns an :class:`~refine.train.images.ImageRun`
     whose generator is a :class:`~refine.conditional.ConditionalGenerator`. Arguments as
     :func:`refine.train.images.train_image_gan`."""
-    from .toy2d import check_method_options
 
     if data.labels is None:
         raise DataError(

@@ -21,11 +21,12 @@ import torch
 from torch import nn
 
 from ..data.images import ImageBatches, ImageData
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..generator import LatentGenerator, NormalPrior
 from ..io import save_gan
 from ..nets import arch_config, build_from_config
 from ..nets.dcgan import D_NORMS, IMAGE_SIZES
+from ..plot import save_image_grid
 from .checkpointing import STATE_KEY, restore_training_state
 from .loop import fit
 from .registry import get_method
@@ -81,7 +82,6 @@ class ImageRun:
 @torch.no_grad()
 def save_grid(path: str | Path, generator: LatentGenerator, z: torch.Tensor) -> None:
     """Samples ``G(z)`` as one PNG grid; the generator is put in eval mode for it and restored."""
-    from ..plot import save_image_grid
 
     net = generator.net
     was = net.training if isinstance(net, nn.Module) else False
@@ -228,7 +228,6 @@ RESUMED_SETTINGS = {
 
 def resume_settings(meta: dict, explicit: dict, *, where: str = "checkpoint") -> dict:
     """Settings of the run being resumed (from its ``meta``); an ``explicit`` setting that disagrees is a ConfigError."""
-    from ..errors import CheckpointError
 
     out = {}
     for name, key in RESUMED_SETTINGS.items():
