@@ -35,6 +35,7 @@ from .errors import CheckpointError, ConfigError, ShapeError
 from .generator import LatentGenerator, Prior, network_error, unchanged_buffers
 from .ratio.base import FunctionRatio, check_log_ratio
 from .ratio.discriminator import DISCRIMINATOR_OUTPUTS, DiscriminatorRatio
+from .ratio.feature import ACTIVATIONS, FeatureRatio, _log_activate
 from .samplers.base import SampleResult
 from .target import LatentTarget
 from .validate import MAX_SAMPLES, as_int
@@ -42,6 +43,7 @@ from .validate import MAX_SAMPLES, as_int
 __all__ = [
     "LABELS",
     "ConditionalDiscriminatorRatio",
+    "ConditionalFeatureRatio",
     "ConditionalFunctionRatio",
     "ConditionalGenerator",
     "ConditionalRatio",
@@ -50,6 +52,7 @@ __all__ = [
     "LabelledNet",
     "class_plan",
     "encode_labels",
+    "fit_conditional_feature_ratio",
     "is_conditional",
     "parse_classes",
     "sample_conditional",
@@ -267,6 +270,82 @@ class ConditionalDiscriminatorRatio(ConditionalRatio):
 
     def __repr__(self) -> str:
         return f"ConditionalDiscriminatorRatio({type(self.net).__name__}, num_classes={self.num_classes}, output={self.output!r}, label={self.label!r})"
+
+
+class ConditionalFeatureRatio(ConditionalRatio):
+    """cDR-RS's conditional ratio: ``log r(x | y) = log a(head(phi(x), y))`` with one head for all classes.
+
+    ``feature_net`` is DRE-F-SP's frozen feature network (with a ``features(x)`` method),
+    ``head`` a :class:`refine.ratio.conditional_feature.ConditionalRatioHead` (``head(f, y)``),
+    ``activation`` and ``image_size`` mean what they mean for
+    :class:`~refine.ratio.feature.FeatureRatio`. ``at(y)`` gives the ratio of one class, so
+    every sampler runs per class with it. Fitted by :func:`fit_conditional_feature_ratio`
+    (``refine fit-ratio --kind feature-sp --conditional``).
+    """
+
+    def __init__(
+        self,
+        feature_net: nn.Module,
+        head: nn.Module,
+        num_classes: int,
+        *,
+        activation: str = "softplus",
+        image_size: int | None = None,
+        differentiable: bool = True,
+    ) -> None:
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown ratio activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
+        self.num_classes = _check_classes(num_classes)
+        declared = getattr(head, "num_classes", self.num_classes)
+        if declared != self.num_classes:
+            raise ConfigError(f"the ratio head knows {declared} classes, not num_classes={self.num_classes}")
+        self._features = FeatureRatio(feature_net, head, activation=activation, image_size=image_size)
+        self.feature_net, self.head, self.activation, self.image_size = feature_net, head, activation, image_size
+        self.differentiable = differentiable
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._features.features(x)
+
+    def log_ratio_from_features(self, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return _log_activate(self.head(f, y.to(f.device)), self.activation)
+
+    def log_ratio(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if y.shape != (x.shape[0],):
+            raise ShapeError(
+                f"labels have shape {tuple(y.shape)}; expected ({x.shape[0]},), one class index per sample"
+            )
+        return check_log_ratio(
+            self.log_ratio_from_features(self.features(x), y), x.shape[0], "conditional DRE-F-SP ratio"
+        )
+
+    def __repr__(self) -> str:
+        return f"ConditionalFeatureRatio({type(self.feature_net).__name__}, {type(self.head).__name__}, num_classes={self.num_classes}, activation={self.activation!r})"
+
+
+def fit_conditional_feature_ratio(
+    generator: ConditionalGenerator, real, **kwargs
+) -> tuple[ConditionalFeatureRatio, dict]:
+    """Fit cDR-RS's conditional ratio for ``generator`` against the labelled ImageData ``real``.
+
+    Keyword arguments are those of :func:`refine.ratio.conditional_feature.fit_cdre_f_sp`.
+    Returns the ratio (networks in eval mode without gradients) and the report, whose ``archs``
+    entry holds the architecture configs needed to save it.
+    """
+    from .ratio.conditional_feature import fit_cdre_f_sp
+
+    if not isinstance(generator, ConditionalGenerator):
+        raise ConfigError(
+            f"the conditional ratio is fitted for a class-conditional generator (a ConditionalGenerator), got {type(generator).__name__}"
+        )
+    fnet, head, report = fit_cdre_f_sp(generator, real, **kwargs)
+    ratio = ConditionalFeatureRatio(
+        fnet,
+        head,
+        generator.num_classes,
+        activation=kwargs.get("activation", "softplus"),
+        image_size=int(real.images.shape[-1]),
+    )
+    return ratio, report
 
 
 class ConditionalTarget:

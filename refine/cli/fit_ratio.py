@@ -15,7 +15,13 @@ from ..data.images import is_image_spec, load_images
 from ..data.toy2d import MIXTURES, get_mixture
 from ..errors import ConfigError
 from ..fs import atomic_write, write_json
-from ..io import file_sha256, load_feature_net, save_discriminator_ratio, save_feature_ratio
+from ..io import (
+    file_sha256,
+    load_feature_net,
+    save_conditional_feature_ratio,
+    save_discriminator_ratio,
+    save_feature_ratio,
+)
 from ..io.arch import parse_kwargs
 from ..nets import ARCHS, arch_config, build_from_config
 from ..ratio.calibration import calibrate
@@ -24,6 +30,7 @@ from ..train.gan import fit_discriminator
 from .app import app
 from .common import cli_errors, make_rng, prepare_out_dir, resolve_device, timestamp, versions
 from .inputs import Foreign, foreign_options, load_inputs
+from .sample_conditional import is_conditional_checkpoint
 
 
 @app.command("fit-ratio")
@@ -86,6 +93,11 @@ def fit_ratio(
     activation: str = typer.Option(
         "softplus", "--activation", help="feature-sp: non-negative output of the head: softplus or relu"
     ),
+    conditional: bool = typer.Option(
+        False,
+        "--conditional",
+        help="feature-sp on a class-conditional checkpoint (refine train --method cgan) and labelled data: one ratio r(x | y) for all classes (cDR-RS)",
+    ),
     foreign: Foreign = None,
 ) -> None:
     """Fit a density ratio for the checkpoint's fixed generator and save it for `refine sample --ratio`.
@@ -94,7 +106,9 @@ def fit_ratio(
     with --disc/--disc-arch/--disc-output, optionally calibrated (MH-GAN); a WGAN critic
     fine-tuned this way becomes a logit. --kind feature-sp trains DRE-F-SP on an image dataset: a ResNet-34 feature
     network (classifier on the labels, or real vs generated for unlabelled data) and a ratio
-    head with the SP loss; --epochs and --batch-size then apply to the head.
+    head with the SP loss; --epochs and --batch-size then apply to the head. With --conditional
+    (a class-conditional checkpoint and labelled data) the head also takes the label, and one
+    ratio r(x | y) is fitted for all classes (cDR-RS), for `refine sample --ratio --classes`.
 
     A foreign generator (--arch, TorchScript, torch.export; see `refine sample --help`) works
     with both kinds; it carries no discriminator and no dataset, so --data is required and
@@ -109,6 +123,10 @@ def fit_ratio(
         raise ConfigError("--disc is fine-tuned by --kind discriminator; --kind feature-sp trains its own networks")
     if patience < 0 or (patience > 0 and n_val < 2):
         raise ConfigError(f"--patience must be >= 0 (and needs --n-val >= 2), got {patience}")
+    if conditional and kind != "feature-sp":
+        raise ConfigError(
+            "--conditional fits the conditional feature-space ratio of cDR-RS: use it with --kind feature-sp"
+        )
     if kind == "feature-sp":
         return _fit_feature_sp(locals())
     if kind != "discriminator":
@@ -300,6 +318,15 @@ def _fit_feature_sp(a: dict) -> None:
             "--epochs and --feature-epochs must be >= 1, --n-train and --feature-dim > 0, --stem-stride 1 or 2"
         )
     dev = resolve_device(a["device"])
+    conditional_ckpt = a["ckpt"] is not None and is_conditional_checkpoint(a["ckpt"])
+    if a["conditional"] and not conditional_ckpt:
+        raise ConfigError(
+            f"--conditional fits a ratio r(x | y) for a class-conditional generator (refine train --method cgan); {ckpt} is unconditional"
+        )
+    if conditional_ckpt and not a["conditional"]:
+        raise ConfigError(
+            f"{ckpt} is class-conditional: add --conditional to fit one conditional ratio r(x | y) for all its classes"
+        )
     prepare_out_dir(out.parent if str(out.parent) else Path("."))
     inputs = load_inputs(ckpt, None, dev, need_ratio=False, foreign=a["foreign"])
     data = a["data"] or inputs.dataset
@@ -309,10 +336,12 @@ def _fit_feature_sp(a: dict) -> None:
         )
     rng = make_rng(seed)
     G = inputs.gan.generator
-    c, h, w = _image_shape(G, data, ckpt)
+    c, h, w = _image_shape(G.at(0) if a["conditional"] else G, data, ckpt)
     real = load_images(
         data, split="train", image_size=h, channels=c, limit=a["n_train"], rng=rng, progress=a["progress"]
     )
+    if a["conditional"]:
+        return _fit_conditional(a, inputs, data, real, widths, hidden, lams, c, rng, dev)
     fnet, farch = (None, None)
     if a["feature_net"] is not None:
         fnet, farch = load_feature_net(a["feature_net"], device=dev)
@@ -367,6 +396,79 @@ def _fit_feature_sp(a: dict) -> None:
     typer.echo(
         f"fitted DRE-F-SP ({acc_txt}lambda {head['lambda']:g}, validation SP loss {head['val_loss']:.4f}, "
         f"E_G[r] {head['val_mean_r_fake']:.3f}{'' if head.get('normalised') else ' (not normalised)'}) -> {out}"
+    )
+
+
+def _fit_conditional(a: dict, inputs, data: str, real, widths, hidden, lams, c: int, rng, dev) -> None:
+    """``refine fit-ratio --kind feature-sp --conditional``: cDR-RS's conditional ratio (see :mod:`refine.ratio.conditional_feature`)."""
+    from ..conditional import fit_conditional_feature_ratio
+
+    G, ckpt, out = inputs.gan.generator, a["ckpt"], a["out"]
+    k = G.num_classes
+    if real.labels is None:
+        raise ConfigError(
+            f"--conditional compares real and generated images class by class, but {data} has no class labels; pass the labelled dataset the generator was trained on"
+        )
+    if real.num_classes != k or int(real.labels.max()) >= k:
+        raise ConfigError(f"{data} has {real.num_classes} classes but the generator in {ckpt} has {k}")
+    fnet = farch = None
+    if a["feature_net"] is not None:
+        fnet, farch = load_feature_net(a["feature_net"], device=dev)
+    else:
+        farch = arch_config(
+            "resnet34-features",
+            in_channels=int(c),
+            num_classes=k,
+            feature_dim=a["feature_dim"],
+            widths=widths,
+            stem="cifar",
+            stem_stride=a["stem_stride"],
+        )
+    t0 = time.perf_counter()
+    ratio, report = fit_conditional_feature_ratio(
+        G,
+        real,
+        feature_net=fnet,
+        feature_arch=farch,
+        n_val=a["n_val"],
+        feature_epochs=a["feature_epochs"],
+        head_epochs=a["epochs"],
+        head_batch_size=a["batch_size"],
+        head_lr=a["lr"],
+        head_hidden=hidden,
+        lambdas=lams,
+        activation=a["activation"],
+        rng=rng,
+        device=dev,
+        progress=a["progress"],
+    )
+    fit_time = time.perf_counter() - t0
+    archs = report.pop("archs")
+    meta = {
+        "checkpoint": inputs.provenance["checkpoint"],
+        "dataset": data,
+        "conditional": True,
+        "n_train": len(real),
+        "seed": a["seed"],
+        "fit_time_s": fit_time,
+        "feature_net_file": None
+        if a["feature_net"] is None
+        else {"path": str(a["feature_net"]), "sha256": file_sha256(a["feature_net"])},
+        **report,
+        "versions": versions(),
+        "time": timestamp(),
+    }
+    save_conditional_feature_ratio(out, ratio, feature_arch=archs["feature_net"], head_arch=archs["head"], meta=meta)
+    acc = report["feature_net"].get("val_acc")
+    acc_txt = f"feature net validation accuracy {acc:.3f}, " if acc is not None else ""
+    head = report["head"]
+    if real.info.get("converted_from"):
+        typer.echo(f"note: {real.describe()}", err=True)
+    if head.get("warning"):
+        typer.echo(f"warning: {head['warning']}", err=True)
+    typer.echo(
+        f"fitted the conditional DRE-F-SP ratio for {k} classes ({acc_txt}lambda {head['lambda']:g}, validation SP loss {head['val_loss']:.4f}, "
+        f"E_G[r] {head['val_mean_r_fake']:.3f} averaged over classes{'' if head.get('normalised') else ' (not normalised)'}; {fit_time:.0f} s) -> {out}"
     )
 
 

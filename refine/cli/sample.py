@@ -157,6 +157,7 @@ def sample(
             ckpt=ckpt,
             classes=classes,
             seed=seed,
+            ratio=ratio,
             dev=dev,
             out=out,
             progress=progress,

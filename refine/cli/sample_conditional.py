@@ -6,7 +6,9 @@ over the classes of :func:`refine.conditional.class_plan`: class ``c`` is sample
 target ``z -> G(z, c)`` with ratio ``log r(x | c)``, on the seed ``shard_seed(seed, c)`` (its
 chunks on ``chunk_seed`` of that), so the class counts are exact and each class's samples do not
 depend on which other classes were asked for. ``samples.npz`` holds ``x``, ``z`` and ``y`` (int64);
-run.json's ``info`` has the per-class records; the picture has one row per class.
+run.json's ``info`` has the per-class records; the picture has one row per class. The ratio is
+the checkpoint's conditional discriminator, or ``--ratio`` a conditional ratio file
+(``refine fit-ratio --kind feature-sp --conditional``).
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from ..budget import chunk_rows
 from ..checks import check_gradients, gradients_through_generator
 from ..conditional import (
     ConditionalGenerator,
+    ConditionalRatio,
     ConditionalTarget,
     _merge_info,
     class_plan,
     parse_classes,
+    probe,
 )
 from ..distributed import shard_seed
 from ..errors import ConfigError, RefineError
@@ -74,10 +78,6 @@ def check_conditional_request(
         raise ConfigError(
             "--distributed and --feature-stats are not supported for class-conditional checkpoints yet; run on one process"
         )
-    if ratio is not None:
-        raise ConfigError(
-            f"--ratio {ratio}: a class-conditional checkpoint is refined with its conditional discriminator D(x, y); drop --ratio"
-        )
     if foreign is not None and (foreign.generator_flags() or foreign.disc is not None):
         raise ConfigError(
             "foreign-network options apply to unconditional generators; a class-conditional refine checkpoint declares its own networks"
@@ -92,6 +92,7 @@ def sample_conditional_run(
     ckpt: Path,
     classes: str | None,
     seed: int,
+    ratio: Path | None = None,
     dev,
     out: Path,
     progress: bool,
@@ -102,11 +103,12 @@ def sample_conditional_run(
 
     out = prepare_out_dir(out)
     with RunFolder(out) as run:
-        inputs = load_inputs(ckpt, None, dev, need_ratio=method != "none", samplers=[])
+        inputs = load_inputs(ckpt, None, dev, need_ratio=method != "none" and ratio is None, samplers=[])
         gen = inputs.gan.generator
         if not isinstance(gen, ConditionalGenerator):  # pragma: no cover - checked by is_conditional_checkpoint
             raise ConfigError(f"{ckpt} is not a class-conditional checkpoint")
-        target = ConditionalTarget(gen, inputs.ratio)
+        cond_ratio = inputs.ratio if ratio is None else _conditional_ratio_file(ratio, gen, dev, inputs.provenance)
+        target = ConditionalTarget(gen, cond_ratio)
         plan = class_plan(
             n, parse_classes("balanced" if classes is None else classes, gen.num_classes), gen.num_classes
         )
@@ -163,6 +165,23 @@ def sample_conditional_run(
     typer.echo(
         f"{method}: {n} samples over {len(plan)} classes in {info['wall_time_s']:.2f}s{rate} -> {out}/{', '.join(files)}, run.json"
     )
+
+
+def _conditional_ratio_file(path: Path, gen: ConditionalGenerator, dev, provenance: dict) -> ConditionalRatio:
+    """``--ratio`` of a conditional run: a conditional ratio file for the generator's classes, probed on two of its samples."""
+    from ..io import file_sha256, load_ratio
+
+    r = load_ratio(path, device=dev)
+    if not isinstance(r, ConditionalRatio):
+        raise ConfigError(
+            f"--ratio {path} is a ratio of one distribution ({type(r).__name__}); a class-conditional checkpoint takes a conditional "
+            "ratio r(x | y): fit one with `refine fit-ratio --kind feature-sp --conditional`"
+        )
+    if r.num_classes != gen.num_classes:
+        raise ConfigError(f"--ratio {path} knows {r.num_classes} classes but the generator {gen.num_classes}")
+    probe(gen, r)
+    provenance["ratio"] = {"path": str(path), "sha256": file_sha256(path)}
+    return r
 
 
 def _append_labels(path: Path, plan: list[tuple[int, int]], block: int = 1 << 20) -> None:

@@ -9,8 +9,8 @@ A refine checkpoint is a dict of plain values and tensors; nothing in it can run
      "meta": {...}}
 
 A ratio file (``refine fit-ratio``) is ``{"format": "refine.ratio", "version": 1,
-"kind": "discriminator", ...}``; this module reads the kinds ``discriminator`` and
-``feature-sp``, and loaders for other kinds register with :func:`register_ratio_loader`.
+"kind": "discriminator", ...}``; this module reads the kinds ``discriminator``,
+``feature-sp`` and ``feature-sp-conditional`` (cDR-RS), and loaders for other kinds register with :func:`register_ratio_loader`.
 Every schema is checked (types, ranges, network sizes against memory) before any network
 is built.
 
@@ -31,14 +31,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..conditional import conditional_from_checkpoint
+from ..conditional import ConditionalFeatureRatio, conditional_from_checkpoint
 from ..errors import CheckpointError, ConfigError
 from ..fs import available_memory, plain
 from ..generator import OUTPUT_RANGES, LatentGenerator, make_prior
 from ..nets import load_checked
+from ..ratio import conditional_feature as _conditional_feature  # noqa: F401  (registers the cond-ratio-head architecture)
 from ..ratio.calibration import calibration_from_config
 from ..ratio.discriminator import DISCRIMINATOR_OUTPUTS, DiscriminatorRatio
-from ..ratio.feature import FeatureRatio
+from ..ratio.feature import ACTIVATIONS, FeatureRatio
 from ..registry import Registry
 from . import tensorfile
 
@@ -54,6 +55,7 @@ __all__ = [
     "load_ratio",
     "save_discriminator_ratio",
     "save_feature_ratio",
+    "save_conditional_feature_ratio",
     "load_feature_net",
     "register_ratio_loader",
     "ratio_kinds",
@@ -309,9 +311,10 @@ def save_feature_ratio(
 
 
 def load_feature_net(path, *, device="cpu") -> tuple[nn.Module, dict]:
-    """The (frozen) feature network of a ``feature-sp`` ratio file and its architecture config, to reuse it."""
+    """The (frozen) feature network of a ``feature-sp`` (or ``feature-sp-conditional``) ratio file and its
+    architecture config, to reuse it."""
     obj = safe_load(path, what="ratio file")
-    if not isinstance(obj, dict) or obj.get("kind") != "feature-sp":
+    if not isinstance(obj, dict) or obj.get("kind") not in ("feature-sp", "feature-sp-conditional"):
         raise CheckpointError(
             f"{path} is not a feature-sp ratio file (kind {obj.get('kind') if isinstance(obj, dict) else None!r}); "
             "pass a file written by `refine fit-ratio --kind feature-sp`"
@@ -326,5 +329,55 @@ def _load_feature_ratio(obj: dict, device, path: str) -> FeatureRatio:
     head = build_stored(obj.get("head"), path, "ratio head", device)
     try:
         return FeatureRatio(fnet, head, activation=obj.get("activation", "softplus"), image_size=obj.get("image_size"))
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+
+
+# kind "feature-sp-conditional": cDR-RS's frozen feature network and one conditional head (see refine.ratio.conditional_feature)
+def save_conditional_feature_ratio(
+    path, ratio: ConditionalFeatureRatio, *, feature_arch: dict, head_arch: dict, meta: dict | None = None
+) -> None:
+    """Write a ``feature-sp-conditional`` ratio file: both networks as state_dicts with their
+    architecture configs, the number of classes, the activation and the feature network's image size."""
+    if feature_arch is None:
+        raise ConfigError("saving a conditional DRE-F-SP ratio needs the feature network's architecture config")
+    payload = {
+        "feature_net": {"arch": feature_arch, "state": _state(ratio.feature_net)},
+        "head": {"arch": head_arch, "state": _state(ratio.head)},
+        "num_classes": ratio.num_classes,
+        "activation": ratio.activation,
+        "image_size": ratio.image_size,
+    }
+    save_ratio(path, kind="feature-sp-conditional", payload=payload, meta=meta)
+
+
+@register_ratio_loader("feature-sp-conditional")
+def _load_conditional_feature_ratio(obj: dict, device, path: str) -> ConditionalFeatureRatio:
+    k = obj.get("num_classes")
+    _expect(type(k) is int and 1 <= k <= 100_000, path, f"num_classes must be an integer in [1, 100000], got {k!r:.60}")
+    activation = obj.get("activation", "softplus")
+    _expect(
+        isinstance(activation, str) and activation in ACTIVATIONS,
+        path,
+        f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r:.60}",
+    )
+    size = obj.get("image_size")
+    _expect(
+        size is None or (type(size) is int and 1 <= size <= 4096),
+        path,
+        f"image_size must be None or an integer in [1, 4096], got {size!r:.60}",
+    )
+    head_entry = obj.get("head")
+    _expect(
+        isinstance(head_entry, dict)
+        and isinstance(head_entry.get("arch"), dict)
+        and head_entry["arch"].get("name") == "cond-ratio-head",
+        path,
+        "the head entry must hold a cond-ratio-head architecture",
+    )
+    fnet = build_stored(obj.get("feature_net"), path, "feature network", device)
+    head = build_stored(head_entry, path, "conditional ratio head", device)
+    try:
+        return ConditionalFeatureRatio(fnet, head, k, activation=activation, image_size=size)
     except ConfigError as e:
         raise CheckpointError(f"{path}: {e}") from None
