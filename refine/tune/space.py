@@ -200,11 +200,13 @@ def default_spaces(
         ),
         "dot": MethodSpace(
             "dot",
-            (Knob("step_size", "log", 1e-4, 1e-1), Knob("space", "choice", choices=("data", "latent")), steps),
-            fixed={"pairs": 100},
+            # Adam's learning rate (DOT's default optimizer); the overhead is what DOT declares:
+            # the K_eff pairs of every repeat and, at most, its spectral-norm thermalisation
+            (Knob("lr", "log", 1e-3, 1e-1), Knob("space", "choice", choices=("data", "latent")), steps),
+            fixed={"pairs": 100, "k_eff_repeats": 10, "thermalize": 100},
             max_cost=_gradient_cost,
             cost_knob="steps",
-            overhead=lambda o: 2.0 * int(o["pairs"]),
+            overhead=lambda o: 2.0 * int(o["pairs"]) * int(o["k_eff_repeats"]) + 10.0 * int(o["thermalize"]),
         ),
     }
     if critic:  # DOT is left alone: its K_eff is estimated from the same scores, so the temperature cancels
