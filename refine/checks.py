@@ -19,10 +19,11 @@ import warnings
 import torch
 from torch import nn
 
-from .errors import ConfigError, NotDifferentiableError, RefineError, ShapeError
+from .errors import ConfigError, RefineError, ShapeError
 from .generator import LatentGenerator, unchanged_buffers
 from .ratio.base import check_log_ratio
 from .samplers import SAMPLERS
+from .target import check_gradients as _check_gradients
 
 __all__ = [
     "check_generator",
@@ -171,65 +172,13 @@ def check_gradients(
     ratio_source: str | None = None,
     through_generator: bool = True,
 ) -> None:
-    """Raise NotDifferentiableError (one line, naming the part) unless ``d log r(G(z)) / dz`` exists and is finite.
-
-    Checked on two latents: the generator's output must depend on ``z`` with autograd
-    tracking it, and the ratio's score must depend on its input. With
-    ``through_generator=False`` (data-space methods) only the ratio is checked.
-    """
-    gen_who = source or f"the generator ({type(generator.net).__name__})"
-    alt = _gradient_free()
-    tail = f"method {method} needs gradients with respect to z; use a gradient-free method ({alt}) or a differentiable network"
-    if ratio is not None and getattr(ratio, "differentiable", True) is False:
-        raise NotDifferentiableError(
-            f"the density ratio {ratio!r} is not differentiable (e.g. an isotonic calibration); {tail}"
-        )
-    if through_generator and generator.differentiable is False:
-        raise NotDifferentiableError(f"{gen_who} is declared non-differentiable; {tail}")
-    z = generator.prior.sample(2, rng=torch.Generator().manual_seed(0), device=generator.device)
-    if not through_generator:
-        with torch.no_grad(), unchanged_buffers(generator.net):
-            x = generator(z)
-        z = None
-    else:
-        z.requires_grad_(True)
-    with torch.enable_grad(), unchanged_buffers(generator.net, getattr(ratio, "net", None)):
-        try:
-            x = generator(z) if z is not None else x
-        except RuntimeError as e:
-            raise NotDifferentiableError(
-                f"{gen_who} fails when gradients are tracked: {_first_line(e)}; {tail}"
-            ) from None
-        if z is not None and not x.requires_grad:
-            raise NotDifferentiableError(
-                f"no gradient flows from the output of {gen_who} back to z (it runs under no_grad/inference mode or detaches its output); {tail}"
-            )
-        if z is not None:
-            try:
-                (g,) = torch.autograd.grad(x.float().sum(), z, allow_unused=True)
-            except RuntimeError as e:
-                raise NotDifferentiableError(f"{gen_who} cannot be differentiated: {_first_line(e)}; {tail}") from None
-            if g is None:
-                raise NotDifferentiableError(f"the output of {gen_who} does not depend on z through autograd; {tail}")
-            if not torch.isfinite(g).all():
-                raise NotDifferentiableError(f"{gen_who} has NaN/inf gradients with respect to z; {tail}")
-        if ratio is None:
-            return
-        r_who = ratio_source or f"the discriminator ({type(getattr(ratio, 'net', ratio)).__name__})"
-        xd = x.detach().requires_grad_(True)
-        try:
-            s = ratio.log_ratio(xd)
-        except RuntimeError as e:
-            raise NotDifferentiableError(
-                f"{r_who} fails when gradients are tracked: {_first_line(e)}; {tail}"
-            ) from None
-        if not isinstance(s, torch.Tensor) or not s.requires_grad:
-            raise NotDifferentiableError(
-                f"no gradient flows through {r_who} to its input (it runs under no_grad/inference mode or detaches its score); {tail}"
-            )
-        try:
-            (gx,) = torch.autograd.grad(s.float().sum(), xd, allow_unused=True)
-        except RuntimeError as e:
-            raise NotDifferentiableError(f"{r_who} cannot be differentiated: {_first_line(e)}; {tail}") from None
-        if gx is None or not torch.isfinite(gx).all():
-            raise NotDifferentiableError(f"{r_who} has no finite gradient with respect to its input; {tail}")
+    """:func:`refine.target.check_gradients`, its hint naming the registered gradient-free samplers."""
+    _check_gradients(
+        generator,
+        ratio,
+        method=method,
+        source=source,
+        ratio_source=ratio_source,
+        through_generator=through_generator,
+        alternatives=_gradient_free(),
+    )

@@ -29,7 +29,6 @@ from typing import Any, NamedTuple, Optional
 
 import torch
 
-from ..errors import NotDifferentiableError
 from ..generator import RANGE_BOUNDS
 from ..target import LatentTarget
 from ._ops import positive
@@ -41,7 +40,6 @@ __all__ = [
     "latent_potential",
     "data_potential",
     "ratio_value_and_grad",
-    "check_ratio_differentiable",
     "Transform",
     "Plan",
     "prior_start",
@@ -117,25 +115,6 @@ def data_potential(target, *, scale: float = 1.0) -> Potential:
         return scale * d, scale * g, (x.detach(), d)
 
     return potential
-
-
-def check_ratio_differentiable(target) -> None:
-    """Raise NotDifferentiableError unless gradients of ``log r(x)`` reach ``x`` (data-space methods)."""
-    if getattr(target.ratio, "differentiable", True) is False:
-        raise NotDifferentiableError(
-            f"the ratio {target.ratio!r} is not differentiable; use a sampler that needs no gradients (rs, drs, mh, sir)"
-        )
-    z = target.prior.sample(2, rng=torch.Generator().manual_seed(0), device=target.device)
-    with torch.no_grad():
-        x = target.generator(z)
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        out = target.log_ratio(x)
-        g = torch.autograd.grad(out.sum(), x, allow_unused=True)[0] if out.requires_grad else None
-    if g is None:
-        raise NotDifferentiableError(
-            "no gradient flows from log r(x) to x (the ratio detaches its output, or runs under no_grad)"
-        )
 
 
 # --------------------------------------------------------------------------- starts and bounds
@@ -282,10 +261,7 @@ class GradientSampler(Sampler):
 
     def _check_gradients(self, target) -> None:
         """Latent-space methods need ``d log r(G(z)) / dz``; data-space ones only ``d log r(x) / dx``."""
-        if not self.moves_in_data_space:
-            target.check_differentiable()
-        else:
-            check_ratio_differentiable(target)
+        target.check_differentiable(method=self.name, through_generator=not self.moves_in_data_space)
 
     def sample(self, target, n, *, rng=None, progress=False, real=None) -> SampleResult:
         n = self._check_n(n)
