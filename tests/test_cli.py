@@ -194,3 +194,20 @@ def test_bad_input_is_one_line_without_traceback(args, needle, tmp_path):
     assert needle in res.output
     assert "Traceback" not in res.output
     assert not (tmp_path / "o" / "samples.npz").exists()
+
+
+def test_old_option_spellings_warn_on_the_command_line(tmp_path):
+    """A deprecated option name still works and the person typing it is told, in one line."""
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-m", "refine", "sample", "-m", "ddls", "-o", "temperature=1.0", "-o", "steps=2"]
+        + ["-n", "16", "--out", str(tmp_path / "out"), "--no-progress", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "warning: option temperature of method ddls is now potential_temperature" in res.stderr.splitlines()
+    assert "Traceback" not in res.stderr and "DeprecationWarning" not in res.stderr

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import sys
+import warnings
 
 from .. import _compat
 
@@ -27,6 +29,14 @@ def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings on the command line as one ``warning:`` line each (no file and line of refine's code)."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
+    # refine's own deprecations (old option names and values) are for the person typing the command
+    warnings.filterwarnings("default", category=DeprecationWarning, module=r"refine(\.|$)")
+    warnings.showwarning = _one_line_warning
     app(prog_name="refine")
