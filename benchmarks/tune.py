@@ -1,6 +1,6 @@
-"""refine tune on the 2-D pairs, against the hand-set rows of the README's 2-D tables.
+"""refine tune on the 2-D pairs and the shipped MNIST pair, against the hand-set rows of the README's tables.
 
-    python benchmarks/tune.py [--pair shipped|trained|all] [--quick]
+    python benchmarks/tune.py [--pair shipped|trained|mnist|all] [--quick] [--mnist ../shared/data/mnist]
 
 Writes benchmarks/results/tune.{md,json} and tune_<pair>.png (the quality-versus-cost front).
 
@@ -16,8 +16,19 @@ Writes benchmarks/results/tune.{md,json} and tune_<pair>.png (the quality-versus
   passes per sample (what the README's 200-step DDLS row costs), n 2,000 and HQ within 3 std
   as in that benchmark. A setting "works" when it halves the raw low-quality fraction and
   keeps every mode (the verdict of benchmarks/toy2d_gradient.py).
+- ``mnist``: the shipped MNIST DCGAN with its DRE-F-SP ratio (budget 20 passes per sample, and
+  89, what the README's best row, exact rs, costs: rs and mh only) and with its refitted
+  discriminator ratio (budget 20). Proposal methods only (rs, drs, sir, mh): a gradient method
+  backpropagates through the ResNet-34 DRE-F-SP for every step of every sample, too slow for a
+  27-trial search on this CPU. Trials are scored by FID in the feature space of
+  benchmarks/mnist.py, the small CNN trained there (cached in benchmarks/_work/mnist), not the
+  ratio's own; validation = 10,000 MNIST training images, test = the 10,000 test images, final
+  n 1,000 (``--n``; the README's 2,000 does not fit a 40-minute run on a shared 2-core CPU). The
+  README's hand-set rows are rescored in the same run, same space, n, test split and seed as
+  benchmarks/mnist.py (seed 0), and the raw generator with seeds 1-3 gives the FID noise.
 
-Torch runs on 1 thread; every tune's wall time is in the table.
+Torch runs on 1 thread; every tune's wall time is in the table. ``--pair X`` rewrites only
+X's record in tune.json and keeps the others'.
 """
 
 from __future__ import annotations
@@ -36,12 +47,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, machine, today  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
+
 from refine.io import load_gan, load_ratio, write_json  # noqa: E402
 from refine.io.pretrained import pretrained_path  # noqa: E402
 from refine.ratio import DiscriminatorRatio  # noqa: E402
 from refine.target import LatentTarget  # noqa: E402
 from refine.tune import ModeScorer, tune  # noqa: E402
 from refine.tune.front import markdown, save_front_plot  # noqa: E402
+from refine.tune.space import passes  # noqa: E402
 
 PAIRS = {
     "shipped": {"mixture": "grid25", "threshold": 4.0, "budget": 20.0, "n": 10000, "methods": None},
@@ -155,10 +169,271 @@ def run_pair(pair: str, quick: bool, out: Path) -> dict:
     return record
 
 
-def render(records: list[dict], quick: bool) -> str:
+# --------------------------------------------------------------------------- MNIST
+#: the tunes of the mnist pair: (key, ratio, budget, methods)
+MNIST_TUNES = [
+    ("dre_f_sp-20", "dre", 20.0, ["rs", "drs", "sir", "mh"]),
+    ("dre_f_sp-89", "dre", 89.0, ["rs", "mh"]),
+    ("discriminator-20", "d", 20.0, ["rs", "drs", "sir", "mh"]),
+]
+#: the README's hand-set rows rescored here (labels of benchmarks/mnist.py's METHODS)
+MNIST_HAND = [
+    "raw generator",
+    "DRE-F-SP: drs (gamma 80)",
+    "DRE-F-SP: sir (20 candidates)",
+    "DRE-F-SP: rs (M = 99th pct)",
+    "DRE-F-SP: rs (exact)",
+    "D: drs (DRS, gamma 80)",
+    "D: sir (20 candidates)",
+]
+RATIO_NAMES = {"dre": "DRE-F-SP", "d": "discriminator (refitted, logistic)"}
+MNIST_N = 1000  # 2,000 (the README's n) does not fit a 40-minute run on a shared 2-core CPU
+MNIST_SEED = 0  # benchmarks/mnist.py's seed: the hand-set rows are the README's draws, rescored
+NOISE_SEEDS = (1, 2, 3)
+#: the measurements so far, written as they come (a crash in rendering loses nothing)
+PARTIAL = REPO / "benchmarks" / "_work" / "tune_mnist_partial.json"
+
+
+def cnn_space(mnist: str):
+    """benchmarks/mnist.py's evaluation CNN (trained once, cached) as a refine feature space: 128-d features."""
+    import mnist as mnist_bench
+
+    from refine.eval import FeatureSpace
+    from refine.io import file_sha256
+
+    net, _test, acc = mnist_bench.get_evaluator(mnist, lambda m: print(m, flush=True))
+    path = mnist_bench.WORK / "eval_cnn.pt"
+    sha = file_sha256(path)
+    space = FeatureSpace(
+        short="cnn",
+        network=f"small CNN of benchmarks/mnist.py (conv32-pool-conv64-pool-fc128-fc10), 128-d features, "
+        f"test accuracy {acc:.4f} (eval_cnn.pt sha256 {sha[:12]})",
+        key=f"mnist-eval-cnn-{sha[:16]}",
+        module=mnist_bench._Features(net),
+        transform=lambda x: x.float() / 127.5 - 1.0,
+        logits=None,
+        source={"path": str(path.relative_to(REPO)), "sha256": sha, "test_accuracy": acc},
+    )
+    return space, acc
+
+
+def run_mnist(quick: bool, out: Path, mnist: str, n: int = MNIST_N) -> dict:
+    import mnist as mnist_bench
+
+    from refine.samplers import get_sampler
+    from refine.tune.score import ImageScorer
+
+    t_all = time.perf_counter()
+    gan = load_gan(pretrained_path("mnist-dcgan"))
+    G = gan.generator
+    ratios = {"dre": load_ratio(pretrained_path("mnist-dre-f-sp")), "d": load_ratio(pretrained_path("mnist-d-ratio"))}
+    t0 = time.perf_counter()
+    space, acc = cnn_space(mnist)
+    scorer = ImageScorer(space, f"mnist:{mnist}", image_shape=(1, 28, 28), output_range=G.output_range, n_val=10000)
+    setup_s = time.perf_counter() - t0
+    print(f"[mnist] feature space and references in {setup_s:.0f}s", flush=True)
+    n = 900 if quick else n
+    fd = space.keys.fd
+
+    # FID noise: the raw generator with other seeds, on the test split
+    noise = []
+    for s in NOISE_SEEDS:
+        x = get_sampler("none").sample(LatentTarget(G), n, rng=torch.Generator().manual_seed(s)).x
+        noise.append(scorer(x, "test")[fd])
+    noise_rec = {
+        "seeds": list(NOISE_SEEDS),
+        fd: noise,
+        "mean": sum(noise) / len(noise),
+        "std": float(torch.tensor(noise, dtype=torch.float64).std()),
+    }
+    print(f"[mnist] raw generator over seeds {NOISE_SEEDS}: {noise}", flush=True)
+
+    readme = {r["method"]: r for r in json.loads((RESULTS / "mnist.json").read_text())["rows"]}
+    labels = MNIST_HAND[:3] if quick else MNIST_HAND
+    hand = []
+    for label in labels:
+        _, rname, method, opts = next(m for m in mnist_bench.METHODS if m[0] == label)
+        target = LatentTarget(G, ratios[rname] if rname else None)
+        t0 = time.perf_counter()
+        res = get_sampler(method, **opts).sample(target, n, rng=torch.Generator().manual_seed(MNIST_SEED))
+        sc = scorer(res.x, "test")
+        hand.append(
+            {
+                "label": label,
+                "ratio": rname,
+                "method": method,
+                "options": opts,
+                "test": {k: v for k, v in sc.items() if k != "objective"},
+                "cost": passes(res.info),
+                "wall_time_s": time.perf_counter() - t0,
+                "readme_fid_cnn": readme.get(label, {}).get("fid_cnn"),
+                "readme_g_evals": readme.get(label, {}).get("g_evals_per_sample"),
+            }
+        )
+        print(f"[mnist] hand-set {label}: {hand[-1]['test']} at {hand[-1]['cost']['cost']:.1f}", flush=True)
+        write_json({"noise": noise_rec, "hand": hand}, PARTIAL)
+
+    tunes = []
+    for key, rname, budget, methods in MNIST_TUNES[:1] if quick else MNIST_TUNES:
+        target = LatentTarget(G, ratios[rname])
+        t0 = time.perf_counter()
+        res = tune(
+            target,
+            scorer,
+            budget=budget,
+            methods=methods,
+            n=n,
+            trials=9 if quick else 27,
+            keep=1 if quick else 3,
+            seed=0,
+            progress=False,
+        )
+        wall = time.perf_counter() - t0
+        save_front_plot(
+            out / f"tune_mnist_{key}{'_quick' if quick else ''}.png",
+            res,
+            title=f"refine tune, MNIST, {RATIO_NAMES[rname]} ratio: budget {budget:g} passes per sample, n {n}",
+        )
+        tunes.append(
+            {
+                "key": key,
+                "ratio": rname,
+                "budget": budget,
+                "methods": methods,
+                "wall_time_s": wall,
+                "result": res.to_dict(),
+                "table": markdown(res, scorer.columns),
+            }
+        )
+        print(f"[mnist {key}] {len(res.trials)} trials in {wall:.0f}s; chosen {res.chosen}", flush=True)
+        write_json({"noise": noise_rec, "hand": hand, "tunes": tunes}, PARTIAL)
+    rec = {
+        "pair": "mnist",
+        "machine": machine(),
+        "date": today(),
+        "command": f"python benchmarks/tune.py --pair mnist --n {n}" + (" --quick" if quick else ""),
+        "n": n,
+        "seed": MNIST_SEED,
+        "features": space.describe(),
+        "scorer": scorer.describe(),
+        "evaluator_test_accuracy": acc,
+        "setup_s": setup_s,
+        "noise": noise_rec,
+        "hand": hand,
+        "tunes": tunes,
+        "wall_time_s": time.perf_counter() - t_all,
+        "gradient_methods": "not searched: a backward pass through the ResNet-34 DRE-F-SP per step and sample is too slow here",
+    }
+    write_json(rec, PARTIAL)
+    try:
+        rec["table"] = mnist_table(rec)
+    except Exception as e:  # noqa: BLE001 - the measurements are kept; --render rebuilds the table
+        print(f"[mnist] table failed: {e!r}", flush=True)
+        rec["table"] = ""
+    return rec
+
+
+def _fmt_setting(setting: dict) -> str:
+    shown = {k: v for k, v in setting.items() if k not in ("batch_size", "burn_in")}
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()) or "–"
+
+
+def mnist_verdicts(rec: dict) -> list[dict]:
+    """Per tune: the chosen setting's test FID against the best hand-set row (same ratio, cost within the budget)."""
+    fd = rec["scorer"]["objective"].lstrip("-")
+    std = rec["noise"]["std"]
+    out = []
+    for tu in rec["tunes"]:
+        res = tu["result"]
+        chosen = res["best"][res["chosen"]]
+        t = chosen["test"]
+        rows = [
+            h
+            for h in rec["hand"]
+            if h["ratio"] in (tu["ratio"], None) and h["cost"]["cost"] <= tu["budget"] * (1 + 1e-6) + 0.5
+        ]
+        top = min(rows, key=lambda h: h["test"][fd]) if rows else None
+        diff = t["metrics"][fd] - top["test"][fd] if top else float("nan")
+        verdict = "beats" if diff < -2 * std else ("within the noise" if diff <= 2 * std else "worse")
+        out.append(
+            {
+                "tune": tu["key"],
+                "chosen": res["chosen"],
+                "setting": chosen["setting"],
+                "test_fid": t["metrics"][fd],
+                "test_cost": t["cost"]["cost"],
+                "best_hand": top["label"] if top else None,
+                "best_hand_fid": top["test"][fd] if top else None,
+                "best_hand_cost": top["cost"]["cost"] if top else None,
+                "difference": diff,
+                "verdict": verdict,
+            }
+        )
+    return out
+
+
+def mnist_table(rec: dict) -> str:
+    """One table: per tune, each method's best setting (validation and test) and the hand-set rows within its budget."""
+    fd = rec["scorer"]["objective"].lstrip("-")
+    head = [
+        "ratio, budget",
+        "row",
+        "setting",
+        "FID CNN (val)",
+        "FID CNN (test)",
+        "recall (test)",
+        "coverage (test)",
+        "passes / sample (test)",
+        "README FID CNN",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for tu in rec["tunes"]:
+        res = tu["result"]
+        block = f"{RATIO_NAMES[tu['ratio']]}, {tu['budget']:g}"
+        order = sorted(res["best"], key=lambda m: -res["best"][m]["validation"]["objective"])
+        for m in order:
+            b = res["best"][m]
+            v, t = b["validation"], b["test"]
+            name = f"tuned {m}" + (" **(chosen)**" if m == res["chosen"] else "")
+            lines.append(
+                f"| {block} | {name} | {_fmt_setting(b['setting'])} | {v['metrics'][fd]:.2f} | {t['metrics'][fd]:.2f} | "
+                f"{t['metrics']['recall']:.3f} | {t['metrics']['coverage']:.3f} | {t['cost']['cost']:.1f} | – |"
+            )
+        for h in rec["hand"]:
+            if h["ratio"] not in (tu["ratio"], None) or h["cost"]["cost"] > tu["budget"] + 0.5:
+                continue
+            readme = f"{h['readme_fid_cnn']:.2f}" if h.get("readme_fid_cnn") is not None else "–"
+            lines.append(
+                f"| {block} | hand-set: {h['label']} | as in the README | – | {h['test'][fd]:.2f} | {h['test']['recall']:.3f} | "
+                f"{h['test']['coverage']:.3f} | {h['cost']['cost']:.1f} | {readme} |"
+            )
+    nz = rec["noise"]
+    lines.append("")
+    lines.append(
+        f"FID noise: the raw generator with seeds {', '.join(map(str, nz['seeds']))} scores "
+        f"{' / '.join(f'{v:.2f}' for v in nz[fd])} on the test split ({nz['mean']:.2f} ± {nz['std']:.2f})."
+    )
+    lines.append("")
+    lines.append(
+        "| tune | chosen (by validation) | test FID CNN | passes | best hand-set row within the budget | test FID CNN | passes | difference | verdict |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for v in mnist_verdicts(rec):
+        lines.append(
+            f"| {v['tune']} | {v['chosen']} ({_fmt_setting(v['setting'])}) | {v['test_fid']:.2f} | {v['test_cost']:.1f} | "
+            f"{v['best_hand']} | {v['best_hand_fid']:.2f} | {v['best_hand_cost']:.1f} | {v['difference']:+.2f} | {v['verdict']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def render(records: list[dict], quick: bool, top: dict) -> str:
+    """The page; ``top`` holds the machine and date of the 2-D pairs' run (the mnist pair states its own)."""
     cmd = "python benchmarks/tune.py" + (" --quick" if quick else "")
-    text = f"Machine: {machine()}, torch on 1 thread. Date: {today()}. `{cmd}`.\n"
+    text = f"Machine: {top['machine']}, torch on 1 thread. Date: {top['date']}. `{cmd}`.\n"
     for rec in records:
+        if rec["pair"] == "mnist":
+            text += render_mnist(rec)
+            continue
         res = rec["result"]
         text += (
             f"\n### {rec['pair']} pair: budget {rec['budget']:g} passes per output sample, final n {rec['n']}, "
@@ -212,22 +487,70 @@ def render(records: list[dict], quick: bool) -> str:
     return text
 
 
+def render_mnist(rec: dict) -> str:
+    nt = sum(len([t for t in tu["result"]["trials"] if isinstance(t["rung"], int)]) for tu in rec["tunes"])
+    text = (
+        f"\n### mnist pair: the shipped DCGAN, DRE-F-SP and discriminator ratios, final n {rec['n']}, "
+        f"{nt} trials; {rec['wall_time_s'] / 60:.0f} min in all\n\n"
+        f"`{rec['command']}` on {rec['machine']}, {rec['date']}. Scored by FID in {rec['features']['network']} "
+        f"(not the ratio's space); validation: {rec['scorer']['validation']['n']} MNIST training images, "
+        f"test: the {rec['scorer']['test']['n']} test images. Hand-set rows: benchmarks/mnist.py's settings and seed "
+        f"({rec['seed']}), rescored here; the README column is benchmarks/results/mnist.json (same CNN, float samples, "
+        "not rounded to 8 bits). Gradient methods: " + rec["gradient_methods"] + ".\n\n"
+    )
+    text += rec["table"]
+    for tu in rec["tunes"]:
+        trials = len([t for t in tu["result"]["trials"] if isinstance(t["rung"], int)])
+        text += (
+            f"\n#### {RATIO_NAMES[tu['ratio']]} ratio, budget {tu['budget']:g} passes per sample: "
+            f"{trials} trials in {tu['wall_time_s']:.0f} s (objective = -FID CNN)\n\n"
+        )
+        text += tu["table"]
+    return text
+
+
+def mnist_default() -> str:
+    import os
+
+    return os.path.relpath(Path(os.environ.get("REFINE_SHARED", REPO.parent / "shared")) / "data" / "mnist", REPO)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pair", choices=["shipped", "trained", "all"], default="all")
+    ap.add_argument("--pair", choices=["shipped", "trained", "mnist", "all"], default="all")
+    ap.add_argument(
+        "--n", type=int, default=MNIST_N, help="mnist pair: final n of each tune and n of every rescored row"
+    )
+    ap.add_argument("--mnist", default=mnist_default(), help="folder with the four MNIST files (the mnist pair)")
     ap.add_argument("--quick", action="store_true", help="small n and few trials: a smoke run")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--render", action="store_true", help="rewrite the markdown from the JSON only")
     args = ap.parse_args()
     torch.set_num_threads(1)
     stem = "tune_quick" if args.quick else "tune"
+    path = args.out / f"{stem}.json"
     if args.render:
-        records = json.loads((args.out / f"{stem}.json").read_text())["pairs"]
+        top = json.loads(path.read_text())
+        records = top["pairs"]
+        for r in records:
+            if r["pair"] == "mnist":
+                r["table"] = mnist_table(r)
+        write_json(top, path)
     else:
-        pairs = ["shipped", "trained"] if args.pair == "all" else [args.pair]
-        records = [run_pair(p, args.quick, args.out) for p in pairs]
-        write_json({"machine": machine(), "date": today(), "pairs": records}, args.out / f"{stem}.json")
-    text = render(records, args.quick)
+        pairs = ["shipped", "trained", "mnist"] if args.pair == "all" else [args.pair]
+        records = [
+            run_mnist(args.quick, args.out, args.mnist, args.n) if p == "mnist" else run_pair(p, args.quick, args.out)
+            for p in pairs
+        ]
+        old = json.loads(path.read_text()) if path.is_file() and args.pair != "all" else {}
+        kept = [r for r in old.get("pairs", []) if r["pair"] not in pairs]
+        order = ["shipped", "trained", "mnist"]
+        records = sorted(kept + records, key=lambda r: order.index(r["pair"]))
+        # machine and date of the 2-D pairs' run (the mnist record carries its own)
+        top = {"machine": machine(), "date": today()} if any(p != "mnist" for p in pairs) or not old else old
+        top = {"machine": top["machine"], "date": top["date"], "pairs": records}
+        write_json(top, path)
+    text = render(records, args.quick, top)
     (args.out / f"{stem}.md").write_text(text)
     print(text)
 
