@@ -1,4 +1,4 @@
-"""Class-conditional refinement on MNIST: raw vs per-class rejection with the conditional discriminator ratio.
+"""Class-conditional refinement on MNIST: raw vs per-class refinement with the conditional discriminator ratio and with cDR-RS's conditional feature-space ratio.
 
     python benchmarks/conditional_mnist.py [--mnist ../shared/data/mnist] [--n-per-class 200] [--quick]
 
@@ -19,6 +19,13 @@ Steps, all through refine's entry points and all seeded:
    each class with its own bound (``log M_y``) and its own seed. Scored against the 10,000
    MNIST test images: intra-FD (mean over classes of the per-class Fréchet distance), the pooled
    FD, label accuracy, the class counts and the G/D passes per sample and wall time.
+5. cDR-RS's conditional feature-space ratio (``refine fit-ratio --kind feature-sp --conditional``):
+   its own ResNet-34 feature network (a quarter of the standard width, stem stride 2, seed 1,
+   trained 2 epochs as a classifier on the same 20,000 images; not the evaluation classifier) and
+   one head ``h([e(y), phi(x)])`` for all classes, trained with the SP loss class by class. Then
+   per-class ``rs`` with ``m_quantile`` 0.99, exact ``rs`` and ``sir`` with it, scored the same
+   way; the fitting time and the ratio file's size (storage) are recorded beside the
+   discriminator's.
 
 Results: ``benchmarks/results/conditional_mnist.json`` and ``.md`` (generated from the JSON).
 Intermediate files (classifier, checkpoint) go to ``benchmarks/_work/conditional_mnist``; they are
@@ -42,6 +49,10 @@ RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_MNIST = os.path.relpath(Path(os.environ.get("REFINE_SHARED", REPO.parent / "shared")) / "data" / "mnist", REPO)
 SEED = 0
 METHODS = (("none", {}), ("drs", {}), ("rs", {"budget": 200.0}), ("sir", {"candidates": 20}))
+#: Methods run with cDR-RS's conditional feature-space ratio.
+CDRE_METHODS = (("rs", {"m_quantile": 0.99}), ("rs", {"budget": 200.0}), ("sir", {"candidates": 20}))
+D_RATIO = "D(x, y), refitted"
+CDRE_RATIO = "cDR-RS feature"
 
 
 def _prepare(args, work: Path) -> tuple[Path, Path, dict]:
@@ -106,6 +117,54 @@ def _prepare(args, work: Path) -> tuple[Path, Path, dict]:
     return clf, ckpt, timings
 
 
+def _fit_cdre(args, work: Path, ckpt: Path) -> tuple[Path, float]:
+    """``refine fit-ratio --kind feature-sp --conditional`` for the checkpoint (reused when present); returns (file, seconds)."""
+    from common import run_python
+
+    out = work / "cdre.safetensors"
+    if out.is_file():
+        return out, float("nan")
+    t0 = time.perf_counter()
+    run_python(
+        [
+            "-m",
+            "refine",
+            "fit-ratio",
+            "--ckpt",
+            str(ckpt),
+            "--kind",
+            "feature-sp",
+            "--conditional",
+            "--data",
+            f"mnist:{args.mnist}",
+            "--n-train",
+            str(args.n_train),
+            "--n-val",
+            str(args.cdre_val),
+            "--feature-epochs",
+            str(args.cdre_feature_epochs),
+            "--feature-widths",
+            args.cdre_widths,
+            "--feature-dim",
+            "128",
+            "--stem-stride",
+            "2",
+            "--epochs",
+            str(args.cdre_epochs),
+            "--batch-size",
+            "256",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    return out, time.perf_counter() - t0
+
+
 def main() -> None:
     import numpy as np
     import torch
@@ -130,6 +189,10 @@ def main() -> None:
     p.add_argument("--clf-epochs", type=int, default=3)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--width", type=int, default=32)
+    p.add_argument("--cdre-feature-epochs", type=int, default=2)
+    p.add_argument("--cdre-epochs", type=int, default=20)
+    p.add_argument("--cdre-val", type=int, default=2000)
+    p.add_argument("--cdre-widths", default="16,32,64,128")
     p.add_argument(
         "--quick", action="store_true", help="a smoke run: tiny networks, 20 samples per class, results not written"
     )
@@ -143,6 +206,7 @@ def main() -> None:
             1,
             8,
         )
+        args.cdre_feature_epochs, args.cdre_epochs, args.cdre_val, args.cdre_widths = 1, 2, 200, "4,4,8,8"
     os.chdir(REPO)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     work = WORK / ("quick" if args.quick else "full")
@@ -177,13 +241,46 @@ def main() -> None:
     )
     k = target.num_classes
     n = args.n_per_class * k
+    cdre_path, cdre_fit_s = _fit_cdre(args, work, ckpt)
+    cdre_meta = refine.io.safe_load(cdre_path, what="ratio file")["meta"]
+    cdre = refine.load_ratio(cdre_path)
+    cdre_target = refine.wrap(
+        gan.generator.net,
+        prior=gan.generator.prior,
+        output_range="[-1,1]",
+        num_classes=k,
+        ratio=cdre,
+    )
+    d_size = sum(t.numel() * t.element_size() for t in gan.discriminator.state_dict().values())
+    ratios = {
+        D_RATIO: {
+            "kind": "the checkpoint's projection discriminator, refitted 1 epoch with the logistic loss",
+            "fit_time_s": timings["refit_d_s"],
+            "weights_bytes": d_size,
+        },
+        CDRE_RATIO: {
+            "kind": "feature-sp-conditional (refine fit-ratio --kind feature-sp --conditional)",
+            "file": cdre_path.name,
+            "file_bytes": cdre_path.stat().st_size,
+            "fit_time_s": cdre_meta.get("fit_time_s"),
+            "fit_command_s": None if cdre_fit_s != cdre_fit_s else cdre_fit_s,
+            "feature_net_val_acc": cdre_meta["feature_net"].get("val_acc"),
+            "feature_net_train_s": cdre_meta["feature_net"].get("train_time_s"),
+            "head_train_s": cdre_meta["head"].get("train_time_s"),
+            "lambda": cdre_meta["head"]["lambda"],
+            "normalised": cdre_meta["head"]["normalised"],
+            "val_mean_r_fake": cdre_meta["head"]["val_mean_r_fake"],
+            "val_mean_r_fake_per_class": cdre_meta["head"].get("val_mean_r_fake_per_class"),
+        },
+    }
     rows = []
-    for method, opts in METHODS:
+    runs = [(D_RATIO, target, m, o) for m, o in METHODS] + [(CDRE_RATIO, cdre_target, m, o) for m, o in CDRE_METHODS]
+    for ratio_name, tgt, method, opts in runs:
         t0 = time.perf_counter()
         try:
-            res = refine.sample(target, method, n, rng=torch.Generator().manual_seed(SEED), classes="balanced", **opts)
+            res = refine.sample(tgt, method, n, rng=torch.Generator().manual_seed(SEED), classes="balanced", **opts)
         except BudgetExceededError as e:
-            rows.append({"method": method, "options": opts, "refused": str(e)})
+            rows.append({"method": method, "ratio": ratio_name, "options": opts, "refused": str(e)})
             continue
         wall = time.perf_counter() - t0
         feats, logits = space.extract(to_uint8(res.x, "[-1,1]"), batch_size=500)
@@ -193,6 +290,7 @@ def main() -> None:
         rows.append(
             {
                 "method": method,
+                "ratio": None if method == "none" else ratio_name,
                 "options": opts,
                 "n": n,
                 "wall_s": wall,
@@ -206,10 +304,13 @@ def main() -> None:
                 "g_evals_per_sample": res.info.get("g_evals_per_sample"),
                 "d_evals_per_sample": res.info.get("d_evals_per_sample"),
                 "log_M_per_class": {c: i.get("log_M") for c, i in per.items()} if method in ("rs", "drs") else None,
+                "acceptance_per_class": {c: i.get("acceptance_rate") for c, i in per.items()}
+                if method in ("rs", "drs")
+                else None,
             }
         )
         print(
-            f"{method}: intra-FD {scores['intra_fd']:.2f}, accuracy {scores['label_accuracy']:.4f}, {wall:.1f}s",
+            f"{method} [{ratio_name}] {opts}: intra-FD {scores['intra_fd']:.2f}, accuracy {scores['label_accuracy']:.4f}, {wall:.1f}s",
             flush=True,
         )
     raw = next(r for r in rows if r["method"] == "none")
@@ -233,11 +334,22 @@ def main() -> None:
             "loss": "hinge",
             "latent_dim": 64,
             "num_classes": k,
+            "cdre": {
+                "feature_widths": args.cdre_widths,
+                "feature_dim": 128,
+                "stem_stride": 2,
+                "feature_epochs": args.cdre_feature_epochs,
+                "head_epochs": args.cdre_epochs,
+                "n_val": args.cdre_val,
+                "seed": 1,
+            },
         },
         "feature_space": space.network,
         "classifier_test_accuracy": None,
         "gan": {"history": meta.get("history"), "refit_d": refit},
         "timings_s": {**timings, "total": time.perf_counter() - t_all},
+        "ratios": ratios,
+        "aim": "cDR-RS ratio: mean intra-FD cut by >= 30% vs raw in the evaluation classifier's space, label accuracy raised, class proportions exact",
         "methods": rows,
     }
     with torch.no_grad():
@@ -246,10 +358,21 @@ def main() -> None:
     if args.quick:
         print(
             json.dumps(
-                {
-                    r["method"]: {k2: r.get(k2) for k2 in ("intra_fd", "label_accuracy", "exact_proportions")}
+                [
+                    {
+                        k2: r.get(k2)
+                        for k2 in (
+                            "method",
+                            "ratio",
+                            "options",
+                            "intra_fd",
+                            "label_accuracy",
+                            "exact_proportions",
+                            "refused",
+                        )
+                    }
                     for r in rows
-                },
+                ],
                 indent=1,
             )
         )
@@ -259,6 +382,13 @@ def main() -> None:
         f.write(render(result))
     print((RESULTS / "conditional_mnist.md").read_text())
     del np
+
+
+def _short(r: dict) -> str:
+    """A column name for a method row: the method, its options and, for cDR-RS, the ratio."""
+    opts = ",".join(f"{k}={v:g}" for k, v in r["options"].items() if k != "budget")
+    name = r["method"] + (f" ({opts})" if opts else "")
+    return name + (" cDR-RS" if r.get("ratio") == CDRE_RATIO else "")
 
 
 def render(result: dict) -> str:
@@ -272,44 +402,69 @@ def render(result: dict) -> str:
         "",
         f"cgan (conditional BatchNorm generator, projection discriminator with spectral norm, {s['loss']} loss), width {s['width']}, "
         f"latent {s['latent_dim']}, {s['epochs']} epochs on {s['n_train']} training images; the discriminator refitted with the logistic loss "
-        f"for 1 epoch; ratio: its logit as log r(x | y). {s['n_per_class']} samples per class ({s['n_per_class'] * s['num_classes']} in all), "
+        f"for 1 epoch; ratio: its logit as log r(x | y), or cDR-RS's conditional feature-space ratio. {s['n_per_class']} samples per class ({s['n_per_class'] * s['num_classes']} in all), "
         f"classes='balanced'.",
         "",
         f"Feature space (not the ratio's): {result['feature_space']}; its accuracy on 2,000 MNIST test images: "
         f"{result['classifier_test_accuracy']:.4f}. Reference: the 10,000 MNIST test images, per class.",
         "",
-        "| method | intra-FD | vs raw | pooled FD | label accuracy | exact proportions | proposals / sample | D passes / sample | wall (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | ratio | intra-FD | vs raw | pooled FD | label accuracy | exact proportions | proposals / sample | ratio passes / sample | wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["methods"]:
+        name = f"{r['method']} {json.dumps(r['options']) if r['options'] else ''}"
+        ratio = r.get("ratio") or ("" if r["method"] == "none" else D_RATIO)
         if "refused" in r:
-            lines.append(f"| {r['method']} | refused: {r['refused']} | | | | | | | |")
+            lines.append(f"| {name} | {ratio} | refused: {r['refused']} | | | | | | | |")
             continue
         pps = r.get("proposals_per_sample")
         dps = r.get("d_evals_per_sample")
         lines.append(
-            f"| {r['method']} {json.dumps(r['options']) if r['options'] else ''} | {r['intra_fd']:.2f} | {100 * r['intra_fd_change_vs_raw']:+.1f}% | "
+            f"| {name} | {ratio} | {r['intra_fd']:.2f} | {100 * r['intra_fd_change_vs_raw']:+.1f}% | "
             f"{r['fd_pooled']:.2f} | {r['label_accuracy']:.4f} | {'yes' if r['exact_proportions'] else 'NO'} | "
             f"{'' if pps is None else f'{pps:.2f}'} | {'' if dps is None else f'{dps:.2f}'} | {r['wall_s']:.1f} |"
         )
+    if result.get("ratios"):
+        lines += [
+            "",
+            "The two conditional ratios (one model for all classes each):",
+            "",
+            "| ratio | what | fitting time (s) | storage |",
+            "|---|---|---|---|",
+        ]
+        for name, info in result["ratios"].items():
+            size = info.get("file_bytes") or info.get("weights_bytes")
+            what = "ratio file" if info.get("file_bytes") else "weights"
+            lines.append(f"| {name} | {info['kind']} | {info['fit_time_s']:.0f} | {size / 2**20:.2f} MiB ({what}) |")
+        c = result["ratios"].get(CDRE_RATIO)
+        if c:
+            per = c.get("val_mean_r_fake_per_class") or {}
+            lines += [
+                "",
+                f"cDR-RS ratio: feature network validation accuracy {c['feature_net_val_acc']:.4f} (feature network {c['feature_net_train_s']:.0f} s, "
+                f"heads {c['head_train_s']:.0f} s), lambda {c['lambda']:g}, E_G(.|y)[r] on validation generated images "
+                f"{c['val_mean_r_fake']:.3f} averaged over classes ({'normalised' if c['normalised'] else 'not normalised'}; per class "
+                + ", ".join(f"{k}: {v:.2f}" for k, v in per.items())
+                + ").",
+            ]
     lines += [
         "",
         "Per class (intra-FD / label accuracy):",
         "",
-        "| class | " + " | ".join(r["method"] for r in result["methods"] if "per_class" in r) + " |",
+        "| class | " + " | ".join(_short(r) for r in result["methods"] if "per_class" in r) + " |",
         "|---" * (1 + sum("per_class" in r for r in result["methods"])) + "|",
     ]
     scored = [r for r in result["methods"] if "per_class" in r]
     for i, row in enumerate(scored[0]["per_class"]):
         cells = [f"{r['per_class'][i]['fd']:.2f} / {r['per_class'][i]['accuracy']:.3f}" for r in scored]
         lines.append(f"| {row['class']} | " + " | ".join(cells) + " |")
-    drs = next((r for r in scored if r["method"] == "rs"), None)
-    if drs and drs.get("log_M_per_class"):
-        lines += [
-            "",
-            "Bound per class of exact rs (log M_y, the burn-in maximum raised online): "
-            + ", ".join(f"{c}: {v:.2f}" for c, v in drs["log_M_per_class"].items()),
-        ]
+    for r in scored:
+        if r["method"] == "rs" and r.get("log_M_per_class") and not r["options"].get("m_quantile"):
+            lines += [
+                "",
+                f"Bound per class of exact rs with {r.get('ratio') or D_RATIO} (log M_y, the burn-in maximum raised online): "
+                + ", ".join(f"{c}: {v:.2f}" for c, v in r["log_M_per_class"].items()),
+            ]
     t = result["timings_s"]
     lines += ["", "Time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in t.items()), ""]
     return "\n".join(lines)

@@ -301,7 +301,9 @@ def conditional_mnist_main() -> str:
 def conditional_mnist_ratios() -> str:
     d = load("conditional_mnist.json")
     table = tables_in(script("conditional_mnist").render(d))[1]
-    return block(table, source("conditional_mnist.json", d["command"], d["machine"], d["date"], "fitting time on the CPU"))
+    return block(
+        table, source("conditional_mnist.json", d["command"], d["machine"], d["date"], "fitting time on the CPU")
+    )
 
 
 def reliability(heading_start: str, section: str) -> Callable[[], str]:
