@@ -34,6 +34,7 @@ from .distributed import shard_seed
 from .errors import CheckpointError, ConfigError, ShapeError
 from .generator import LatentGenerator, Prior, network_error, unchanged_buffers
 from .ratio.base import FunctionRatio, check_log_ratio
+from .ratio.conditional_feature import fit_cdre_f_sp
 from .ratio.discriminator import DISCRIMINATOR_OUTPUTS, DiscriminatorRatio
 from .ratio.feature import ACTIVATIONS, FeatureRatio, _log_activate
 from .samplers.base import SampleResult
@@ -331,7 +332,6 @@ def fit_conditional_feature_ratio(
     Returns the ratio (networks in eval mode without gradients) and the report, whose ``archs``
     entry holds the architecture configs needed to save it.
     """
-    from .ratio.conditional_feature import fit_cdre_f_sp
 
     if not isinstance(generator, ConditionalGenerator):
         raise ConfigError(

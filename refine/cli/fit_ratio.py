@@ -11,6 +11,7 @@ import torch
 import typer
 from safetensors.torch import save as st_save
 
+from ..conditional import fit_conditional_feature_ratio
 from ..data.images import is_image_spec, load_images
 from ..data.toy2d import MIXTURES, get_mixture
 from ..errors import ConfigError
@@ -26,6 +27,7 @@ from ..io.arch import parse_kwargs
 from ..nets import ARCHS, arch_config, build_from_config
 from ..ratio.calibration import calibrate
 from ..ratio.discriminator import DiscriminatorRatio
+from ..ratio.feature import ACTIVATIONS, fit_dre_f_sp
 from ..train.gan import fit_discriminator
 from .app import app
 from .common import cli_errors, make_rng, prepare_out_dir, resolve_device, timestamp, versions
@@ -294,7 +296,6 @@ def _int_list(text: str, what: str) -> list[int]:
 
 def _fit_feature_sp(a: dict) -> None:
     """``refine fit-ratio --kind feature-sp``: DRE-F-SP on images (see :mod:`refine.ratio.feature`)."""
-    from ..ratio.feature import ACTIVATIONS, fit_dre_f_sp
 
     ckpt, out, seed = a["ckpt"], a["out"], a["seed"]
     widths = _int_list(a["feature_widths"], "--feature-widths")
@@ -401,7 +402,6 @@ def _fit_feature_sp(a: dict) -> None:
 
 def _fit_conditional(a: dict, inputs, data: str, real, widths, hidden, lams, c: int, rng, dev) -> None:
     """``refine fit-ratio --kind feature-sp --conditional``: cDR-RS's conditional ratio (see :mod:`refine.ratio.conditional_feature`)."""
-    from ..conditional import fit_conditional_feature_ratio
 
     G, ckpt, out = inputs.gan.generator, a["ckpt"], a["out"]
     k = G.num_classes

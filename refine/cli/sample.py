@@ -26,6 +26,7 @@ from ..samplers import get_sampler, parse_options
 from ..samplers.base import SampleResult
 from ..stream import chunk_seed, merged_info, sample_chunks
 from ..target import LatentTarget
+from ..tune.config import replay_config
 from ..validate import MAX_SAMPLES, as_int
 from .app import app
 from .common import cli_errors, command_line, make_rng, prepare_out_dir, resolve_device, timestamp, versions
@@ -119,8 +120,6 @@ def sample(
     """
     replay = None
     if config is not None:  # fills the arguments from the file; ones also given must agree with it
-        from ..tune.config import replay_config
-
         replay = replay_config(config, method=method, option=option, ckpt=ckpt, ratio=ratio, seed=seed, foreign=foreign)
         method, option, ckpt, ratio, seed, foreign = (
             replay.method,

@@ -35,6 +35,7 @@ from ..conditional import (
 )
 from ..distributed import shard_seed
 from ..errors import ConfigError, RefineError
+from ..io import file_sha256, load_ratio, safe_load
 from ..outputs import RunFolder, check_disk_space
 from ..plot import save_image_grid
 from ..stream import merged_info, sample_chunks
@@ -49,7 +50,6 @@ PICTURE_PER_CLASS = 8
 
 def is_conditional_checkpoint(path: Path | None) -> bool:
     """Whether ``path`` is a refine checkpoint of a class-conditional pair (errors are left to the loader)."""
-    from ..io import safe_load
 
     if path is None or not Path(path).is_file():
         return False
@@ -169,7 +169,6 @@ def sample_conditional_run(
 
 def _conditional_ratio_file(path: Path, gen: ConditionalGenerator, dev, provenance: dict) -> ConditionalRatio:
     """``--ratio`` of a conditional run: a conditional ratio file for the generator's classes, probed on two of its samples."""
-    from ..io import file_sha256, load_ratio
 
     r = load_ratio(path, device=dev)
     if not isinstance(r, ConditionalRatio):

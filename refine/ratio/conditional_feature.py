@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data.images import ImageData
 from ..device import module_device
 from ..errors import ConfigError, DataError, ShapeError
 from ..nets import arch_config, register_arch
@@ -363,7 +364,6 @@ def fit_cdre_f_sp(
     proportions of the two sides match). Returns ``(feature_net, head, report)``; the report's
     ``archs`` entry holds the architecture configs needed to save them.
     """
-    from ..data.images import ImageData
 
     if not isinstance(real, ImageData):
         raise ConfigError("real must be an ImageData (see refine.data.images.load_images)")

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data.images import ImageData
+from ..data.images import ImageData, to_float
 from ..device import module_device
 from ..errors import ConfigError, DataError, ShapeError
 from ..metrics.features import extract_features as _extract_features
@@ -280,7 +280,6 @@ def train_feature_net(
     gradients off: frozen) and a report with per-epoch loss/accuracy and the validation
     accuracy when ``val`` is given.
     """
-    from ..data.images import to_float
 
     if len(images) != len(labels):
         raise ShapeError(f"{len(images)} images but {len(labels)} labels")
@@ -335,7 +334,6 @@ def train_feature_net(
 
 @torch.no_grad()
 def classifier_accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 512) -> float:
-    from ..data.images import to_float
 
     dev = module_device(net)
     correct = 0
@@ -525,7 +523,6 @@ def fit_dre_f_sp(
     Returns the ratio (networks in eval mode without gradients, on ``device``) and a report
     whose ``archs`` entry holds the architecture configs needed to save it.
     """
-    from ..data.images import ImageData
 
     if not isinstance(real, ImageData):
         raise ConfigError("real must be an ImageData (see refine.data.images.load_images)")
