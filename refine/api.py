@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from .balanced import DEFAULT_MAX_ROUNDS, sample_balanced
 from .checks import check_generator, check_gradients, check_pair, gradients_through_generator
 from .conditional import is_conditional, sample_conditional, wrap_conditional
 from .errors import ConfigError
@@ -166,6 +167,10 @@ def sample(
     real: torch.Tensor | None = None,
     classes=None,
     real_y: torch.Tensor | None = None,
+    balance: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    class_probs=None,
+    balance_batch: int | None = None,
+    balance_rounds: int = DEFAULT_MAX_ROUNDS,
     **options,
 ) -> SampleResult:
     """Run sampler ``method`` (see ``refine.list_samplers()``) with ``options`` on ``target``.
@@ -178,6 +183,14 @@ def sample(
     ``classes`` is ``"balanced"`` (the default: ``n / K`` per class, the remainder to the
     first classes), one class, a list of classes or ``{class: count}``; ``real_y`` labels
     ``real``. The result carries ``y``; see :func:`refine.conditional.sample_conditional`.
+
+    ``balance=classifier`` (a module mapping samples to logits ``(N, K)``, e.g. from
+    :func:`refine.eval.classifier.load_classifier`) keeps the refined class histogram of an
+    unconditional generator at ``class_probs`` (default uniform; e.g. the data's label
+    frequencies): the sampler runs in rounds of ``balance_batch`` samples (default ``n``), at
+    most ``balance_rounds`` of them, and samples are kept per predicted class up to each
+    class's quota. The result carries ``y`` (the predicted classes), grouped by class; see
+    :func:`refine.balanced.sample_balanced`.
     """
 
     if not isinstance(method, str):
@@ -185,6 +198,12 @@ def sample(
             f"method must be a name such as 'drs' (see refine.list_samplers()), got {type(method).__name__} {method!r}"
         )
     sampler = get_sampler(method, **options)
+    if balance is None and (class_probs is not None or balance_batch is not None):
+        raise ConfigError("class_probs= and balance_batch= apply to balanced sampling; pass balance=classifier too")
+    if balance is not None and (is_conditional(target) or classes is not None or real_y is not None):
+        raise ConfigError(
+            "balance= stratifies an unconditional generator by a classifier; a conditional one takes classes= instead"
+        )
     if is_conditional(target):
         return sample_conditional(
             sampler,
@@ -211,5 +230,18 @@ def sample(
     if sampler.needs_gradients:
         check_gradients(
             target.generator, target.ratio, method=method, through_generator=gradients_through_generator(sampler)
+        )
+    if balance is not None:
+        return sample_balanced(
+            sampler,
+            target,
+            n,
+            classifier=balance,
+            class_probs=class_probs,
+            rng=rng,
+            batch=balance_batch,
+            max_rounds=balance_rounds,
+            progress=progress,
+            real=real,
         )
     return sampler.sample(target, n, rng=rng, progress=progress, real=real)
