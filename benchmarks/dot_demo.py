@@ -149,7 +149,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("-n", type=int, default=1000)
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--gp", type=float, default=TRAIN["options"]["gp_weight"], help="gradient-penalty weight")
     ap.add_argument("--out", default=None, help="results name (default dot_demo)")
     ap.add_argument("--no-diagnostics", action="store_true")

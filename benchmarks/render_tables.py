@@ -318,6 +318,25 @@ def reliability(heading_start: str, section: str) -> Callable[[], str]:
     return render
 
 
+def critic_ratio(pair: str) -> Callable[[], str]:
+    def render() -> str:
+        d = load("critic_ratio.json")
+        table = script("critic_ratio").table(d["summary"], pair)
+        extra = f"n {d['n']}, {d['seeds']} seed(s); HQ within 3 std"
+        return block(
+            table, source("critic_ratio.json", "python benchmarks/critic_ratio.py", d["machine"], d["date"], extra)
+        )
+
+    return render
+
+
+def dot_demo() -> str:
+    d = load("dot_demo.json")
+    table = tables_in(script("dot_demo").render(d))[0]
+    cmd = f"python benchmarks/dot_demo.py --seeds {d['seeds']} --epochs {d['train']['epochs']}"
+    return block(table, source("dot_demo.json", cmd, d["machine"], d["date"], f"n {d['n']} per seed, mean ± std"))
+
+
 #: Every generated table: its marker name and the function that renders its body.
 TABLES: dict[str, Callable[[], str]] = {
     "toy2d/main": toy2d_main,
@@ -338,6 +357,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "throughput/dcgan32": throughput("dcgan32"),
     "conditional_mnist/main": conditional_mnist_main,
     "conditional_mnist/ratios": conditional_mnist_ratios,
+    "critic_ratio/foreign": critic_ratio("foreign"),
+    "critic_ratio/trained": critic_ratio("trained"),
+    "dot_demo/main": dot_demo,
     "reliability/determinism": reliability("## Determinism", "determinism"),
     "reliability/memory": reliability("## Peak memory", "memory"),
 }
