@@ -872,3 +872,47 @@ def test_inception_space_keys_are_fid_and_kid():
         keyed["inception"]["fid"] == keyed["classifier"]["fd"]
         and keyed["inception"]["kid_mean"] == keyed["classifier"]["kd_mean"]
     )
+
+
+def test_sample_balance_classifier(gan, classifier, tmp_path):
+    """--balance-classifier: exact counts per predicted class, y in samples.npz, the classifier's path, sha256 and quotas in run.json."""
+    import json
+
+    from refine.eval.classifier import load_classifier
+    from refine.io import file_sha256
+
+    net, _ = load_classifier(classifier)
+    raw = tmp_path / "raw"
+    code, text = _cli("sample", "--ckpt", gan, "-n", 40, "--device", "cpu", "--out", raw, "--no-progress")
+    assert code == 0, text
+    with torch.no_grad():
+        pred = net(torch.from_numpy(np.load(raw / "samples.npz")["x"])).argmax(1)
+    counts = torch.bincount(pred, minlength=10)
+    common = [c for c in counts.argsort(descending=True)[:2].tolist() if counts[c] > 0]  # a tiny GAN may make one class
+    probs = [0.0] * 10
+    for c in common:
+        probs[c] = 1 / len(common)
+    out = tmp_path / "bal"
+    args = ["sample", "--ckpt", gan, "-n", 9, "--device", "cpu", "--out", out, "--no-progress"]
+    args += ["--balance-classifier", classifier, "--balance-probs", ",".join(map(str, probs))]
+    code, text = _cli(*args)
+    assert code == 0, text
+    npz = np.load(out / "samples.npz")
+    y = torch.from_numpy(npz["y"])
+    with torch.no_grad():
+        assert torch.equal(net(torch.from_numpy(npz["x"])).argmax(1), y)
+    counts = torch.bincount(y, minlength=10)
+    assert sorted(counts[common].tolist()) == ([4, 5] if len(common) == 2 else [9]) and int(counts.sum()) == 9
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["balance"]["sha256"] == file_sha256(classifier) and sum(rec["balance"]["quotas"]) == 9
+    assert rec["balance"]["classifier"] == str(classifier)
+    for bad, msg in (
+        (["--balance-probs", "data"], "applies with --balance-classifier"),
+        (["--balance-classifier", tmp_path / "nope.pt"], "no such file"),
+        (["--balance-classifier", classifier, "--format", "png"], "not available with --balance-classifier"),
+        (["--balance-classifier", classifier, "--balance-probs", "1,x"], "expected uniform, data"),
+        (["--balance-classifier", classifier, "--balance-probs", "1,1"], "has 2 classes but"),
+    ):
+        code, text = _cli("sample", "--ckpt", gan, "-n", 5, "--device", "cpu", "--out", tmp_path / "b", *bad)
+        assert code != 0 and msg in text, text
+        assert not (tmp_path / "b" / "run.json").exists()

@@ -31,6 +31,7 @@ from ..validate import MAX_SAMPLES, as_int
 from .app import app
 from .common import cli_errors, command_line, make_rng, prepare_out_dir, resolve_device, timestamp, versions
 from .inputs import Foreign, foreign_options, load_inputs
+from .sample_balanced import check_balance_request, load_balance, sample_balanced_run
 
 #: Points in the 2-D picture (of the first chunk): enough to see every mode, quick to draw.
 PICTURE_POINTS = 20_000
@@ -109,6 +110,16 @@ def sample(
         "--classes",
         help="class-conditional checkpoints (refine train --method cgan): 'balanced' (the default: n/K per class) or class indices such as 3,7 (n split evenly); samples.npz gets y",
     ),
+    balance_classifier: Optional[Path] = typer.Option(
+        None,
+        "--balance-classifier",
+        help="unconditional generators: keep the refined class histogram at --balance-probs by stratified acceptance on this classifier's predicted classes (a refine train-classifier file); samples.npz gets y",
+    ),
+    balance_probs: Optional[str] = typer.Option(
+        None,
+        "--balance-probs",
+        help="with --balance-classifier: uniform (the default), data (the label frequencies of the classifier's training split) or comma-separated class probabilities",
+    ),
     foreign: Foreign = None,
 ) -> None:
     """Draw N refined samples with METHOD and write them, a run record and a picture to --out.
@@ -147,7 +158,19 @@ def sample(
         ratio=ratio,
         foreign=foreign,
     )
+    check_balance_request(
+        classifier=balance_classifier,
+        probs=balance_probs,
+        conditional=conditional,
+        fmt=fmt,
+        distributed=distributed or launched_distributed() or resume,
+        feature_stats=feature_stats,
+        config=config,
+    )
     dev = resolve_device(device)
+    balance = None
+    if balance_classifier is not None:  # loaded (and data frequencies read) before any sampling
+        balance = load_balance(balance_classifier, balance_probs, dev)
     if conditional:  # one class at a time, in the same staged run folder
         return sample_conditional_run(
             sampler,
@@ -183,7 +206,18 @@ def sample(
             if main:
                 check_disk_space(out, n * est.row_bytes + (64 << 20), f"{n} samples")
             real = _real_source(sampler, inputs, target, seed, dev)
-            if ctx is None:
+            if balance is not None:
+                result = sample_balanced_run(
+                    sampler,
+                    target,
+                    n,
+                    seed=seed,
+                    classifier=balance[0],
+                    probs=balance[1],
+                    run=run,
+                    progress=progress,
+                )
+            elif ctx is None:
                 result = _stream(
                     sampler, target, n, seed=seed, chunk=chunk, real=real, progress=progress, run=run, fmt=fmt
                 )
@@ -222,6 +256,13 @@ def sample(
             "inputs": inputs.provenance,
             "dataset": inputs.dataset,
             "info": dict(result.info),
+            "balance": None
+            if balance is None
+            else {
+                **balance[2],
+                "quotas": result.info["balanced"]["quotas"],
+                "class_probs": result.info["balanced"]["class_probs"],
+            },
             "versions": versions(),
             "time": timestamp(),
         }
