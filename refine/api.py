@@ -187,8 +187,8 @@ def sample(
     ``balance=classifier`` (a module mapping samples to logits ``(N, K)``, e.g. from
     :func:`refine.eval.classifier.load_classifier`) keeps the refined class histogram of an
     unconditional generator at ``class_probs`` (default uniform; e.g. the data's label
-    frequencies): the sampler runs in rounds of ``balance_batch`` samples (default ``n``), at
-    most ``balance_rounds`` of them, and samples are kept per predicted class up to each
+    frequencies): the sampler runs in rounds of ``balance_batch`` samples (default: ``n``, then
+    sized from the class rates seen so far), at most ``balance_rounds`` of them, and samples are kept per predicted class up to each
     class's quota. The result carries ``y`` (the predicted classes), grouped by class; see
     :func:`refine.balanced.sample_balanced`.
     """

@@ -115,6 +115,20 @@ def _num_classes(classifier, target) -> int:
     return int(logits.shape[1])
 
 
+def _round_size(n: int, quotas: list[int], have: list[int], predicted: list[int], drawn: int) -> int:
+    """The next round's size: enough to fill the slowest class at the rates seen so far, with a
+    10 % margin, between ``min(n, 64)`` and ``n``; ``n`` while a short class has not been seen."""
+    if drawn == 0:
+        return n
+    need = 0.0
+    for q, h, m in zip(quotas, have, predicted):
+        if h < q:
+            if m == 0:
+                return n
+            need = max(need, (q - h) * drawn / m)
+    return int(min(n, max(min(n, 64), math.ceil(1.1 * need))))
+
+
 def sample_balanced(
     sampler,
     target,
@@ -148,7 +162,9 @@ def sample_balanced(
         Without ``seed``, one is drawn from ``rng``; round ``r`` runs on
         ``shard_seed(seed, r)``.
     batch:
-        Samples the sampler is asked for per round (default ``n``).
+        Samples the sampler is asked for per round. Default: ``n`` in the first round, then
+        enough to fill the slowest class at the class rates seen so far, with a 10 % margin
+        (between ``min(n, 64)`` and ``n``); a deterministic function of the earlier rounds.
     max_rounds, max_drawn:
         The budget: at most ``max_rounds`` rounds and (if given) ``max_drawn`` samples drawn from
         the sampler in all. When it is spent with a class short of its quota, a
@@ -166,7 +182,8 @@ def sample_balanced(
     n = as_int(n, "number of samples", minimum=1, maximum=MAX_SAMPLES)
     if not callable(classifier):
         raise ConfigError(f"classifier must map samples to logits (N, K), got {type(classifier).__name__}")
-    batch = n if batch is None else as_int(batch, "batch", minimum=1, maximum=MAX_SAMPLES)
+    fixed = batch is not None
+    batch = as_int(batch, "batch", minimum=1, maximum=MAX_SAMPLES) if fixed else n
     max_rounds = as_int(max_rounds, "max_rounds", minimum=1, maximum=1_000_000)
     if max_drawn is not None:
         max_drawn = as_int(max_drawn, "max_drawn", minimum=1, maximum=2**62)
@@ -199,8 +216,11 @@ def sample_balanced(
     infos: list[SampleInfo] = []
     keep_z = True
     drawn = rounds = 0
+    sizes: list[int] = []
     while any(h < q for h, q in zip(have, quotas)):
-        size = batch if max_drawn is None else min(batch, max_drawn - drawn)
+        size = batch if fixed else _round_size(n, quotas, have, predicted, drawn)
+        if max_drawn is not None:
+            size = min(size, max_drawn - drawn)
         if rounds >= max_rounds or size <= 0:
             starved = [c for c in range(k) if have[c] < quotas[c]]
             detail = ", ".join(f"{c} ({have[c]} of {quotas[c]}, {predicted[c]} predicted)" for c in starved)
@@ -213,6 +233,7 @@ def sample_balanced(
             target, size, rng=torch.Generator().manual_seed(shard_seed(seed, rounds)), progress=progress, real=real
         )
         rounds += 1
+        sizes.append(size)
         drawn += len(result.x)
         infos.append(SampleInfo.from_dict(result.info))
         y = classify(classifier, result.x).cpu()
@@ -235,7 +256,8 @@ def sample_balanced(
         "quotas": quotas,
         "class_probs": [round(q, 8) for q in p],
         "rounds": rounds,
-        "batch": batch,
+        "batch": batch if fixed else "adaptive",
+        "round_sizes": sizes,
         "drawn": drawn,
         "predicted": predicted,
         "kept": have,

@@ -90,6 +90,9 @@ def test_deterministic_for_a_seed():
     assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
     assert a.info.extras["balanced"] == b.info.extras["balanced"]
     assert not torch.equal(a.x, c.x)
+    fixed = run(1, batch=150)
+    assert fixed.info.extras["balanced"]["round_sizes"] == [150] * fixed.info.extras["balanced"]["rounds"]
+    assert a.info.extras["balanced"]["drawn"] <= fixed.info.extras["balanced"]["drawn"]  # adaptive rounds draw no more
     small = run(1, batch=40)
     assert small.info.extras["balanced"]["rounds"] > a.info.extras["balanced"]["rounds"]
     assert torch.bincount(small.y, minlength=4).tolist() == class_quotas(150, [0.25] * 4)
