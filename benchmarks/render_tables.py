@@ -12,7 +12,7 @@ A table in the docs sits between two marker comments and is never edited by hand
 
 The name after ``table:`` is a key of :data:`TABLES`. Where a benchmark script has a Markdown
 renderer of its own (``toy2d_gradient.table``, ``cifar10.render``, ``mode_collapse.markdown``,
-``throughput.to_markdown``, ``conditional_mnist.render``, ``reliability.render``) the table is cut
+``throughput.to_markdown``, ``conditional_mnist.render``, ``balanced_mnist.render``, ``reliability.render``) the table is cut
 from its output, and ``tune.json`` stores its rendered tables; only the scripts whose table is
 built inline in ``main`` (toy2d, mnist, wrap_foreign, eval_mnist) get a renderer here. Rerunning a
 benchmark rewrites its JSON; this script then brings the docs up to date, and CI (``.ci/run``)
@@ -306,6 +306,13 @@ def conditional_mnist_ratios() -> str:
     )
 
 
+def balanced_mnist_main() -> str:
+    d = load("balanced_mnist.json")
+    table = tables_in(script("balanced_mnist").render(d))[0]
+    extra = f"n = {d['n']}, seeds {', '.join(map(str, d['seeds']))} (mean ± std); {d['total_s']:.0f} s in all"
+    return block(table, source("balanced_mnist.json", d["command"], d["machine"], d["date"], extra))
+
+
 def reliability(heading_start: str, section: str) -> Callable[[], str]:
     def render() -> str:
         d = load("reliability.json")
@@ -357,6 +364,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "throughput/dcgan32": throughput("dcgan32"),
     "conditional_mnist/main": conditional_mnist_main,
     "conditional_mnist/ratios": conditional_mnist_ratios,
+    "balanced_mnist/main": balanced_mnist_main,
     "critic_ratio/foreign": critic_ratio("foreign"),
     "critic_ratio/trained": critic_ratio("trained"),
     "dot_demo/main": dot_demo,
