@@ -232,6 +232,8 @@ def main() -> None:
         "machine": machine() + ", torch on 1 thread",
         "n": n,
         "seeds": args.seeds,
+        "n_calibration": N_CAL,
+        "finetune": FINETUNE,
         "pairs": pairs,
     }
     record["summary"] = summary(pairs)
