@@ -341,8 +341,15 @@ def _fit_feature_sp(a: dict) -> None:
     real = load_images(
         data, split="train", image_size=h, channels=c, limit=a["n_train"], rng=rng, progress=a["progress"]
     )
-    if a["conditional"]:
-        return _fit_conditional(a, inputs, data, real, widths, hidden, lams, c, rng, dev)
+    conditional = a["conditional"]
+    if conditional:
+        k = G.num_classes
+        if real.labels is None:
+            raise ConfigError(
+                f"--conditional compares real and generated images class by class, but {data} has no class labels; pass the labelled dataset the generator was trained on"
+            )
+        if real.num_classes != k or int(real.labels.max()) >= k:
+            raise ConfigError(f"{data} has {real.num_classes} classes but the generator in {ckpt} has {k}")
     fnet, farch = (None, None)
     if a["feature_net"] is not None:
         fnet, farch = load_feature_net(a["feature_net"], device=dev)
@@ -350,82 +357,19 @@ def _fit_feature_sp(a: dict) -> None:
         farch = arch_config(
             "resnet34-features",
             in_channels=int(c),
-            num_classes=real.num_classes or 2,
+            num_classes=(G.num_classes if conditional else real.num_classes) or 2,
             feature_dim=a["feature_dim"],
             widths=widths,
             stem="cifar",
             stem_stride=a["stem_stride"],
         )
-    ratio, report = fit_dre_f_sp(
-        G,
-        real,
-        feature_net=fnet,
-        feature_arch=farch,
-        n_val=a["n_val"],
-        feature_epochs=a["feature_epochs"],
-        head_epochs=a["epochs"],
-        head_batch_size=a["batch_size"],
-        head_lr=a["lr"],
-        head_hidden=hidden,
-        lambdas=lams,
-        activation=a["activation"],
-        rng=rng,
-        device=dev,
-        progress=a["progress"],
+    fit, save = (
+        (fit_conditional_feature_ratio, save_conditional_feature_ratio)
+        if conditional
+        else (fit_dre_f_sp, save_feature_ratio)
     )
-    archs = report.pop("archs")
-    meta = {
-        "checkpoint": inputs.provenance["checkpoint"],
-        "dataset": data,
-        "n_train": len(real),
-        "seed": seed,
-        "feature_net_file": None
-        if a["feature_net"] is None
-        else {"path": str(a["feature_net"]), "sha256": file_sha256(a["feature_net"])},
-        **report,
-        "versions": versions(),
-        "time": timestamp(),
-    }
-    save_feature_ratio(out, ratio, feature_arch=archs["feature_net"], head_arch=archs["head"], meta=meta)
-    acc = report["feature_net"].get("val_acc")
-    acc_txt = f"feature net validation accuracy {acc:.3f}, " if acc is not None else ""
-    head = report["head"]
-    if real.info.get("converted_from"):
-        typer.echo(f"note: {real.describe()}", err=True)
-    if head.get("warning"):
-        typer.echo(f"warning: {head['warning']}", err=True)
-    typer.echo(
-        f"fitted DRE-F-SP ({acc_txt}lambda {head['lambda']:g}, validation SP loss {head['val_loss']:.4f}, "
-        f"E_G[r] {head['val_mean_r_fake']:.3f}{'' if head.get('normalised') else ' (not normalised)'}) -> {out}"
-    )
-
-
-def _fit_conditional(a: dict, inputs, data: str, real, widths, hidden, lams, c: int, rng, dev) -> None:
-    """``refine fit-ratio --kind feature-sp --conditional``: cDR-RS's conditional ratio (see :mod:`refine.ratio.conditional_feature`)."""
-
-    G, ckpt, out = inputs.gan.generator, a["ckpt"], a["out"]
-    k = G.num_classes
-    if real.labels is None:
-        raise ConfigError(
-            f"--conditional compares real and generated images class by class, but {data} has no class labels; pass the labelled dataset the generator was trained on"
-        )
-    if real.num_classes != k or int(real.labels.max()) >= k:
-        raise ConfigError(f"{data} has {real.num_classes} classes but the generator in {ckpt} has {k}")
-    fnet = farch = None
-    if a["feature_net"] is not None:
-        fnet, farch = load_feature_net(a["feature_net"], device=dev)
-    else:
-        farch = arch_config(
-            "resnet34-features",
-            in_channels=int(c),
-            num_classes=k,
-            feature_dim=a["feature_dim"],
-            widths=widths,
-            stem="cifar",
-            stem_stride=a["stem_stride"],
-        )
     t0 = time.perf_counter()
-    ratio, report = fit_conditional_feature_ratio(
+    ratio, report = fit(
         G,
         real,
         feature_net=fnet,
@@ -447,9 +391,9 @@ def _fit_conditional(a: dict, inputs, data: str, real, widths, hidden, lams, c: 
     meta = {
         "checkpoint": inputs.provenance["checkpoint"],
         "dataset": data,
-        "conditional": True,
+        **({"conditional": True} if conditional else {}),
         "n_train": len(real),
-        "seed": a["seed"],
+        "seed": seed,
         "fit_time_s": fit_time,
         "feature_net_file": None
         if a["feature_net"] is None
@@ -458,7 +402,7 @@ def _fit_conditional(a: dict, inputs, data: str, real, widths, hidden, lams, c: 
         "versions": versions(),
         "time": timestamp(),
     }
-    save_conditional_feature_ratio(out, ratio, feature_arch=archs["feature_net"], head_arch=archs["head"], meta=meta)
+    save(out, ratio, feature_arch=archs["feature_net"], head_arch=archs["head"], meta=meta)
     acc = report["feature_net"].get("val_acc")
     acc_txt = f"feature net validation accuracy {acc:.3f}, " if acc is not None else ""
     head = report["head"]
@@ -466,9 +410,12 @@ def _fit_conditional(a: dict, inputs, data: str, real, widths, hidden, lams, c: 
         typer.echo(f"note: {real.describe()}", err=True)
     if head.get("warning"):
         typer.echo(f"warning: {head['warning']}", err=True)
+    what = f"the conditional DRE-F-SP ratio for {G.num_classes} classes" if conditional else "DRE-F-SP"
+    mean = " averaged over classes" if conditional else ""
     typer.echo(
-        f"fitted the conditional DRE-F-SP ratio for {k} classes ({acc_txt}lambda {head['lambda']:g}, validation SP loss {head['val_loss']:.4f}, "
-        f"E_G[r] {head['val_mean_r_fake']:.3f} averaged over classes{'' if head.get('normalised') else ' (not normalised)'}; {fit_time:.0f} s) -> {out}"
+        f"fitted {what} ({acc_txt}lambda {head['lambda']:g}, validation SP loss {head['val_loss']:.4f}, "
+        f"E_G[r] {head['val_mean_r_fake']:.3f}{mean}{'' if head.get('normalised') else ' (not normalised)'}; "
+        f"{fit_time:.0f} s) -> {out}"
     )
 
 
