@@ -101,7 +101,7 @@ def test_ratio_head_training_lowers_the_loss_and_recovers_the_ratio():
 
 def test_the_kept_head_is_normalised_when_some_lambda_is():
     """E_G[r] = 1 for a density ratio: the lowest validation loss among heads within norm_tol of 1 wins,
-    even over a lower loss that is not normalised; with none normalised, the closest is kept with a warning."""
+    even over a lower loss that is not normalised; with none normalised, the lowest loss is kept with a warning."""
     from refine.ratio.feature import choose_normalised_head
 
     rows = [
@@ -114,7 +114,7 @@ def test_the_kept_head_is_normalised_when_some_lambda_is():
     (head, row), normalised, warning = choose_normalised_head(
         rows[:1] + [("h3", {**rows[1][1], "val_mean_r_fake": 0.7})], 0.1
     )
-    assert head == "h3" and not normalised and "0: 0.475" in warning and "kept lambda 0.1" in warning
+    assert head == "h0" and not normalised and "0: 0.475" in warning and "kept lambda 0, the lowest" in warning
     with pytest.raises(ConfigError):
         fit_ratio_head(
             torch.randn(64, 4),

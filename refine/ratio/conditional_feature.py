@@ -223,7 +223,7 @@ def fit_conditional_ratio_head(
     Each epoch passes over the generated features once; each step pairs a batch of them with
     real features drawn at random *from the same classes*. The kept head has the lowest
     validation SP loss among those whose class-averaged ``E_{G(.|y)}[r]`` on the validation
-    generated features is within ``norm_tol`` of 1 (else the closest, with a ``warning``), as
+    generated features is within ``norm_tol`` of 1 (else the lowest loss, with a ``warning``), as
     for the unconditional head. Returns ``(head, arch config, report)``; the report carries,
     per lambda, ``E_G[r]`` of every class too.
     """

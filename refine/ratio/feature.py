@@ -382,7 +382,7 @@ def fit_ratio_head(
     generator, ``E_G[r] = 1``; the kept head is the one with the lowest validation SP loss
     among those whose mean ``r`` on the validation generated features is within ``norm_tol``
     of 1 (what the penalty ``lambda (E_G[r] - 1)^2`` is for). When no lambda gets there, the
-    head closest to 1 is kept and the report carries a ``warning``. Returns ``(head, arch
+    head with the lowest validation loss is kept and the report carries a ``warning``. Returns ``(head, arch
     config, report)``; the report lists, per lambda, the best validation loss, its epoch, the
     training loss and ``E_G[r]`` on validation features, and says whether the kept head is
     ``normalised``.
@@ -474,18 +474,20 @@ def fit_ratio_head(
 
 def choose_normalised_head(heads: list[tuple[Any, dict]], norm_tol: float) -> tuple[tuple[Any, dict], bool, str | None]:
     """``(head, row)`` with the lowest ``val_loss`` among rows with ``|val_mean_r_fake - 1| <= norm_tol``;
-    else the row closest to normalised, with a warning. Returns ``(choice, normalised, warning)``."""
+    else the lowest ``val_loss`` of all, with a warning (the head closest to normalised is often the
+    most penalised, i.e. the flattest, and a flat ratio refines nothing). Returns
+    ``(choice, normalised, warning)``."""
     ok = [h for h in heads if abs(h[1]["val_mean_r_fake"] - 1.0) <= norm_tol]
     if ok:
         return min(ok, key=lambda h: h[1]["val_loss"]), True, None
-    best = min(heads, key=lambda h: abs(h[1]["val_mean_r_fake"] - 1.0))
+    best = min(heads, key=lambda h: h[1]["val_loss"])
     tried = ", ".join(f"{h[1]['lambda']:g}: {h[1]['val_mean_r_fake']:.3f}" for h in heads)
     return (
         best,
         False,
         f"no lambda gave E_G[r] within {norm_tol:g} of 1 on the validation generated images (lambda: E_G[r] = {tried}); "
-        f"kept lambda {best[1]['lambda']:g}. Rejection, MH and SIR do not depend on the ratio's scale, but its values are "
-        "not a normalised density ratio: try larger --lambdas or more --epochs",
+        f"kept lambda {best[1]['lambda']:g}, the lowest validation loss. Rejection, MH and SIR do not depend on the "
+        "ratio's scale, but its values are not a normalised density ratio: try larger --lambdas or more --epochs",
     )
 
 
