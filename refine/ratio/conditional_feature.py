@@ -40,11 +40,11 @@ from .feature import (
     ACTIVATIONS,
     DEFAULT_LAMBDAS,
     _activate,
-    _build_seeded,
     _perm,
     choose_normalised_head,
     extract_features,
     sp_loss,
+    sweep_lambdas,
     train_feature_net,
 )
 
@@ -257,58 +257,46 @@ def fit_conditional_ratio_head(
     )
     draw_real = _same_class_index(y_real, k)
     f_real_d, f_fake_d = f_real.to(device), f_fake.to(device)
-    rows = []
-    heads: list[tuple[nn.Module, dict]] = []
     steps = len(f_fake) // batch_size
-    for lam in lambdas:
-        head = _build_seeded(cfg, rng).to(device).train()
-        opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
-        row: dict = {"lambda": lam, "val_loss": math.inf, "best_epoch": 0}
-        state = None
-        for epoch in range(epochs):
-            perm = _perm(len(f_fake), rng)
-            tot = 0.0
-            for s in tqdm(
-                range(steps),
-                desc=f"conditional ratio head lambda={lam:g} {epoch + 1}/{epochs}",
-                disable=not progress,
-                leave=False,
-            ):
-                idx_f = perm[s * batch_size : (s + 1) * batch_size]
-                yb = y_fake[idx_f]
-                idx_r = draw_real(yb, rng)
-                yd = yb.to(device)
-                rf = _activate(head(f_fake_d[idx_f.to(device)], yd), activation)
-                rr = _activate(head(f_real_d[idx_r.to(device)], yd), activation)
-                loss = conditional_sp_loss(rr, rf, yd, lam, k)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                tot += loss.item()
-            head.eval()
-            vl, mean_rf, per = _val_loss(head, f_real_val, y_real_val, f_fake_val, y_fake_val, activation, k)
-            head.train()
-            if not math.isfinite(vl):
-                break
-            if vl < row["val_loss"]:
-                row.update(
-                    val_loss=vl,
-                    best_epoch=epoch + 1,
-                    train_loss=tot / steps,
-                    val_mean_r_fake=mean_rf,
-                    val_mean_r_fake_per_class=per,
-                )
-                state = {n: v.detach().clone() for n, v in head.state_dict().items()}
-        if state is None:
-            row["val_loss"] = None
-            rows.append(row)
-            continue
-        head.load_state_dict(state)
-        head.eval().requires_grad_(False)
-        rows.append(row)
-        heads.append((head, row))
-    if not heads:
-        raise ConfigError("no conditional ratio head reached a finite validation loss; lower the learning rate")
+
+    def train_epoch(head: nn.Module, opt, lam: float, epoch: int) -> float:
+        perm = _perm(len(f_fake), rng)
+        tot = 0.0
+        for s in tqdm(
+            range(steps),
+            desc=f"conditional ratio head lambda={lam:g} {epoch + 1}/{epochs}",
+            disable=not progress,
+            leave=False,
+        ):
+            idx_f = perm[s * batch_size : (s + 1) * batch_size]
+            yb = y_fake[idx_f]
+            idx_r = draw_real(yb, rng)
+            yd = yb.to(device)
+            rf = _activate(head(f_fake_d[idx_f.to(device)], yd), activation)
+            rr = _activate(head(f_real_d[idx_r.to(device)], yd), activation)
+            loss = conditional_sp_loss(rr, rf, yd, lam, k)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot += loss.item()
+        return tot / steps
+
+    def validate(head: nn.Module) -> tuple[float, dict]:
+        vl, mean_rf, per = _val_loss(head, f_real_val, y_real_val, f_fake_val, y_fake_val, activation, k)
+        return vl, {"val_mean_r_fake": mean_rf, "val_mean_r_fake_per_class": per}
+
+    heads, rows = sweep_lambdas(
+        lambdas,
+        cfg,
+        epochs=epochs,
+        lr=lr,
+        weight_decay=weight_decay,
+        rng=rng,
+        device=device,
+        train_epoch=train_epoch,
+        validate=validate,
+        what="conditional ratio head",
+    )
     best, normalised, warning = choose_normalised_head(heads, norm_tol)
     report = {
         "lambdas": rows,

@@ -409,48 +409,42 @@ def fit_ratio_head(
         )
     cfg = arch_config("ratio-head", in_dim=dim, hidden=list(hidden), dropout=dropout)
     f_real, f_fake = f_real.to(device), f_fake.to(device)
-    rows = []
-    heads: list[tuple[nn.Module, dict]] = []
     steps = len(f_fake) // batch_size
-    for lam in lambdas:
-        head = _build_seeded(cfg, rng).to(device).train()
-        opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
-        row = {"lambda": lam, "val_loss": math.inf, "best_epoch": 0}
-        state = None
-        for epoch in range(epochs):
-            perm_f = _perm(len(f_fake), rng).to(device)
-            idx_r = torch.randint(
-                0, len(f_real), (steps * batch_size,), generator=rng, device=rng.device if rng is not None else "cpu"
-            ).to(device)
-            tot = 0.0
-            for s in tqdm(
-                range(steps), desc=f"ratio head lambda={lam:g} {epoch + 1}/{epochs}", disable=not progress, leave=False
-            ):
-                rf = _activate(head(f_fake[perm_f[s * batch_size : (s + 1) * batch_size]]), activation)
-                rr = _activate(head(f_real[idx_r[s * batch_size : (s + 1) * batch_size]]), activation)
-                loss = sp_loss(rr, rf, lam)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                tot += loss.item()
-            head.eval()
-            vl, mean_rf = _val_loss(head, f_real_val, f_fake_val, activation)
-            head.train()
-            if not math.isfinite(vl):
-                break
-            if vl < row["val_loss"]:
-                row.update(val_loss=vl, best_epoch=epoch + 1, train_loss=tot / steps, val_mean_r_fake=mean_rf)
-                state = {k: v.detach().clone() for k, v in head.state_dict().items()}
-        if state is None:
-            row["val_loss"] = None
-            rows.append(row)
-            continue
-        head.load_state_dict(state)
-        head.eval().requires_grad_(False)
-        rows.append(row)
-        heads.append((head, row))
-    if not heads:
-        raise ConfigError("no ratio head reached a finite validation loss; lower the learning rate")
+
+    def train_epoch(head: nn.Module, opt, lam: float, epoch: int) -> float:
+        perm_f = _perm(len(f_fake), rng).to(device)
+        idx_r = torch.randint(
+            0, len(f_real), (steps * batch_size,), generator=rng, device=rng.device if rng is not None else "cpu"
+        ).to(device)
+        tot = 0.0
+        for s in tqdm(
+            range(steps), desc=f"ratio head lambda={lam:g} {epoch + 1}/{epochs}", disable=not progress, leave=False
+        ):
+            rf = _activate(head(f_fake[perm_f[s * batch_size : (s + 1) * batch_size]]), activation)
+            rr = _activate(head(f_real[idx_r[s * batch_size : (s + 1) * batch_size]]), activation)
+            loss = sp_loss(rr, rf, lam)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot += loss.item()
+        return tot / steps
+
+    def validate(head: nn.Module) -> tuple[float, dict]:
+        vl, mean_rf = _val_loss(head, f_real_val, f_fake_val, activation)
+        return vl, {"val_mean_r_fake": mean_rf}
+
+    heads, rows = sweep_lambdas(
+        lambdas,
+        cfg,
+        epochs=epochs,
+        lr=lr,
+        weight_decay=weight_decay,
+        rng=rng,
+        device=device,
+        train_epoch=train_epoch,
+        validate=validate,
+        what="ratio head",
+    )
     best, normalised, warning = choose_normalised_head(heads, norm_tol)
     report = {
         "lambdas": rows,
@@ -470,6 +464,54 @@ def fit_ratio_head(
         "n_fake_val": len(f_fake_val),
     }
     return best[0], cfg, report
+
+
+def sweep_lambdas(
+    lambdas: Sequence[float],
+    cfg: dict,
+    *,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    rng,
+    device,
+    train_epoch,
+    validate,
+    what: str = "ratio head",
+) -> tuple[list[tuple[nn.Module, dict]], list[dict]]:
+    """One head per ``lambda``, each trained ``epochs`` epochs by ``train_epoch(head, opt, lam, epoch)``
+    (which returns the epoch's mean loss) and kept at its epoch of lowest ``validate(head)`` loss
+    (``validate`` returns ``(loss, extra row fields)``); a non-finite validation loss ends that
+    lambda. Returns ``(heads, rows)``: ``(head, row)`` for each lambda that reached a finite loss,
+    and a row for every lambda. The shared loop of DRE-F-SP's head and its conditional form."""
+    rows: list[dict] = []
+    heads: list[tuple[nn.Module, dict]] = []
+    for lam in lambdas:
+        head = _build_seeded(cfg, rng).to(device).train()
+        opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
+        row: dict = {"lambda": lam, "val_loss": math.inf, "best_epoch": 0}
+        state = None
+        for epoch in range(epochs):
+            train_loss = train_epoch(head, opt, lam, epoch)
+            head.eval()
+            vl, extra = validate(head)
+            head.train()
+            if not math.isfinite(vl):
+                break
+            if vl < row["val_loss"]:
+                row.update(val_loss=vl, best_epoch=epoch + 1, train_loss=train_loss, **extra)
+                state = {n: v.detach().clone() for n, v in head.state_dict().items()}
+        if state is None:
+            row["val_loss"] = None
+            rows.append(row)
+            continue
+        head.load_state_dict(state)
+        head.eval().requires_grad_(False)
+        rows.append(row)
+        heads.append((head, row))
+    if not heads:
+        raise ConfigError(f"no {what} reached a finite validation loss; lower the learning rate")
+    return heads, rows
 
 
 def choose_normalised_head(heads: list[tuple[Any, dict]], norm_tol: float) -> tuple[tuple[Any, dict], bool, str | None]:
