@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import time
 import typing
@@ -63,7 +64,6 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import _SpectralNorm
 from torch.nn.utils.spectral_norm import SpectralNorm
-from tqdm.auto import tqdm
 
 from ..errors import ConfigError, NonFiniteError
 from ._ops import evaluate, positive
@@ -78,7 +78,7 @@ from .gradient import (
     ratio_only,
     ratio_value_and_grad,
 )
-from .langevin import LangevinState, _cat, _check_eval, init
+from .langevin import LangevinState, Potential, _check_eval, init, run_chunked
 
 __all__ = ["DOTSampler", "estimate_k_eff", "k_eff_maxima", "dot_objective", "spectral_norm_layers", "thermalised"]
 
@@ -184,8 +184,19 @@ def thermalised(target, passes: int, *, rng):
                 b.copy_(v)
 
 
-def _adam_chunked(potential_for, start, n: int, batch_size: int, *, steps, lr, betas, bounds, tangent, progress, desc):
-    """Adam on the negative potential of each chain (minimises DOT's objective), in chunks.
+def adam_run(
+    potential: Potential,
+    position: torch.Tensor,
+    *,
+    steps: int,
+    lr: float,
+    betas: tuple[float, float],
+    bounds,
+    tangent: bool,
+    on_step=None,
+) -> tuple[LangevinState, dict]:
+    """Adam on the negative potential of each chain (minimises DOT's objective): one chunk, for
+    :func:`~refine.samplers.langevin.run_chunked` in place of the Langevin update.
 
     Per-element moments, bias-corrected; positions clamped to ``bounds`` after each update.
     ``tangent``: each update is projected onto the tangent space of the sphere through the
@@ -194,38 +205,28 @@ def _adam_chunked(potential_for, start, n: int, batch_size: int, *, steps, lr, b
     final state holds the potential at its position.
     """
     b1, b2 = betas
-    states, starts = [], []
-    bar = tqdm(total=n * steps, desc=desc, unit="step", disable=not progress, leave=False)
-    try:
-        for c0 in range(0, n, batch_size):
-            c = min(batch_size, n - c0)
-            v0 = start(c)
-            pot = potential_for(v0)
-            st = init(v0, pot)
-            starts.append(st.value)
-            m1 = torch.zeros_like(st.position)
-            m2 = torch.zeros_like(st.position)
-            for t in range(1, steps + 1):
-                g = -st.grad  # the objective's gradient
-                m1 = b1 * m1 + (1 - b1) * g
-                m2 = b2 * m2 + (1 - b2) * g * g
-                upd = (m1 / (1 - b1**t)) / ((m2 / (1 - b2**t)).sqrt() + _ADAM_EPS)
-                if tangent:
-                    zf, uf = st.position.flatten(1), upd.flatten(1)
-                    zz = zf.pow(2).sum(1, keepdim=True)
-                    upd = (uf - zf * (uf * zf).sum(1, keepdim=True) / zz).view_as(upd)
-                v = st.position - lr * upd
-                if bounds is not None:
-                    v = v.clamp(*bounds)
-                value, grad, aux = pot(v)
-                _check_eval(value, grad, t, allow_neg_inf=False)
-                st = LangevinState(v.detach(), value.detach(), grad.detach(), aux)
-                bar.update(c)
-            states.append(st)
-    finally:
-        bar.close()
-    final = LangevinState(*(_cat([getattr(s, f) for s in states]) for f in LangevinState._fields))
-    return final, {"evaluations_per_chain": steps + 1, "accepted": 0.0, "start_value": torch.cat(starts)}
+    st = init(position, potential)
+    start_value = st.value
+    m1 = torch.zeros_like(st.position)
+    m2 = torch.zeros_like(st.position)
+    for t in range(1, steps + 1):
+        g = -st.grad  # the objective's gradient
+        m1 = b1 * m1 + (1 - b1) * g
+        m2 = b2 * m2 + (1 - b2) * g * g
+        upd = (m1 / (1 - b1**t)) / ((m2 / (1 - b2**t)).sqrt() + _ADAM_EPS)
+        if tangent:
+            zf, uf = st.position.flatten(1), upd.flatten(1)
+            zz = zf.pow(2).sum(1, keepdim=True)
+            upd = (uf - zf * (uf * zf).sum(1, keepdim=True) / zz).view_as(upd)
+        v = st.position - lr * upd
+        if bounds is not None:
+            v = v.clamp(*bounds)
+        value, grad, aux = potential(v)
+        _check_eval(value, grad, t, allow_neg_inf=False)
+        st = LangevinState(v.detach(), value.detach(), grad.detach(), aux)
+        if on_step is not None:
+            on_step(t)
+    return st, {"evaluations": steps + 1, "accepted": 0.0, "start_value": start_value}
 
 
 def _data_space(space: str) -> str:
@@ -413,18 +414,24 @@ class DOTSampler(GradientSampler):
     def _run(self, plan: Plan, n: int, *, rng, progress: bool):
         if self.optimizer == "sgd":
             return super()._run(plan, n, rng=rng, progress=progress)
-        return _adam_chunked(
-            plan.potential_for,
-            plan.start,
-            n,
-            int(self.batch_size),
+        chain = functools.partial(
+            adam_run,
             steps=int(self.steps),
             lr=float(self.lr),
             betas=(float(self.beta1), float(self.beta2)),
             bounds=plan.bounds,
             tangent=bool(self.sphere) and plan.space == "latent",
+        )
+        return run_chunked(
+            plan.potential_for,
+            plan.start,
+            n,
+            int(self.batch_size),
+            self._config(plan.bounds),
+            rng=rng,
             progress=progress,
             desc=self.name,
+            chain=chain,
         )
 
     def sample(self, target, n, *, rng=None, progress=False, real=None) -> SampleResult:

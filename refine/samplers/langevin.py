@@ -33,6 +33,7 @@ the boxes they stay in and the registered samplers' common base live in
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -281,12 +282,17 @@ def run_chunked(
     rng: torch.Generator | None,
     progress: bool = False,
     desc: str = "langevin",
+    chain: Callable[..., tuple[LangevinState, dict]] | None = None,
 ) -> tuple[LangevinState, dict]:
     """Run ``n`` chains in chunks of ``batch_size`` (bounded memory).
 
     ``start(c)`` draws ``c`` starting positions; ``potential_for(v0)`` returns the potential
     for chains started at ``v0`` (most methods ignore ``v0``; DOT anchors its transport cost there).
+    ``chain(potential, position, on_step=)`` runs one chunk in place of :func:`run` with ``cfg``
+    (DOT's Adam); it returns ``(state, stats)`` as :func:`run` does and takes ``cfg.steps`` steps.
     """
+    if chain is None:
+        chain = functools.partial(run, cfg=cfg, rng=rng)
     states, starts = [], []
     accepted = 0.0
     bar = tqdm(total=n * cfg.steps, desc=desc, unit="step", disable=not progress, leave=False)
@@ -294,7 +300,7 @@ def run_chunked(
         for c0 in range(0, n, batch_size):
             c = min(batch_size, n - c0)
             v0 = start(c)
-            st, stats = run(potential_for(v0), v0, cfg, rng=rng, on_step=lambda _t, c=c: bar.update(c))
+            st, stats = chain(potential_for(v0), v0, on_step=lambda _t, c=c: bar.update(c))
             states.append(st)
             starts.append(stats["start_value"])
             accepted += stats["accepted"]
