@@ -11,13 +11,8 @@ import refine
 from refine.errors import CheckpointError, ConfigError, ShapeError
 from refine.io import save_feature_ratio
 from refine.nets import arch_config, build
-from refine.ratio.feature import (
-    FeatureRatio,
-    RatioHead,
-    fit_ratio_head,
-    sp_loss,
-    train_feature_net,
-)
+from refine.ratio.feature import FeatureRatio, RatioHead, sp_loss
+from refine.ratio.fit_feature import fit_ratio_head, train_feature_net
 
 TINY_RESNET = dict(num_classes=3, feature_dim=8, widths=(4, 4, 8, 8), stem_stride=2)
 
@@ -102,7 +97,7 @@ def test_ratio_head_training_lowers_the_loss_and_recovers_the_ratio():
 def test_the_kept_head_is_normalised_when_some_lambda_is():
     """E_G[r] = 1 for a density ratio: the lowest validation loss among heads within norm_tol of 1 wins,
     even over a lower loss that is not normalised; with none normalised, the lowest loss is kept with a warning."""
-    from refine.ratio.feature import choose_normalised_head
+    from refine.ratio.fit_feature import choose_normalised_head
 
     rows = [
         ("h0", {"lambda": 0.0, "val_loss": -0.30, "val_mean_r_fake": 0.475}),

@@ -27,7 +27,8 @@ from ..io.arch import parse_kwargs
 from ..nets import ARCHS, arch_config, build_from_config
 from ..ratio.calibration import calibrate
 from ..ratio.discriminator import DiscriminatorRatio
-from ..ratio.feature import ACTIVATIONS, fit_dre_f_sp
+from ..ratio.feature import ACTIVATIONS
+from ..ratio.fit_feature import fit_dre_f_sp
 from ..train.gan import fit_discriminator
 from .app import app
 from .common import cli_errors, make_rng, prepare_out_dir, resolve_device, timestamp, versions

@@ -22,7 +22,7 @@ from ..errors import CheckpointError, ConfigError, DataError
 from ..fs import available_memory
 from ..io import atomic_save, plain, safe_load
 from ..nets import arch_config, load_checked
-from ..ratio.feature import classifier_accuracy, train_feature_net
+from ..ratio.fit_feature import classifier_accuracy, train_feature_net
 
 __all__ = [
     "FEATURES_FORMAT",
