@@ -198,6 +198,66 @@ def test_real_statistics_are_cached_by_dataset_split_preprocessing_and_network(m
     assert len(list((tmp_path / "c" / "fid_stats").glob("*.npz"))) == 2
 
 
+class _MeanClass(torch.nn.Module):
+    """A stand-in classifier: six pixels as features, the class is the integer part of the mean pixel, modulo 10."""
+
+    def forward(self, x):
+        x = x.float().flatten(1)
+        return x[:, :6] / 255.0, torch.nn.functional.one_hot(x.mean(1).floor().long() % 10, 10).float()
+
+
+def test_class_histogram_kl_is_zero_for_the_data_and_grows_as_classes_drift(mnist, tmp_path):
+    """class_kl = KL(real || samples) of the predicted-class histograms: the formula, near 0 for the real images themselves,
+    large for one class only; the cached reference keeps the counts, and a cache written without them is recomputed."""
+    from refine.data.images import load_images
+    from refine.eval import FeatureSpace
+
+    space = FeatureSpace(
+        short="classifier",
+        network="mean-class",
+        key="mean-class",
+        module=_MeanClass().eval(),
+        transform=lambda x: x,
+        logits="mean",
+    )
+    cache = StatisticsCache(tmp_path / "c")
+    ref = real_reference(space, f"mnist:{mnist}", image_shape=(1, 28, 28), split="test", n_prdc=30, cache=cache)
+    real = load_images(f"mnist:{mnist}", split="test").images
+    cls = real.float().flatten(1).mean(1).floor().long() % 10
+    sub = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))[:30].sort().values
+    np.testing.assert_array_equal(ref.class_counts, np.bincount(cls[sub].numpy(), minlength=10))
+    assert (ref.class_counts > 0).sum() >= 3  # the stand-in spreads the digits over several classes
+
+    def expected(idx):
+        q = (np.bincount(cls[idx].numpy(), minlength=10) + 0.5) / (len(idx) + 5.0)
+        p = ref.class_counts / ref.class_counts.sum()
+        return float(sum(pi * np.log(pi / qi) for pi, qi in zip(p, q) if pi > 0))
+
+    same = score_images(space, real[sub], ref, metrics=("classes",))
+    assert set(same) == {"n", "class_kl"} and same["class_kl"] == pytest.approx(expected(sub), rel=1e-12)
+    top = int(torch.bincount(cls[sub]).argmax())
+    (one,) = torch.nonzero(cls == top, as_tuple=True)
+    drift = score_images(space, real[one], ref, metrics=("classes",))["class_kl"]
+    assert drift == pytest.approx(expected(one), rel=1e-12) and drift > same["class_kl"]
+    # a cache written before the counts were kept is recomputed, not trusted
+    (npz,) = (tmp_path / "c" / "prdc_features").glob("*.npz")
+    with np.load(npz) as f:
+        kept = {k: f[k] for k in f.files if k != "class_counts"}
+    np.savez(npz, **kept)
+    again = real_reference(space, f"mnist:{mnist}", image_shape=(1, 28, 28), split="test", n_prdc=30, cache=cache)
+    assert again.cache["statistics_hit"] and not again.cache["prdc_features_hit"]
+    np.testing.assert_array_equal(again.class_counts, ref.class_counts)
+    hit = real_reference(space, f"mnist:{mnist}", image_shape=(1, 28, 28), split="test", n_prdc=30, cache=cache)
+    assert hit.cache["prdc_features_hit"]
+    np.testing.assert_array_equal(hit.class_counts, ref.class_counts)
+    # a space without logits has no class histogram to compare
+    blind = FeatureSpace(
+        short="classifier", network="pixels", key="px", module=_MeanClass().eval(), transform=lambda x: x, logits=None
+    )
+    with pytest.raises(ConfigError, match="class logits"):
+        score_images(blind, real[sub], ref, metrics=("classes",))
+
+
 def test_samples_from_npz_and_from_a_png_folder_are_the_same_images(tmp_path):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(6, 1, 28, 28, generator=g) * 2 - 1
@@ -247,6 +307,7 @@ def test_eval_generator_in_a_classifier_feature_space(gan, mnist, classifier, tm
             and 1.0 <= r["is_mean"] <= 10.0
             and 0 <= r["precision"] <= 1
             and 0 <= r["recall"] <= 1
+            and r["class_kl"] >= 0
         )
         assert r["n"] == 24 and r["g_evals_per_sample"] >= 1
     assert rows["sir"]["g_evals_per_sample"] == pytest.approx(4.0)
@@ -258,6 +319,7 @@ def test_eval_generator_in_a_classifier_feature_space(gan, mnist, classifier, tm
         and ref["cache"]["statistics_hit"] is False
     )
     assert (out / "eval.md").read_text().startswith("Features: ") and (out / "eval.png").stat().st_size > 1000
+    assert "class_kl: KL(real || samples)" in (out / "eval.md").read_text() and "| class_kl |" in text
     # the raw generator's row is reproducible, and the second run reuses the cached real statistics
     code, text = _cli(*common, "--methods", "none", "--out", tmp_path / "again")
     assert code == 0, text
@@ -610,7 +672,7 @@ def test_metric_keys_name_the_feature_space():
 
     assert (FID, FD, KID_MEAN, KD_MEAN) == ("fid", "fd", "kid_mean", "kd_mean")
     assert metric_keys(True).fd == "fid" and metric_keys(False).fd == "fd" and metric_keys(False).kd_std == "kd_std"
-    assert parse_metrics(None) == DEFAULT_METRICS == ("fid", "is", "prdc")
+    assert parse_metrics(None) == DEFAULT_METRICS == ("fid", "is", "prdc", "classes")
     assert parse_metrics("prdc, KID,fd") == ("fid", "kid", "prdc")
     with pytest.raises(ConfigError, match="unknown metric"):
         parse_metrics("fid,lpips")

@@ -19,9 +19,11 @@ from ..data.images import IMAGE_DATASETS, SPLITS, is_image_spec, real_images_lik
 from ..data.toy2d import MIXTURES, get_mixture
 from ..errors import ConfigError, DataError, MissingWeightsError
 from ..eval import (
+    NEEDS_REAL,
     SAMPLE_RANGES,
     check_metrics,
     compare_methods,
+    default_metrics,
     evaluate_methods,
     load_feature_space,
     load_image_samples,
@@ -38,7 +40,7 @@ from ..fs import read_npz
 from ..io import atomic_write
 from ..metrics import IS_MEAN, PRECISION, RECALL
 from ..metrics.fid import StatisticsCache, load_statistics
-from ..metrics.keys import DEFAULT_METRICS, parse_metrics
+from ..metrics.keys import parse_metrics
 from ..metrics.timm_net import is_timm_spec
 from ..metrics.toy2d import mode_metrics
 from ..outputs import RunFolder
@@ -374,13 +376,9 @@ class _ImageOptions:
 
         chosen = self.chosen_metrics()
         if chosen is None:
-            chosen = tuple(
-                m
-                for m in DEFAULT_METRICS
-                if (m != "is" or space.logits is not None) and (data is not None or m not in ("kid", "prdc"))
-            )
+            chosen = default_metrics(space, real=data is not None)
         check_metrics(chosen, space)
-        needs_real = [m for m in chosen if m in ("kid", "prdc")]
+        needs_real = [m for m in chosen if m in NEEDS_REAL]
         if data is None and needs_real:
             raise ConfigError(
                 f"{', '.join(needs_real)} compare with real images: pass --data NAME:ROOT (with --ref-stats, the Fréchet distance "

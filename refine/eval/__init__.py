@@ -8,7 +8,7 @@ One module per concern, each importing only the ones listed above it:
 - :mod:`~refine.eval.classifier`: the evaluation classifier trained on the dataset (train, save, load).
 - :mod:`~refine.eval.spaces`: :class:`FeatureSpace` and the Inception, classifier and timm spaces.
 - :mod:`~refine.eval.reference`: :class:`RealReference`, the cache of real features, ``--ref-stats`` files.
-- :mod:`~refine.eval.score`: FID/FD, KID/KD, IS, precision/recall/density/coverage of images;
+- :mod:`~refine.eval.score`: FID/FD, KID/KD, IS, precision/recall/density/coverage, class-histogram KL of images;
   :func:`evaluate_methods` for a generator and its samplers.
 - :mod:`~refine.eval.report`: table columns, the markdown report, sample panels.
 
@@ -29,7 +29,7 @@ from .compare import compare_methods, markdown_table, split_method_options
 from .images import IMAGE_RANGES, SAMPLE_RANGES, check_uint8, load_image_samples, to_uint8
 from .reference import RealReference, real_reference, reference_from_stats
 from .report import IMAGE_COLUMNS, image_columns, markdown_report, save_image_panels
-from .score import check_metrics, default_metrics, evaluate_methods, row_features, score_images
+from .score import NEEDS_REAL, check_metrics, default_metrics, evaluate_methods, row_features, score_images
 from .spaces import FeatureSpace, classifier_space, inception_space, load_feature_space, timm_space
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "reference_from_stats",
     "check_metrics",
     "default_metrics",
+    "NEEDS_REAL",
     "row_features",
     "score_images",
     "evaluate_methods",

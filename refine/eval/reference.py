@@ -1,5 +1,9 @@
 """The real reference of a feature space: statistics for the Fréchet distance, features for precision/recall and KID.
 
+Where the space has class logits, the reference also holds the histogram of the real images'
+predicted classes (over the precision/recall subset), against which the samples' class-histogram
+KL is measured.
+
 Real-data statistics (``mu``, ``sigma``) are cached by :class:`refine.metrics.fid.StatisticsCache`,
 keyed by dataset (name and absolute root), split, preprocessing (image size, channels, number of
 images) and network (name and weights hash); the real features used for precision/recall and KID
@@ -38,7 +42,9 @@ class RealReference:
 
     ``stats_file`` is set when ``mu``/``sigma`` come from a statistics file (path, sha256, what
     it records) rather than from ``dataset``; ``features`` is None when there are no real images
-    (a statistics file alone), which allows the Fréchet distance and IS only.
+    (a statistics file alone), which allows the Fréchet distance and IS only. ``class_counts``
+    holds how many of the ``features`` images the network assigns to each class (None where the
+    space has no logits or there are no real images).
     """
 
     dataset: str | None
@@ -53,6 +59,7 @@ class RealReference:
     cache: dict
     grid: torch.Tensor | None = None
     stats_file: dict | None = None
+    class_counts: np.ndarray | None = None
 
     def describe(self) -> dict:
         out = {
@@ -60,6 +67,7 @@ class RealReference:
             "split": self.split,
             "n_fid": self.n,
             "n_prdc": None if self.features is None else int(self.features.shape[0]),
+            "class_counts": None if self.class_counts is None else [int(c) for c in self.class_counts],
             "trace_sigma": float(np.trace(self.sigma)),
             "image_shape": list(self.image_shape),
             "network": self.network,
@@ -76,13 +84,15 @@ def _prdc_path(cache: StatisticsCache, key: str) -> Path:
     return cache.root / "prdc_features" / f"{key}.npz"
 
 
-def _load_prdc(path: Path, key_fields: dict) -> torch.Tensor | None:
+def _load_prdc(path: Path, key_fields: dict) -> tuple[torch.Tensor | None, np.ndarray | None]:
+    """The cached features and class counts (None: not cached; counts None in files written without them)."""
     if not path.is_file():
-        return None
+        return None, None
     try:
         with np.load(path, allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
             feats = np.asarray(f["features"], dtype=np.float32)
+            counts = np.asarray(f["class_counts"], dtype=np.int64) if "class_counts" in f.files else None
     except (OSError, ValueError, KeyError) as e:
         raise DataError(
             f"cached features {path} cannot be read ({str(e).splitlines()[0][:100]}); delete the file to recompute it"
@@ -91,15 +101,23 @@ def _load_prdc(path: Path, key_fields: dict) -> torch.Tensor | None:
         raise DataError(
             f"cached features {path} record key {meta.get('key')!r}, not {key_fields!r}; delete the file to recompute it"
         )
-    return torch.from_numpy(feats)
+    return torch.from_numpy(feats), counts
 
 
-def _save_prdc(path: Path, feats: torch.Tensor, key_fields: dict) -> None:
+def _save_prdc(path: Path, feats: torch.Tensor, counts: np.ndarray | None, key_fields: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    extra = {} if counts is None else {"class_counts": np.asarray(counts, dtype=np.int64)}
     with atomic_write(path) as f:
         np.savez(
-            f, features=feats.numpy().astype(np.float32), meta=np.array(json.dumps({"key": key_fields}, sort_keys=True))
+            f,
+            features=feats.numpy().astype(np.float32),
+            meta=np.array(json.dumps({"key": key_fields}, sort_keys=True)),
+            **extra,
         )
+
+
+def _class_counts(logits: torch.Tensor, num_classes: int) -> np.ndarray:
+    return np.bincount(logits.argmax(1).cpu().numpy(), minlength=num_classes)[:num_classes].astype(np.int64)
 
 
 def _stats_meta(path: Path) -> dict:
@@ -152,12 +170,14 @@ def real_reference(
         "preprocessing": prdc_prep,
         "network": space.key,
     }  # as StatisticsCache keys its files
-    stats = prdc_feats = prdc_file = None
+    stats = prdc_feats = prdc_file = counts = None
     record: dict = {"enabled": cache is not None}
     if cache is not None:
         stats = cache.load(dataset, split, prep, space.key)
         prdc_file = _prdc_path(cache, cache.key(dataset, split, prdc_prep, space.key))
-        prdc_feats = _load_prdc(prdc_file, prdc_key)
+        prdc_feats, counts = _load_prdc(prdc_file, prdc_key)
+        if prdc_feats is not None and counts is None and space.logits is not None:
+            prdc_feats = None  # cached before class counts were kept: recompute both
         record.update(
             statistics=str(cache.path(dataset, split, prep, space.key)),
             statistics_hit=stats is not None,
@@ -186,7 +206,7 @@ def real_reference(
             acc = StatsAccumulator()
             keep = torch.zeros(n_total, dtype=torch.bool)
             keep[subset] = True
-            kept, start = [], 0
+            kept, kept_logits, start = [], [], 0
             for out in iter_features(
                 space.module,
                 images,
@@ -199,17 +219,24 @@ def real_reference(
                 f = out[0] if isinstance(out, tuple) else out
                 acc.update(f)
                 kept.append(f[keep[start : start + len(f)]])
+                if isinstance(out, tuple):
+                    kept_logits.append(out[1][keep[start : start + len(f)]])
                 start += len(f)
             mu, sigma = acc.compute()
             if prdc_feats is None:
                 prdc_feats = torch.cat(kept)
+                if kept_logits:
+                    logits = torch.cat(kept_logits)
+                    counts = _class_counts(logits, logits.shape[1])
             if cache is not None:
                 cache.save(dataset, split, prep, space.key, mu, sigma, meta={"n": n_total, "network": space.network})
         else:
             mu, sigma = stats
-            prdc_feats, _ = space.extract(images[subset], batch_size=batch_size, progress=progress, desc=desc)
+            prdc_feats, logits = space.extract(images[subset], batch_size=batch_size, progress=progress, desc=desc)
+            if logits is not None:
+                counts = _class_counts(logits, logits.shape[1])
         if prdc_file is not None and not record["prdc_features_hit"]:
-            _save_prdc(prdc_file, prdc_feats, prdc_key)
+            _save_prdc(prdc_file, prdc_feats, counts, prdc_key)
         n_fid = n_total
     else:
         mu, sigma = stats
@@ -226,6 +253,7 @@ def real_reference(
         preprocessing=prep,
         cache=record,
         grid=None if images is None or not grid else images[:grid],
+        class_counts=counts,
     )
 
 
@@ -273,6 +301,7 @@ def reference_from_stats(
             cache=base.cache,
             grid=base.grid,
             stats_file=info,
+            class_counts=base.class_counts,
         )
     return RealReference(
         dataset=None,

@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from ..io import atomic_write
 from ..metrics.fid import FID
 from ..metrics.inception_score import IS_MEAN, IS_STD
-from ..metrics.keys import METRICS
+from ..metrics.keys import CLASS_KL, METRICS
 from ..metrics.prdc import COVERAGE, DENSITY, PRECISION, RECALL
 from ..plot import image_grid
 from .compare import markdown_table
@@ -38,6 +38,7 @@ def image_columns(space: FeatureSpace, *, cost: bool = True, metrics: Sequence[s
         "kid": [keys.kd_mean, keys.kd_std],
         "is": [keys.is_mean, keys.is_std],
         "prdc": list(keys.prdc),
+        "classes": [CLASS_KL],
     }
     cols = ["method"] + [c for m in METRICS if m in metrics for c in groups[m]]
     return cols + (_COST_COLUMNS if cost else [])
@@ -55,7 +56,7 @@ def markdown_report(
 ) -> str:
     """A caption naming the network and the real reference, then the table."""
     if metrics is None:
-        metrics = default_metrics(space)
+        metrics = default_metrics(space, real=reference.features is not None)
     keys = space.keys
     size = f"{reference.image_shape[1]}x{reference.image_shape[2]}x{reference.image_shape[0]}"
     parts = []
@@ -82,6 +83,12 @@ def markdown_report(
     if "prdc" in metrics:
         parts.append(
             f"precision/recall/density/coverage with k = {k} against {n_real} images of {reference.dataset} [{reference.split}]"
+        )
+    if "classes" in metrics and reference.class_counts is not None:
+        parts.append(
+            f"{CLASS_KL}: KL(real || samples) of the histograms of {space.logits}'s predicted classes, the real one from "
+            f"{int(reference.class_counts.sum())} images of {reference.dataset} [{reference.split}] (diversity: 0 when the "
+            "samples' classes are as frequent as the data's)"
         )
     caption = f"Features: {space.network}.\n" + "; ".join(parts) + ". Samples rounded to 8 bits.\n\n"
     cols = image_columns(space, cost=cost, metrics=metrics) + (["error"] if any("error" in r for r in rows) else [])

@@ -1,4 +1,4 @@
-"""Scores of 8-bit images in a feature space: FID/FD, KID/KD, IS, precision/recall, density/coverage.
+"""Scores of 8-bit images in a feature space: FID/FD, KID/KD, IS, precision/recall, density/coverage, class-histogram KL.
 
 Result keys name the space (:mod:`refine.metrics.keys`): ``fid`` and ``kid_*`` only in the
 Inception space, ``fd`` and ``kd_*`` in any other; every row also carries ``features`` (the
@@ -19,7 +19,8 @@ import torch
 from ..errors import BudgetExceededError, ConfigError, ShapeError
 from ..metrics.fid import feature_statistics, frechet_distance
 from ..metrics.inception_score import IS_MEAN, IS_STD, inception_score
-from ..metrics.keys import DEFAULT_METRICS, METRICS
+from ..metrics.intra import histogram_kl
+from ..metrics.keys import CLASS_KL, DEFAULT_METRICS, METRICS
 from ..metrics.kid import KID_SUBSET_SIZE, KID_SUBSETS, kid
 from ..metrics.prdc import prdc
 from ..samplers import get_sampler
@@ -50,18 +51,41 @@ def check_metrics(
         raise ConfigError(
             f"the Inception Score needs class logits, which {space.network} does not have; drop 'is' from --metrics"
         )
-    needs_real = [m for m in metrics if m in ("kid", "prdc")]
+    if "classes" in metrics and space.logits is None:
+        raise ConfigError(
+            f"the class-histogram KL needs class logits, which {space.network} does not have; drop 'classes' from --metrics"
+        )
+    needs_real = [m for m in metrics if m in NEEDS_REAL]
     if reference is not None and reference.features is None and needs_real:
         raise ConfigError(
             f"{', '.join(needs_real)} compare with real images, and a statistics file holds none; pass --data NAME:ROOT too "
             "or choose --metrics fid,is"
         )
+    if (
+        reference is not None
+        and "classes" in metrics
+        and reference.features is not None
+        and reference.class_counts is None
+    ):
+        raise ConfigError(
+            f"the real reference holds no class histogram of {space.network}; drop 'classes' from --metrics"
+        )
     return metrics
 
 
-def default_metrics(space: FeatureSpace) -> tuple[str, ...]:
-    """:data:`~refine.metrics.keys.DEFAULT_METRICS` without the Inception Score where the space has no logits."""
-    return tuple(m for m in DEFAULT_METRICS if m != "is" or space.logits is not None)
+#: Metric groups that compare with real images (a statistics file alone cannot give them).
+NEEDS_REAL = ("kid", "prdc", "classes")
+#: Metric groups that read the network's class logits.
+NEEDS_LOGITS = ("is", "classes")
+
+
+def default_metrics(space: FeatureSpace, *, real: bool = True) -> tuple[str, ...]:
+    """:data:`~refine.metrics.keys.DEFAULT_METRICS` less what the space (no logits) or the reference (``real=False``: no real images) cannot give."""
+    return tuple(
+        m
+        for m in DEFAULT_METRICS
+        if (m not in NEEDS_LOGITS or space.logits is not None) and (real or m not in NEEDS_REAL)
+    )
 
 
 def score_images(
@@ -86,10 +110,13 @@ def score_images(
     space has no logits): ``fid`` Fréchet distance, ``kid`` kernel distance (mean, std over
     ``kid_subsets`` subsets of ``kid_subset_size`` real and sample features, drawn with
     ``kid_rng``; the size used is under ``kid_subset_size``), ``is`` Inception Score,
-    ``prdc`` precision/recall/density/coverage with ``k`` neighbours.
+    ``prdc`` precision/recall/density/coverage with ``k`` neighbours, ``classes`` the
+    class-histogram KL ``KL(real || samples)`` of the network's predicted classes (the samples'
+    histogram smoothed by half a count per class; its bias grows with the number of classes over
+    the number of samples, so compare methods at the same ``n``).
     """
     if metrics is None:
-        metrics = default_metrics(space)
+        metrics = default_metrics(space, real=reference.features is not None)
     metrics = check_metrics(metrics, space, reference)
     keys = space.keys
     check_uint8(images, "images")
@@ -134,6 +161,15 @@ def score_images(
     if "prdc" in metrics:
         # distances on the network's device (a GPU when there is one)
         out.update(prdc(reference.features.to(space.device), feats, k=k))
+    if "classes" in metrics:
+        ref = reference.class_counts
+        if ref is None or len(ref) != logits.shape[1]:
+            raise ConfigError(
+                f"the real reference holds no histogram of {space.network}'s {logits.shape[1]} classes; "
+                "build it from real images (--data NAME:ROOT) in this feature space"
+            )
+        counts = torch.bincount(logits.argmax(1).cpu(), minlength=logits.shape[1]).double().numpy()
+        out[CLASS_KL] = histogram_kl(ref / ref.sum(), counts / counts.sum(), n=len(images))
     return out
 
 

@@ -13,7 +13,7 @@ from .fid import (
     save_statistics,
 )
 from .inception_score import IS_MEAN, IS_STD, inception_score
-from .keys import DEFAULT_METRICS, FD, KD_MEAN, KD_STD, KID_MEAN, KID_STD, METRICS, metric_keys, parse_metrics
+from .keys import CLASS_KL, DEFAULT_METRICS, FD, KD_MEAN, KD_STD, KID_MEAN, KID_STD, METRICS, metric_keys, parse_metrics
 from .kid import kid, mmd2_unbiased, polynomial_kernel
 from .prdc import COVERAGE, DENSITY, PRECISION, RECALL, density_coverage, knn_radii, prdc, precision_recall
 from .toy2d import HQ_FRACTION, KL_UNIFORM, MODES, mode_metrics
@@ -58,6 +58,7 @@ __all__ = [
     "KID_STD",
     "KD_MEAN",
     "KD_STD",
+    "CLASS_KL",
     "METRICS",
     "DEFAULT_METRICS",
     "metric_keys",

@@ -12,6 +12,7 @@ metric                 Inception space        any other feature space
 Fréchet distance       ``fid``                ``fd``
 kernel distance (KID)  ``kid_mean/kid_std``   ``kd_mean/kd_std``
 Inception Score        ``is_mean/is_std``     ``is_mean/is_std`` (from that network's logits)
+class-histogram KL     ``class_kl``           ``class_kl`` (that network's predicted classes)
 =====================  =====================  ==========================================
 
 The keys are constants here; code that reads results should use :func:`metric_keys` rather
@@ -34,6 +35,7 @@ __all__ = [
     "KID_STD",
     "KD_MEAN",
     "KD_STD",
+    "CLASS_KL",
     "METRICS",
     "DEFAULT_METRICS",
     "MetricKeys",
@@ -48,11 +50,15 @@ KID_MEAN, KID_STD = "kid_mean", "kid_std"
 KD_MEAN, KD_STD = "kd_mean", "kd_std"
 """Kernel distance in a feature space other than Inception's."""
 
-#: Metric groups ``refine eval --metrics`` takes: Fréchet distance, kernel distance, Inception Score, precision/recall/density/coverage.
-METRICS = ("fid", "kid", "is", "prdc")
-#: What runs when no metrics are named: the Fréchet distance, IS and precision/recall as before; KID is opt-in.
-DEFAULT_METRICS = ("fid", "is", "prdc")
-_ALIASES = {"fd": "fid", "kd": "kid", "pr": "prdc"}
+CLASS_KL = "class_kl"
+"""``KL(real || samples)`` of the histograms of the network's predicted classes: a diversity figure next to quality."""
+
+#: Metric groups ``refine eval --metrics`` takes: Fréchet distance, kernel distance, Inception Score,
+#: precision/recall/density/coverage, class-histogram KL.
+METRICS = ("fid", "kid", "is", "prdc", "classes")
+#: What runs when no metrics are named: the Fréchet distance, IS, precision/recall and the class-histogram KL; KID is opt-in.
+DEFAULT_METRICS = ("fid", "is", "prdc", "classes")
+_ALIASES = {"fd": "fid", "kd": "kid", "pr": "prdc", "class_kl": "classes", "class": "classes"}
 
 
 class MetricKeys(NamedTuple):
