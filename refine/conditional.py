@@ -34,6 +34,7 @@ from .distributed import shard_seed
 from .errors import CheckpointError, ConfigError, ShapeError
 from .generator import LatentGenerator, Prior, network_error, unchanged_buffers
 from .ratio.base import FunctionRatio, check_log_ratio
+from .ratio.calibration import calibrate
 from .ratio.conditional_feature import fit_cdre_f_sp
 from .ratio.discriminator import DISCRIMINATOR_OUTPUTS, DiscriminatorRatio
 from .ratio.feature import ACTIVATIONS, FeatureRatio, _log_activate
@@ -51,6 +52,7 @@ __all__ = [
     "ConditionalSampleResult",
     "ConditionalTarget",
     "LabelledNet",
+    "calibrate_per_class",
     "class_plan",
     "encode_labels",
     "fit_conditional_feature_ratio",
@@ -238,10 +240,19 @@ class ConditionalDiscriminatorRatio(ConditionalRatio):
     The conditional optimum of the GAN loss is ``D*(x, y) = p(x | y) / (p(x | y) + p_G(x | y))``,
     so the logit is the conditional log ratio; ``output`` and ``temperature`` mean what they
     mean for :class:`~refine.ratio.discriminator.DiscriminatorRatio`, which ``at(y)`` returns.
+    ``calibration`` is None or one calibration per class (:func:`calibrate_per_class`), applied
+    to the logit of the samples of that class.
     """
 
     def __init__(
-        self, net: Callable, num_classes: int, output: str = "logit", *, label: str = "index", temperature: float = 1.0
+        self,
+        net: Callable,
+        num_classes: int,
+        output: str = "logit",
+        *,
+        label: str = "index",
+        temperature: float = 1.0,
+        calibration: Sequence | None = None,
     ) -> None:
         if output not in DISCRIMINATOR_OUTPUTS:
             raise ConfigError(f"unknown discriminator output {output!r}; valid: {', '.join(DISCRIMINATOR_OUTPUTS)}")
@@ -252,25 +263,78 @@ class ConditionalDiscriminatorRatio(ConditionalRatio):
             _check_label(label),
         )
         self.temperature = DiscriminatorRatio(net, output, temperature=temperature).temperature  # validated there
-        self.differentiable = True
+        if calibration is not None:
+            calibration = list(calibration)
+            if len(calibration) != self.num_classes:
+                raise ConfigError(f"calibration needs one map per class ({self.num_classes}), got {len(calibration)}")
+        self.calibration = calibration
+        self.differentiable = calibration is None or all(c.differentiable for c in calibration)
 
     def at(self, y: int) -> DiscriminatorRatio:
         c = as_int(y, "class", minimum=0, maximum=self.num_classes - 1)
         return DiscriminatorRatio(
-            LabelledNet(self.net, c, self.num_classes, self.label), self.output, temperature=self.temperature
+            LabelledNet(self.net, c, self.num_classes, self.label),
+            self.output,
+            temperature=self.temperature,
+            calibration=None if self.calibration is None else self.calibration[c],
         )
 
     def log_ratio(self, x, y):
         net = self.net
-        ratio = DiscriminatorRatio(
-            lambda u: net(u, encode_labels(y.to(u.device), self.num_classes, self.label, dtype=u.dtype)),
+        s = DiscriminatorRatio(
+            lambda u: net(u, encode_labels(y.to(u.device), self.num_classes, self.label, dtype=u.dtype)), self.output
+        ).logit(x)
+        if self.calibration is not None:
+            parts = torch.empty_like(s)
+            for c in torch.unique(y).tolist():
+                m = (y == c).to(s.device)
+                parts[m] = self.calibration[c](s[m])
+            s = parts
+        return s / self.temperature if self.temperature != 1.0 else s
+
+    def with_calibration(self, calibration: Sequence | None) -> ConditionalDiscriminatorRatio:
+        return ConditionalDiscriminatorRatio(
+            self.net,
+            self.num_classes,
             self.output,
+            label=self.label,
             temperature=self.temperature,
+            calibration=calibration,
         )
-        return ratio.log_ratio(x)
 
     def __repr__(self) -> str:
-        return f"ConditionalDiscriminatorRatio({type(self.net).__name__}, num_classes={self.num_classes}, output={self.output!r}, label={self.label!r})"
+        cal = "" if self.calibration is None else f", calibration=per class ({type(self.calibration[0]).__name__})"
+        return f"ConditionalDiscriminatorRatio({type(self.net).__name__}, num_classes={self.num_classes}, output={self.output!r}, label={self.label!r}{cal})"
+
+
+def calibrate_per_class(
+    ratio: ConditionalDiscriminatorRatio,
+    real: torch.Tensor,
+    real_y: torch.Tensor,
+    fake: torch.Tensor,
+    fake_y: torch.Tensor,
+    method: str = "logistic",
+    *,
+    rng: torch.Generator | None = None,
+) -> tuple[ConditionalDiscriminatorRatio, dict]:
+    """One calibration of the discriminator's logit per class (MH-GAN's calibration, class by class).
+
+    Each class's map is fitted by :func:`refine.ratio.calibration.calibrate` on that class's
+    held-out ``real`` images against ``fake`` ones generated for it; every class needs at least 2
+    of each. Returns the calibrated ratio and ``{"method", "per_class": {c: report}}`` with each
+    class's statistics before and after on its own held-out half.
+    """
+    real_y, fake_y = torch.as_tensor(real_y).long().cpu(), torch.as_tensor(fake_y).long().cpu()
+    maps, reports = [], {}
+    for c in range(ratio.num_classes):
+        r, f = real[real_y == c], fake[fake_y == c]
+        if len(r) < 2 or len(f) < 2:
+            raise ShapeError(
+                f"per-class calibration needs at least 2 real and 2 generated images of every class; class {c} has {len(r)} and {len(f)}"
+            )
+        fitted, reports[c] = calibrate(ratio.with_calibration(None).at(c), r, f, method, rng=rng)
+        maps.append(fitted.calibration)
+    return ratio.with_calibration(maps), {"method": method, "per_class": reports}
 
 
 class ConditionalFeatureRatio(ConditionalRatio):

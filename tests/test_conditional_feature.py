@@ -307,6 +307,34 @@ def test_fit_ratio_conditional_then_sample_classes(mnist_pair, tmp_path):
     assert with_d["info"]["per_class"]["3"]["log_M"] != record["info"]["per_class"]["3"]["log_M"]
 
 
+def test_fit_ratio_conditional_discriminator_calibrated_per_class_then_sample(mnist_pair, tmp_path):
+    """--kind discriminator --conditional: the checkpoint's D(x, y) refitted, one logistic map per class, used by drs per class."""
+    d, root = mnist_pair
+    ratio = tmp_path / "cd.safetensors"
+    res = invoke(
+        "fit-ratio", "--ckpt", d / "cg.pt", "--data", f"mnist:{root}", "--conditional", "--epochs", 1,
+        "--batch-size", 32, "--calibration", "logistic", "--n-calib", 100, "--no-progress", "--device", "cpu",
+        "--out", ratio,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "conditional discriminator as the ratio r(x | y) for 10 classes" in res.output
+    obj = safe_load(ratio, what="ratio file")
+    assert obj["kind"] == "discriminator-conditional" and obj["num_classes"] == 10 and len(obj["calibration"]) == 10
+    per = obj["meta"]["calibration"]["per_class"]
+    assert len(per) == 10 and all({"before", "after"} <= set(r) for r in per.values())
+    assert obj["meta"]["n_train"] == 140 and len(obj["meta"]["history"]) == 1
+    loaded = refine.load_ratio(ratio)
+    assert loaded.calibration is not None and len({c.a for c in loaded.calibration}) > 1  # a map of each class's own
+    out = tmp_path / "s"
+    res = invoke(
+        "sample", "--ckpt", d / "cg.pt", "--ratio", ratio, "--classes", "3,7", "-m", "drs", "-n", 8, "--seed", 0,
+        "-o", "burn_in=64", "--out", out, "--no-progress", "--device", "cpu",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    record = json.loads((out / "run.json").read_text())
+    assert record["info"]["counts"] == {"3": 4, "7": 4} and record["inputs"]["ratio"]["path"] == str(ratio)
+
+
 def test_fit_ratio_conditional_refusals(mnist_pair, tmp_path):
     d, root = mnist_pair
     out = tmp_path / "r.pt"
@@ -314,7 +342,9 @@ def test_fit_ratio_conditional_refusals(mnist_pair, tmp_path):
     cases = [
         (["--ckpt", shipped_unconditional, "--data", f"mnist:{root}", "--conditional", *FIT], "is unconditional"),
         (["--ckpt", d / "cg.pt", "--data", f"mnist:{root}", *FIT], "add --conditional"),
-        (["--ckpt", d / "cg.pt", "--data", f"mnist:{root}", "--conditional"], "use it with --kind feature-sp"),
+        (["--ckpt", d / "cg.pt", "--data", f"mnist:{root}", "--conditional", "--patience", 2], "--patience"),
+        (["--ckpt", d / "cg.pt", "--data", f"mnist:{root}", "--conditional", "--n-calib", 1], "--n-calib"),
+        (["--ckpt", d / "cg.pt", "--conditional", "--data", "grid25"], "labelled image dataset"),
     ]
     unlabelled = tmp_path / "unlabelled"
     unlabelled.mkdir()

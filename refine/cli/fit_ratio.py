@@ -32,6 +32,7 @@ from ..ratio.fit_feature import fit_dre_f_sp
 from ..train.gan import fit_discriminator
 from .app import app
 from .common import cli_errors, make_rng, prepare_out_dir, resolve_device, timestamp, versions
+from .fit_ratio_conditional import fit_conditional_discriminator_ratio
 from .inputs import Foreign, foreign_options, load_inputs
 from .sample_conditional import is_conditional_checkpoint
 
@@ -99,7 +100,7 @@ def fit_ratio(
     conditional: bool = typer.Option(
         False,
         "--conditional",
-        help="feature-sp on a class-conditional checkpoint (refine train --method cgan) and labelled data: one ratio r(x | y) for all classes (cDR-RS)",
+        help="a class-conditional checkpoint (refine train --method cgan) and labelled data: one ratio r(x | y) for all classes; feature-sp: cDR-RS's, discriminator: the checkpoint's D(x, y) refitted, calibrated per class",
     ),
     foreign: Foreign = None,
 ) -> None:
@@ -111,7 +112,9 @@ def fit_ratio(
     network (classifier on the labels, or real vs generated for unlabelled data) and a ratio
     head with the SP loss; --epochs and --batch-size then apply to the head. With --conditional
     (a class-conditional checkpoint and labelled data) the head also takes the label, and one
-    ratio r(x | y) is fitted for all classes (cDR-RS), for `refine sample --ratio --classes`.
+    ratio r(x | y) is fitted for all classes (cDR-RS), for `refine sample --ratio --classes`;
+    --kind discriminator --conditional refits the checkpoint's D(x, y) with the logistic loss and
+    calibrates it per class.
 
     A foreign generator (--arch, TorchScript, torch.export; see `refine sample --help`) works
     with both kinds; it carries no discriminator and no dataset, so --data is required and
@@ -126,14 +129,21 @@ def fit_ratio(
         raise ConfigError("--disc is fine-tuned by --kind discriminator; --kind feature-sp trains its own networks")
     if patience < 0 or (patience > 0 and n_val < 2):
         raise ConfigError(f"--patience must be >= 0 (and needs --n-val >= 2), got {patience}")
-    if conditional and kind != "feature-sp":
+    if kind not in ("discriminator", "feature-sp"):
+        raise ConfigError(f"unknown --kind {kind!r}; valid: discriminator, feature-sp")
+    conditional_ckpt = is_conditional_checkpoint(ckpt)
+    if conditional and not conditional_ckpt:
         raise ConfigError(
-            "--conditional fits the conditional feature-space ratio of cDR-RS: use it with --kind feature-sp"
+            f"--conditional fits a ratio r(x | y) for a class-conditional generator (refine train --method cgan); {ckpt} is unconditional"
+        )
+    if conditional_ckpt and not conditional:
+        raise ConfigError(
+            f"{ckpt} is class-conditional: add --conditional to fit one conditional ratio r(x | y) for all its classes"
         )
     if kind == "feature-sp":
         return _fit_feature_sp(locals())
-    if kind != "discriminator":
-        raise ConfigError(f"unknown --kind {kind!r}; valid: discriminator, feature-sp")
+    if conditional:
+        return fit_conditional_discriminator_ratio(locals())
     if calibration not in ("none", "logistic", "isotonic"):
         raise ConfigError(f"unknown --calibration {calibration!r}; valid: none, logistic, isotonic")
     if epochs < 0 or n_train <= 0 or n_calib <= 1:
@@ -320,15 +330,6 @@ def _fit_feature_sp(a: dict) -> None:
             "--epochs and --feature-epochs must be >= 1, --n-train and --feature-dim > 0, --stem-stride 1 or 2"
         )
     dev = resolve_device(a["device"])
-    conditional_ckpt = a["ckpt"] is not None and is_conditional_checkpoint(a["ckpt"])
-    if a["conditional"] and not conditional_ckpt:
-        raise ConfigError(
-            f"--conditional fits a ratio r(x | y) for a class-conditional generator (refine train --method cgan); {ckpt} is unconditional"
-        )
-    if conditional_ckpt and not a["conditional"]:
-        raise ConfigError(
-            f"{ckpt} is class-conditional: add --conditional to fit one conditional ratio r(x | y) for all its classes"
-        )
     prepare_out_dir(out.parent if str(out.parent) else Path("."))
     inputs = load_inputs(ckpt, None, dev, need_ratio=False, foreign=a["foreign"])
     data = a["data"] or inputs.dataset

@@ -174,7 +174,7 @@ def _conditional_ratio_file(path: Path, gen: ConditionalGenerator, dev, provenan
     if not isinstance(r, ConditionalRatio):
         raise ConfigError(
             f"--ratio {path} is a ratio of one distribution ({type(r).__name__}); a class-conditional checkpoint takes a conditional "
-            "ratio r(x | y): fit one with `refine fit-ratio --kind feature-sp --conditional`"
+            "ratio r(x | y): fit one with `refine fit-ratio --conditional` (--kind discriminator or feature-sp)"
         )
     if r.num_classes != gen.num_classes:
         raise ConfigError(f"--ratio {path} knows {r.num_classes} classes but the generator {gen.num_classes}")

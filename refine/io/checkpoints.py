@@ -10,7 +10,8 @@ A refine checkpoint is a dict of plain values and tensors; nothing in it can run
 
 A ratio file (``refine fit-ratio``) is ``{"format": "refine.ratio", "version": 1,
 "kind": "discriminator", ...}``; this module reads the kinds ``discriminator``,
-``feature-sp`` and ``feature-sp-conditional`` (cDR-RS), and loaders for other kinds register with :func:`register_ratio_loader`.
+``discriminator-conditional`` (with one calibration per class), ``feature-sp`` and
+``feature-sp-conditional`` (cDR-RS); loaders for other kinds register with :func:`register_ratio_loader`.
 Every schema is checked (types, ranges, network sizes against memory) before any network
 is built.
 
@@ -31,7 +32,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..conditional import ConditionalFeatureRatio, conditional_from_checkpoint
+from ..conditional import (
+    LABELS,
+    ConditionalDiscriminatorRatio,
+    ConditionalFeatureRatio,
+    conditional_from_checkpoint,
+)
 from ..errors import CheckpointError, ConfigError
 from ..fs import available_memory, plain
 from ..generator import OUTPUT_RANGES, LatentGenerator, make_prior
@@ -56,6 +62,7 @@ __all__ = [
     "save_discriminator_ratio",
     "save_feature_ratio",
     "save_conditional_feature_ratio",
+    "save_conditional_discriminator_ratio",
     "load_feature_net",
     "register_ratio_loader",
     "ratio_kinds",
@@ -266,8 +273,15 @@ def save_discriminator_ratio(path, ratio: DiscriminatorRatio, arch: dict, *, met
     save_ratio(path, kind="discriminator", payload=payload, meta=meta)
 
 
-@register_ratio_loader("discriminator")
-def _load_discriminator_ratio(obj: dict, device, path: str) -> DiscriminatorRatio:
+def _calibration(cfg, path: str, what: str = "calibration"):
+    _expect(cfg is None or isinstance(cfg, dict), path, f"{what} must be None or a dict, got {type(cfg).__name__}")
+    try:
+        return calibration_from_config(cfg)
+    except (ConfigError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: {what}: {e}") from None
+
+
+def _output_and_temperature(obj: dict, path: str) -> tuple[str, float]:
     out = obj.get("output", "logit")
     _expect(
         isinstance(out, str) and out in DISCRIMINATOR_OUTPUTS,
@@ -280,18 +294,55 @@ def _load_discriminator_ratio(obj: dict, device, path: str) -> DiscriminatorRati
         path,
         f"temperature must be a positive number, got {temperature!r}",
     )
-    cal_cfg = obj.get("calibration")
-    _expect(
-        cal_cfg is None or isinstance(cal_cfg, dict),
-        path,
-        f"calibration must be None or a dict, got {type(cal_cfg).__name__}",
-    )
-    try:
-        cal = calibration_from_config(cal_cfg)
-    except (ConfigError, KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: calibration: {e}") from None
+    return out, float(temperature)
+
+
+@register_ratio_loader("discriminator")
+def _load_discriminator_ratio(obj: dict, device, path: str) -> DiscriminatorRatio:
+    out, temperature = _output_and_temperature(obj, path)
+    cal = _calibration(obj.get("calibration"), path)
     net = build_stored(obj, path, "discriminator", device)
-    return DiscriminatorRatio(net, out, temperature=float(temperature), calibration=cal)
+    return DiscriminatorRatio(net, out, temperature=temperature, calibration=cal)
+
+
+# kind "discriminator-conditional": a conditional discriminator D(x, y), with one calibration per class
+def save_conditional_discriminator_ratio(
+    path, ratio: ConditionalDiscriminatorRatio, arch: dict, *, meta: dict | None = None
+) -> None:
+    """Write a ``discriminator-conditional`` ratio file: the network with its architecture config,
+    the number of classes, how it takes the label, its output convention, temperature and the
+    per-class calibrations (or None)."""
+    payload = {
+        "arch": arch,
+        "state": _state(ratio.net),
+        "num_classes": ratio.num_classes,
+        "label": ratio.label,
+        "output": ratio.output,
+        "temperature": ratio.temperature,
+        "calibration": None if ratio.calibration is None else [c.to_config() for c in ratio.calibration],
+    }
+    save_ratio(path, kind="discriminator-conditional", payload=payload, meta=meta)
+
+
+@register_ratio_loader("discriminator-conditional")
+def _load_conditional_discriminator_ratio(obj: dict, device, path: str) -> ConditionalDiscriminatorRatio:
+    k = obj.get("num_classes")
+    _expect(type(k) is int and 1 <= k <= 100_000, path, f"num_classes must be an integer in [1, 100000], got {k!r:.60}")
+    label = obj.get("label", "index")
+    _expect(
+        isinstance(label, str) and label in LABELS, path, f"label must be one of {', '.join(LABELS)}, got {label!r:.60}"
+    )
+    out, temperature = _output_and_temperature(obj, path)
+    cals = obj.get("calibration")
+    _expect(
+        cals is None or (isinstance(cals, list) and len(cals) == k),
+        path,
+        f"calibration must be None or a list of one map per class ({k}), got {type(cals).__name__}",
+    )
+    cal = None if cals is None else [_calibration(c, path, f"calibration of class {i}") for i, c in enumerate(cals)]
+    _expect(cal is None or all(c is not None for c in cal), path, "every class needs a calibration map")
+    net = build_stored(obj, path, "conditional discriminator", device)
+    return ConditionalDiscriminatorRatio(net, k, out, label=label, temperature=temperature, calibration=cal)
 
 
 # kind "feature-sp": DRE-F-SP's frozen feature network and ratio head (see refine.ratio.feature)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, ShapeError
+from ..validate import as_float
 
 __all__ = [
     "LogisticCalibration",
@@ -40,7 +41,8 @@ class LogisticCalibration:
     differentiable = True
 
     def __init__(self, a: float, b: float, log_prior_odds: float = 0.0) -> None:
-        self.a, self.b, self.log_prior_odds = float(a), float(b), float(log_prior_odds)
+        self.a, self.b = as_float(a, "calibration slope a"), as_float(b, "calibration intercept b")
+        self.log_prior_odds = as_float(log_prior_odds, "calibration log prior odds")
 
     def __call__(self, s: torch.Tensor) -> torch.Tensor:
         return self.a * s + (self.b - self.log_prior_odds)
@@ -59,12 +61,14 @@ class IsotonicCalibration:
     differentiable = False
 
     def __init__(self, x: list[float], y: list[float], log_prior_odds: float = 0.0, eps: float = 1e-6) -> None:
-        if len(x) != len(y) or len(x) < 1:
+        if not isinstance(x, (list, tuple)) or not isinstance(y, (list, tuple)) or len(x) != len(y) or len(x) < 1:
             raise ConfigError("isotonic calibration needs matching, non-empty knot lists")
-        self.x = [float(v) for v in x]
-        self.y = [float(v) for v in y]
-        self.log_prior_odds = float(log_prior_odds)
-        self.eps = float(eps)
+        self.x = [as_float(v, "isotonic knot") for v in x]
+        self.y = [as_float(v, "isotonic value", minimum=0.0, maximum=1.0) for v in y]
+        if any(b < a for a, b in zip(self.x, self.x[1:])) or any(b < a for a, b in zip(self.y, self.y[1:])):
+            raise ConfigError("isotonic calibration knots and values must be non-decreasing")
+        self.log_prior_odds = as_float(log_prior_odds, "calibration log prior odds")
+        self.eps = as_float(eps, "isotonic eps", minimum=0.0, maximum=0.5, open_min=True)
 
     def prob(self, s: torch.Tensor) -> torch.Tensor:
         xs = torch.tensor(self.x, dtype=s.dtype, device=s.device)
