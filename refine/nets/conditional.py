@@ -1,16 +1,19 @@
 """Class-conditional DCGAN networks: ``G(z, y)`` with conditional BatchNorm, ``D(x, y)`` with a projection.
 
-Generator (``cdcgan-g``): the DCGAN generator of :mod:`refine.nets.dcgan` fed ``z`` together with a
-learned class code (an embedding of ``y`` of the size of ``z``), and with every BatchNorm
+Generator (``cdcgan-g``): the DCGAN generator of :mod:`refine.nets.dcgan` with every BatchNorm
 replaced by a conditional BatchNorm (de Vries et al. 2017; Miyato & Koyama 2018): the
 normalisation has no affine parameters of its own, and the scale and shift of each channel
 are looked up from the class, ``gamma_y * BN(h) + beta_y`` (scales initialised to 1, shifts to 0).
+The class enters only there, as in SN-GAN's generator: a learned class code concatenated to
+``z`` at the input lets the generator grow the code until the batch normalisation after the first
+layer drowns ``z``, and every sample of a class comes out the same.
 
 Discriminator (``proj-d``): spectrally normalised convolutions with LeakyReLU(0.2) to a
-``base x base`` map, globally sum-pooled to features ``phi(x)``; the logit is the projection
+``base x base`` map, globally average-pooled to features ``phi(x)``; the logit is the projection
 discriminator's ``psi(phi(x)) + <embed(y), phi(x)>`` (Miyato & Koyama 2018, as in SN-GAN and
-BigGAN), with spectral norm on the convolutions and the linear head (the class embedding is left
-unnormalised). At the optimum of the
+BigGAN), with spectral norm on the convolutions, the linear head and the class embedding. (A sum
+over the ``7 x 7`` map makes the discriminator 49 times steeper than its layers' norms say, and
+it then beats this small generator into one image per class.) At the optimum of the
 GAN loss this logit is ``log p(x | y) / p_G(x | y)``, the conditional density ratio.
 
 Both take the label as a class index ``y`` of shape ``(N,)`` (int64): the convention
@@ -60,11 +63,8 @@ class ConditionalDCGANGenerator(nn.Module):
         base, n_up = _check(image_size, channels, width, nz)
         self.nz, self.num_classes = nz, _check_classes(num_classes)
         ch = [width * 2 ** (n_up - i) for i in range(n_up)]
-        self.embed = nn.Embedding(
-            num_classes, nz
-        )  # a class code beside z at the input: conditioning from the first step
         self.convs = nn.ModuleList(
-            [nn.ConvTranspose2d(2 * nz, ch[0], base, 1, 0, bias=False)]
+            [nn.ConvTranspose2d(nz, ch[0], base, 1, 0, bias=False)]
             + [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False) for a, b in zip(ch[:-1], ch[1:])]
         )
         self.norms = nn.ModuleList([ConditionalBatchNorm2d(c, num_classes) for c in ch])
@@ -77,7 +77,6 @@ class ConditionalDCGANGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = z[:, :, None, None] if z.dim() == 2 else z
-        h = torch.cat([h, self.embed(y)[:, :, None, None]], 1)
         for conv, norm in zip(self.convs, self.norms):
             h = torch.relu(norm(conv(h), y))
         return torch.tanh(self.out(h))
@@ -88,22 +87,23 @@ class ProjectionDiscriminator(nn.Module):
 
     def __init__(self, image_size: int = 28, channels: int = 1, width: int = 64, num_classes: int = 10) -> None:
         super().__init__()
-        _, n_down = _check(image_size, channels, width)
+        base, n_down = _check(image_size, channels, width)
         self.num_classes = _check_classes(num_classes)
         sn = nn.utils.parametrizations.spectral_norm
         ch = [width * 2**i for i in range(n_down)]
         layers: list[nn.Module] = [sn(nn.Conv2d(channels, ch[0], 4, 2, 1)), nn.LeakyReLU(0.2, True)]
         for a, b in zip(ch[:-1], ch[1:]):
             layers += [sn(nn.Conv2d(a, b, 4, 2, 1)), nn.LeakyReLU(0.2, True)]
-        layers += [sn(nn.Conv2d(ch[-1], 2 * ch[-1], 3, 1, 1)), nn.LeakyReLU(0.2, True)]
+        layers += [sn(nn.Conv2d(ch[-1], 2 * ch[-1], base, 1, 0)), nn.LeakyReLU(0.2, True)]
         self.features = nn.Sequential(*layers)
         self.head = sn(nn.Linear(2 * ch[-1], 1))
         self.embed = nn.Embedding(num_classes, 2 * ch[-1])
         nn.init.normal_(self.embed.weight, 0.0, 0.02)
+        self.embed = sn(self.embed)
 
     def phi(self, x: torch.Tensor) -> torch.Tensor:
-        """Globally sum-pooled features ``(N, F)``."""
-        return self.features(x).sum((2, 3))
+        """Features ``(N, F)``: a full ``base x base`` convolution of the last map, as DCGAN's discriminator reads it."""
+        return self.features(x).flatten(1)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = self.phi(x)
