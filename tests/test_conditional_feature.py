@@ -372,3 +372,83 @@ def test_sample_refuses_an_unconditional_ratio_for_a_conditional_checkpoint(mnis
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# --------------------------------------------------------------------------- refine eval of a conditional checkpoint
+@pytest.fixture(scope="module")
+def classifier(mnist_pair):
+    """A tiny classifier of the fake MNIST's 10 labels (its feature space scores the conditional pair)."""
+    from refine.eval import default_classifier_arch, save_classifier, train_classifier
+
+    d, root = mnist_pair
+    train = load_images(f"mnist:{root}", split="train")
+    arch = default_classifier_arch(1, 10, feature_dim=8, widths=(4, 4, 8, 8))
+    net, arch, _ = train_classifier(train, arch=arch, epochs=1, batch_size=40, rng=_rng(0))
+    path = d / "clf.pt"
+    save_classifier(path, net, arch, image_size=28, channels=1, classes=train.classes, meta={"dataset": "fake"})
+    return path
+
+
+def test_eval_of_a_conditional_checkpoint_is_scored_class_by_class(mnist_pair, classifier, tmp_path):
+    """intra-FD, label accuracy and the per-class table for the classes asked for; the raw row equals the intra
+    scores of `refine sample`'s own samples (same seed, same per-class streams) computed directly."""
+    from refine.eval import classifier_space, labelled_reference, to_uint8
+    from refine.metrics.intra import intra_scores
+
+    d, root = mnist_pair
+    ev = tmp_path / "ev"
+    res = invoke(
+        "eval", "--ckpt", d / "cg.pt", "--data", f"mnist:{root}", "--features", classifier, "--methods", "none,drs",
+        "-o", "drs.burn_in=64", "-n", 20, "--classes", "3,7", "--seed", 0, "--no-cache", "--device", "cpu",
+        "--out", ev, "--no-progress",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "Per class" in res.output and "| intra_fd |" in res.output
+    record = json.loads((ev / "eval.json").read_text())
+    rows = {r["method"]: r for r in record["rows"]}
+    assert list(rows) == ["none", "drs"] and record["classes"] == [3, 7]
+    for r in rows.values():
+        assert r["counts"] == {"3": 10, "7": 10} and [p["class"] for p in r["per_class"]] == [3, 7]
+        assert r["intra_fd"] >= 0 and 0 <= r["label_accuracy"] <= 1 and r["fd"] >= 0
+    assert rows["drs"]["d_evals_per_sample"] > 0 and (ev / "eval.png").stat().st_size > 1000
+    assert "Per class" in (ev / "eval.md").read_text()
+    # the same numbers from the samples refine sample writes
+    s = tmp_path / "s"
+    res = invoke(
+        "sample", "--ckpt", d / "cg.pt", "-m", "none", "-n", 20, "--classes", "3,7", "--seed", 0, "--out", s,
+        "--no-progress", "--device", "cpu",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    npz = np.load(s / "samples.npz")
+    space = classifier_space(classifier)
+    ref = labelled_reference(space, f"mnist:{root}", image_shape=(1, 28, 28), split="test")
+    feats, logits = space.extract(to_uint8(torch.from_numpy(npz["x"]), "[-1,1]"))
+    direct = intra_scores(feats, logits, npz["y"], ref.features, ref.labels)
+    assert rows["none"]["intra_fd"] == pytest.approx(direct["intra_fd"], rel=1e-9)
+    assert rows["none"]["label_accuracy"] == pytest.approx(direct["label_accuracy"], rel=1e-12)
+
+
+def test_eval_conditional_refusals(mnist_pair, classifier, tmp_path):
+    d, root = mnist_pair
+    base = [
+        "eval",
+        "--data",
+        f"mnist:{root}",
+        "--features",
+        classifier,
+        "-n",
+        10,
+        "--no-progress",
+        "--out",
+        tmp_path / "o",
+    ]
+    cases = [
+        ([*base, "--ckpt", refine.io.pretrained_path("mnist-dcgan"), "--classes", "3"], "unconditional"),
+        ([*base, "--ckpt", d / "cg.pt", "--metrics", "fid"], "--metrics"),
+        ([*base, "--ckpt", d / "cg.pt", "--methods", "mh", "-o", "mh.init=real"], "real images"),
+        ([*base, "--ckpt", d / "cg.pt", "--classes", "12"], "class"),
+    ]
+    for args, needle in cases:
+        res = invoke(*args)
+        assert res.exit_code == 2 and needle in res.output and len(res.output.strip().splitlines()) == 1, res.output
+        assert not (tmp_path / "o").exists()

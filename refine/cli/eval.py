@@ -49,7 +49,9 @@ from ..samplers import get_sampler, parse_options
 from ..target import LatentTarget
 from .app import app
 from .common import cli_errors, command_line, make_rng, prepare_out_dir, resolve_device, timestamp, versions
+from .eval_conditional import eval_conditional
 from .inputs import Foreign, foreign_options, load_inputs
+from .sample_conditional import is_conditional_checkpoint
 
 COLUMNS_2D = ["method", "hq_fraction", "modes", "kl_uniform", "acceptance_rate", "g_evals_per_sample", "wall_time_s"]
 
@@ -87,6 +89,11 @@ def eval_(
         help="dataset the samples are scored against: a 2-D name or an image dataset NAME:ROOT (default: the checkpoint's)",
     ),
     n: int = typer.Option(10000, "-n", "--n"),
+    classes: Optional[str] = typer.Option(
+        None,
+        "--classes",
+        help="class-conditional checkpoints: 'balanced' (the default: n/K per class) or class indices such as 3,7; scored by intra-class distances",
+    ),
     threshold: float = typer.Option(
         4.0, "--threshold", help="2-D: high quality means within this many std of the nearest mean"
     ),
@@ -147,7 +154,8 @@ def eval_(
     """Compare the raw generator with refined samples, with the cost of each method.
 
     2-D: high-quality fraction, modes hit, mode-histogram KL. Images: FID, IS, precision/recall,
-    density/coverage, in the feature space --features names.
+    density/coverage, class-histogram KL, in the feature space --features names. A class-conditional
+    checkpoint: intra-class FID, label accuracy and a per-class table, for --classes.
     """
     if n <= 0:
         raise ConfigError(f"-n must be positive, got {n}")
@@ -171,6 +179,10 @@ def eval_(
         kid_subset_size=kid_subset_size,
     )
     img.threshold_given = threshold != 4.0
+    if classes is not None and (samples or not is_conditional_checkpoint(ckpt)):
+        raise ConfigError(
+            f"--classes applies to class-conditional checkpoints (refine train --method cgan); {ckpt or 'the default checkpoint'} is unconditional"
+        )
     if out is not None:
         prepare_out_dir(out)
     rows: list[dict] = []
@@ -194,6 +206,11 @@ def eval_(
             raise ConfigError("--methods is empty")
         per = split_method_options(names, parse_options(option))
         dev = resolve_device(device)
+        if is_conditional_checkpoint(ckpt):
+            return eval_conditional(
+                ckpt, ratio, per, data=data, classes=classes, n=n, seed=seed, dev=dev, out=out,
+                json_out=json_out, progress=progress, img=img, foreign=foreign,
+            )  # fmt: skip
         inputs = load_inputs(
             ckpt,
             ratio,

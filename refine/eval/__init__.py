@@ -11,6 +11,7 @@ One module per concern, each importing only the ones listed above it:
 - :mod:`~refine.eval.score`: FID/FD, KID/KD, IS, precision/recall/density/coverage, class-histogram KL of images;
   :func:`evaluate_methods` for a generator and its samplers.
 - :mod:`~refine.eval.report`: table columns, the markdown report, sample panels.
+- :mod:`~refine.eval.conditional`: class-conditional generators: intra-FID/FD, label accuracy, per-class tables.
 
 Every number comes from one :class:`FeatureSpace`, and every report names it. Real and generated
 images go through the same pipeline: 8-bit images ``uint8 (N, C, H, W)`` first, then the
@@ -26,6 +27,7 @@ from .classifier import (
     train_classifier_file,
 )
 from .compare import compare_methods, markdown_table, split_method_options
+from .conditional import LabelledReference, conditional_report, evaluate_conditional_methods, labelled_reference
 from .images import IMAGE_RANGES, SAMPLE_RANGES, check_uint8, load_image_samples, to_uint8
 from .reference import RealReference, real_reference, reference_from_stats
 from .report import IMAGE_COLUMNS, image_columns, markdown_report, save_image_panels
@@ -33,6 +35,10 @@ from .score import NEEDS_REAL, check_metrics, default_metrics, evaluate_methods,
 from .spaces import FeatureSpace, classifier_space, inception_space, load_feature_space, timm_space
 
 __all__ = [
+    "LabelledReference",
+    "conditional_report",
+    "evaluate_conditional_methods",
+    "labelled_reference",
     "compare_methods",
     "markdown_table",
     "split_method_options",

@@ -84,7 +84,7 @@ def _prdc_path(cache: StatisticsCache, key: str) -> Path:
     return cache.root / "prdc_features" / f"{key}.npz"
 
 
-def _load_prdc(path: Path, key_fields: dict) -> tuple[torch.Tensor | None, np.ndarray | None]:
+def load_cached_features(path: Path, key_fields: dict) -> tuple[torch.Tensor | None, np.ndarray | None]:
     """The cached features and class counts (None: not cached; counts None in files written without them)."""
     if not path.is_file():
         return None, None
@@ -104,7 +104,7 @@ def _load_prdc(path: Path, key_fields: dict) -> tuple[torch.Tensor | None, np.nd
     return torch.from_numpy(feats), counts
 
 
-def _save_prdc(path: Path, feats: torch.Tensor, counts: np.ndarray | None, key_fields: dict) -> None:
+def save_cached_features(path: Path, feats: torch.Tensor, counts: np.ndarray | None, key_fields: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = {} if counts is None else {"class_counts": np.asarray(counts, dtype=np.int64)}
     with atomic_write(path) as f:
@@ -175,7 +175,7 @@ def real_reference(
     if cache is not None:
         stats = cache.load(dataset, split, prep, space.key)
         prdc_file = _prdc_path(cache, cache.key(dataset, split, prdc_prep, space.key))
-        prdc_feats, counts = _load_prdc(prdc_file, prdc_key)
+        prdc_feats, counts = load_cached_features(prdc_file, prdc_key)
         if prdc_feats is not None and counts is None and space.logits is not None:
             prdc_feats = None  # cached before class counts were kept: recompute both
         record.update(
@@ -236,7 +236,7 @@ def real_reference(
             if logits is not None:
                 counts = _class_counts(logits, logits.shape[1])
         if prdc_file is not None and not record["prdc_features_hit"]:
-            _save_prdc(prdc_file, prdc_feats, counts, prdc_key)
+            save_cached_features(prdc_file, prdc_feats, counts, prdc_key)
         n_fid = n_total
     else:
         mu, sigma = stats

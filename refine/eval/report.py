@@ -102,8 +102,11 @@ def save_image_panels(
     subtitles: dict[str, str] | None = None,
     max_images: int = 64,
     cols: int = 6,
+    nrow: int | None = None,
 ) -> None:
-    """Sample grids side by side (8-bit images ``(N, C, H, W)`` per panel), written atomically as a PNG."""
+    """Sample grids side by side (8-bit images ``(N, C, H, W)`` per panel), written atomically as a PNG.
+
+    ``nrow`` images per grid row (default: a square grid)."""
     import matplotlib  # only when a picture is drawn
 
     matplotlib.use("Agg", force=False)
@@ -121,7 +124,7 @@ def save_image_panels(
         check_uint8(x, f"panel {title!r}")
         ax.set_visible(True)
         x = x[:max_images]
-        grid = image_grid(x.float() / 255.0, output_range="[0,1]", nrow=int(math.ceil(math.sqrt(len(x)))))
+        grid = image_grid(x.float() / 255.0, output_range="[0,1]", nrow=nrow or int(math.ceil(math.sqrt(len(x)))))
         ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=255)
         sub = (subtitles or {}).get(title)
         ax.set_title(title + (f"\n{sub}" if sub else ""), fontsize=8)

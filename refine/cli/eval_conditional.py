@@ -1,0 +1,157 @@
+"""``refine eval --ckpt CG``: a class-conditional generator and its samplers, scored class by class.
+
+The rows of :func:`refine.eval.evaluate_conditional_methods` (intra-FID/FD, label accuracy, the
+pooled distance, per-class counts and cost), printed as a table with the per-class table under
+it, and with ``--out``: ``eval.md``, ``eval.json`` (rows with their per-class tables, the network,
+the real reference, the checkpoint's and ratio's hashes) and ``eval.png`` (one row per class:
+the real images, then each method).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from ..conditional import ConditionalGenerator, ConditionalTarget, class_plan, parse_classes
+from ..data.images import is_image_spec
+from ..errors import ConfigError
+from ..eval import conditional_report, evaluate_conditional_methods, labelled_reference, save_image_panels
+from ..eval.conditional import PICTURE_PER_CLASS
+from ..fs import atomic_write
+from ..outputs import RunFolder
+from ..samplers import get_sampler
+from .common import command_line, timestamp, versions
+from .inputs import load_inputs
+from .sample_conditional import _conditional_ratio_file
+
+__all__ = ["eval_conditional"]
+
+
+def eval_conditional(
+    ckpt: Path,
+    ratio: Path | None,
+    per: list[tuple[str, dict]],
+    *,
+    data: str | None,
+    classes: str | None,
+    n: int,
+    seed: int,
+    dev,
+    out: Path | None,
+    json_out: bool,
+    progress: bool,
+    img,
+    foreign,
+) -> None:
+    """The whole ``refine eval`` of a class-conditional checkpoint (``img``: the command's image options)."""
+    img.validate()
+    if foreign is not None and (foreign.generator_flags() or foreign.disc is not None):
+        raise ConfigError(
+            "foreign-network options apply to unconditional generators; a class-conditional refine checkpoint declares its own networks"
+        )
+    unsupported = [
+        flag
+        for flag, given in (("--ref-stats", img.ref_stats is not None), ("--metrics", img.metrics is not None))
+        if given
+    ]
+    if unsupported:
+        raise ConfigError(
+            f"{', '.join(unsupported)}: a class-conditional checkpoint is scored by intra-class distances against labelled images; drop it"
+        )
+    if img.samples_range != "auto":
+        raise ConfigError("--samples-range is for --samples files; a generator declares its own output range")
+    inputs = load_inputs(ckpt, None, dev, need_ratio=any(m != "none" for m, _ in per) and ratio is None)
+    gen = inputs.gan.generator
+    if not isinstance(gen, ConditionalGenerator):  # pragma: no cover - routed here by is_conditional_checkpoint
+        raise ConfigError(f"{ckpt} is not a class-conditional checkpoint")
+    plan = class_plan(n, parse_classes("balanced" if classes is None else classes, gen.num_classes), gen.num_classes)
+    for m, o in per:
+        sampler = get_sampler(m, **o)
+        if sampler.real_rows(n) > 0:
+            raise ConfigError(
+                f"method {m!r} starts from (or fine-tunes on) real images; refine eval of a class-conditional checkpoint does not take it yet"
+            )
+    data = data or inputs.dataset
+    if data is None or not is_image_spec(data):
+        raise ConfigError(
+            f"a class-conditional checkpoint is scored against the labelled image dataset it was trained on: pass --data NAME:ROOT (got {data!r})"
+        )
+    cond_ratio = inputs.ratio if ratio is None else _conditional_ratio_file(ratio, gen, dev, inputs.provenance)
+    target = ConditionalTarget(gen, cond_ratio)
+    x1 = gen.at(plan[0][0]).sample(1)[1]
+    if x1.dim() != 4 or gen.output_range not in ("[-1,1]", "[0,1]"):
+        raise ConfigError(
+            f"refine eval scores images with a declared value range; this generator makes {tuple(x1.shape[1:])} in {gen.output_range!r}"
+        )
+    space = img.space(dev)
+    reference = labelled_reference(
+        space,
+        data,
+        image_shape=tuple(x1.shape[1:]),
+        split=img.split,
+        n_real=img.n_real,
+        batch_size=img.batch_size,
+        progress=progress,
+        cache=img.statistics_cache(),
+    )
+    rows = evaluate_conditional_methods(
+        target,
+        per,
+        n,
+        seed=seed,
+        space=space,
+        reference=reference,
+        output_range=gen.output_range,
+        classes=[c for c, _ in plan],
+        batch_size=img.batch_size,
+        progress=progress,
+    )
+    report = conditional_report(rows, space, reference)
+    clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+    typer.echo(json.dumps(clean, indent=2) if json_out else report)
+    if out is None:
+        return
+    panels = {
+        f"real ({reference.dataset.split(':', 1)[0]} {reference.split})": _rows_of(reference, [c for c, _ in plan])
+    }
+    subs = {}
+    for r in rows:
+        if "error" in r:
+            continue
+        panels[r["method"]] = r["_x"]
+        intra = r.get("intra_fid", r.get("intra_fd"))
+        subs[r["method"]] = f"intra {intra:.4g}" + (
+            f", accuracy {r['label_accuracy']:.2f}" if r.get("label_accuracy") is not None else ""
+        )
+    with RunFolder(out, record="eval.json") as run:  # staged, put in place together, eval.json last
+        save_image_panels(run.path("eval.png"), panels, subtitles=subs, max_images=10_000, nrow=PICTURE_PER_CLASS)
+        with atomic_write(run.path("eval.md"), "w") as f:
+            f.write(report)
+        run.commit(
+            {
+                "command": command_line(),
+                "data": data,
+                "n": n,
+                "seed": seed,
+                "classes": [c for c, _ in plan],
+                "inputs": inputs.provenance,
+                "features": space.describe(),
+                "reference": reference.describe(),
+                **img.record(),
+                "rows": clean,
+                "versions": versions(),
+                "time": timestamp(),
+            }
+        )
+
+
+def _rows_of(reference, classes: list[int]):
+    import torch
+
+    grid, labels = reference.grid, []
+    for c in range(int(reference.labels.max()) + 1):
+        labels += [c] * min(PICTURE_PER_CLASS, int((reference.labels == c).sum()))
+    labels = torch.tensor(labels)
+    return torch.cat([grid[labels == c] for c in classes])
