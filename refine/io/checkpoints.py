@@ -305,6 +305,12 @@ def _load_discriminator_ratio(obj: dict, device, path: str) -> DiscriminatorRati
     return DiscriminatorRatio(net, out, temperature=temperature, calibration=cal)
 
 
+def _num_classes(obj: dict, path: str) -> int:
+    k = obj.get("num_classes")
+    _expect(type(k) is int and 1 <= k <= 100_000, path, f"num_classes must be an integer in [1, 100000], got {k!r:.60}")
+    return k
+
+
 # kind "discriminator-conditional": a conditional discriminator D(x, y), with one calibration per class
 def save_conditional_discriminator_ratio(
     path, ratio: ConditionalDiscriminatorRatio, arch: dict, *, meta: dict | None = None
@@ -326,8 +332,7 @@ def save_conditional_discriminator_ratio(
 
 @register_ratio_loader("discriminator-conditional")
 def _load_conditional_discriminator_ratio(obj: dict, device, path: str) -> ConditionalDiscriminatorRatio:
-    k = obj.get("num_classes")
-    _expect(type(k) is int and 1 <= k <= 100_000, path, f"num_classes must be an integer in [1, 100000], got {k!r:.60}")
+    k = _num_classes(obj, path)
     label = obj.get("label", "index")
     _expect(
         isinstance(label, str) and label in LABELS, path, f"label must be one of {', '.join(LABELS)}, got {label!r:.60}"
@@ -404,8 +409,7 @@ def save_conditional_feature_ratio(
 
 @register_ratio_loader("feature-sp-conditional")
 def _load_conditional_feature_ratio(obj: dict, device, path: str) -> ConditionalFeatureRatio:
-    k = obj.get("num_classes")
-    _expect(type(k) is int and 1 <= k <= 100_000, path, f"num_classes must be an integer in [1, 100000], got {k!r:.60}")
+    k = _num_classes(obj, path)
     activation = obj.get("activation", "softplus")
     _expect(
         isinstance(activation, str) and activation in ACTIVATIONS,
