@@ -211,8 +211,8 @@ EVAL_MNIST = [
 def eval_mnist_main() -> str:
     """``refine eval`` writes one eval.json per ratio; the raw generator's row is shown once."""
     lines = [
-        "| ratio | method | FD | IS | precision | recall | density | coverage | G evals / sample |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| ratio | method | FD | IS | precision | recall | density | coverage | class KL | G evals / sample |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     dates, torch_v = set(), set()
     for label, rel in EVAL_MNIST:
@@ -226,7 +226,7 @@ def eval_mnist_main() -> str:
             lines.append(
                 f"| {'–' if r['method'] == 'none' else label} | {'raw generator' if r['method'] == 'none' else r['method']} | "
                 f"{fd:.2f} | {r['is_mean']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['density']:.3f} | "
-                f"{r['coverage']:.3f} | {r['g_evals_per_sample']:.1f} |"
+                f"{r['coverage']:.3f} | {num(r.get('class_kl'), '.4f')} | {r['g_evals_per_sample']:.1f} |"
             )
     d = load(EVAL_MNIST[0][1])
     src = (

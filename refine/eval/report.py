@@ -86,7 +86,7 @@ def markdown_report(
         )
     if "classes" in metrics and reference.class_counts is not None:
         parts.append(
-            f"{CLASS_KL}: KL(real || samples) of the histograms of {space.logits}'s predicted classes, the real one from "
+            f"{CLASS_KL}: KL(real || samples) of the histograms of predicted classes ({space.logits}), the real one from "
             f"{int(reference.class_counts.sum())} images of {reference.dataset} [{reference.split}] (diversity: 0 when the "
             "samples' classes are as frequent as the data's)"
         )
