@@ -9,6 +9,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import refine
@@ -452,3 +454,30 @@ def test_eval_conditional_refusals(mnist_pair, classifier, tmp_path):
         res = invoke(*args)
         assert res.exit_code == 2 and needle in res.output and len(res.output.strip().splitlines()) == 1, res.output
         assert not (tmp_path / "o").exists()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    spec=st.one_of(
+        st.text(alphabet=st.characters(codec="ascii", exclude_characters="\x00"), min_size=1, max_size=12),
+        st.lists(st.integers(-3, 14), min_size=1, max_size=4).map(lambda v: ",".join(map(str, v))),
+        st.sampled_from(["balanced", "BALANCED", " 3", "3,", ",", "1e1", "0x3", "3.0", "-0", "10"]),
+    )
+)
+def test_generated_classes_specs_are_a_run_or_one_error_line(mnist_pair, tmp_path_factory, spec):
+    """Any --classes text: a run whose labels are the classes asked for, or one error line, exit 2 and nothing written."""
+    from refine.conditional import class_plan, parse_classes
+
+    d, _ = mnist_pair
+    out = tmp_path_factory.mktemp("classes") / "out"
+    res = invoke(
+        "sample", "--ckpt", d / "cg.pt", "-m", "none", "-n", 12, "--classes", spec, "--out", out,
+        "--no-progress", "--device", "cpu",
+    )  # fmt: skip
+    if res.exit_code == 0:
+        plan = class_plan(12, parse_classes(spec, 10), 10)
+        y = np.load(out / "samples.npz")["y"].tolist()
+        assert y == [c for c, m in plan for _ in range(m)]
+    else:
+        assert res.exit_code == 2 and res.output.startswith("error:"), res.output
+        assert len(res.output.strip().splitlines()) == 1 and not out.exists()
