@@ -337,6 +337,37 @@ def critic_ratio(pair: str) -> Callable[[], str]:
     return render
 
 
+def refit_cost() -> str:
+    d = load("refit_cost.json")
+    table = tables_in(script("refit_cost").render(d))[0]
+    extra = "torch on 1 thread; the GAN: " + d["gan"]["command"].replace("refine train ", "`refine train` ")
+    return block(table, source("refit_cost.json", d["command"], d["machine"], d["date"], extra))
+
+
+def refit_cost_quality() -> str:
+    d = load("refit_cost.json")
+    table = tables_in(script("refit_cost").render(d))[1]
+    return block(
+        table, source("refit_cost.json", d["command"], d["machine"], d["date"], "refine eval, n 1,000, seed 0")
+    )
+
+
+def conditional_cifar10_main() -> str:
+    d = load("conditional_cifar10.json")
+    table = tables_in(script("conditional_mnist").render(d))[0]
+    s = d["settings"]
+    extra = f"{s['n_per_class']} samples per class, seed {d['seed']}; {d['timings_s']['total']:.0f} s in all"
+    return block(table, source("conditional_cifar10.json", d["command"], d["machine"], d["date"], extra))
+
+
+def conditional_cifar10_ratios() -> str:
+    d = load("conditional_cifar10.json")
+    table = tables_in(script("conditional_mnist").render(d))[1]
+    return block(
+        table, source("conditional_cifar10.json", d["command"], d["machine"], d["date"], "fitting time on the CPU")
+    )
+
+
 def dot_demo() -> str:
     d = load("dot_demo.json")
     table = tables_in(script("dot_demo").render(d))[0]
@@ -365,6 +396,10 @@ TABLES: dict[str, Callable[[], str]] = {
     "conditional_mnist/main": conditional_mnist_main,
     "conditional_mnist/ratios": conditional_mnist_ratios,
     "balanced_mnist/main": balanced_mnist_main,
+    "conditional_cifar10/main": conditional_cifar10_main,
+    "conditional_cifar10/ratios": conditional_cifar10_ratios,
+    "refit_cost/main": refit_cost,
+    "refit_cost/quality": refit_cost_quality,
     "critic_ratio/foreign": critic_ratio("foreign"),
     "critic_ratio/trained": critic_ratio("trained"),
     "dot_demo/main": dot_demo,
