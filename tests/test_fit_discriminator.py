@@ -87,3 +87,32 @@ def test_heldout_loss_of_known_discriminators():
         sign.weight.fill_(50.0), sign.bias.zero_()
     loss, acc = heldout_logistic_loss(sign, real, fake, batch_size=7)
     assert loss < 1e-40 and acc == 1.0
+
+
+def test_min_delta_ends_a_run_whose_held_out_loss_only_creeps_to_zero():
+    """Generated points far from the data are perfectly separable: the held-out loss keeps falling as the
+    logits grow, so without a minimum improvement early stopping waits for the cap; with one it stops
+    ``patience`` epochs after the last epoch that improved by more than ``min_delta``, keeping the lowest loss."""
+    mix = get_mixture("grid25")
+
+    def run(min_delta):
+        gen, d = _pair(3)
+        far = LatentGenerator(lambda z: gen.net(z) + 20.0, NormalPrior((2,)))
+        rng = torch.Generator().manual_seed(4)
+        train, val = mix.sample(512, rng=rng), mix.sample(512, rng=rng)
+        return fit_discriminator(
+            far, d, train, epochs=60, batch_size=64, lr=1e-3, val=val, patience=2, min_delta=min_delta, rng=rng
+        )
+
+    creep, stopped = run(0.0), run(1e-3)
+    losses = [h["val_loss"] for h in stopped]
+    assert losses[0] > 1e-3 and len(stopped) < len(creep)
+    # the stopping rule, replayed from the recorded losses
+    ref_loss, ref_epoch = float("inf"), 0
+    for epoch, loss in enumerate(losses, 1):
+        if loss < ref_loss - 1e-3:
+            ref_loss, ref_epoch = loss, epoch
+    assert len(stopped) == ref_epoch + 2
+    assert stopped[-1]["best_epoch"] == 1 + min(range(len(losses)), key=losses.__getitem__)
+    with pytest.raises(ConfigError, match="min_delta"):
+        fit_discriminator(*_pair(), mix.sample(64), epochs=1, val=mix.sample(64), patience=1, min_delta=-1.0)

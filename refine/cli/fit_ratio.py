@@ -58,6 +58,11 @@ def fit_ratio(
         "--patience",
         help="discriminator: stop after this many epochs without a lower held-out loss on --n-val real images or points, and keep the best epoch (0: train all --epochs)",
     ),
+    min_delta: float = typer.Option(
+        1e-3,
+        "--min-delta",
+        help="discriminator with --patience: an epoch counts as better only when the held-out loss falls by more than this (nats)",
+    ),
     n_train: int = typer.Option(50_000, "--n-train", help="real training points for a 2-D dataset"),
     batch_size: int = typer.Option(512, "--batch-size"),
     lr: float = typer.Option(1e-3, "--lr"),
@@ -129,6 +134,8 @@ def fit_ratio(
         raise ConfigError("--disc is fine-tuned by --kind discriminator; --kind feature-sp trains its own networks")
     if patience < 0 or (patience > 0 and n_val < 2):
         raise ConfigError(f"--patience must be >= 0 (and needs --n-val >= 2), got {patience}")
+    if not (min_delta >= 0 and min_delta < float("inf")):
+        raise ConfigError(f"--min-delta must be a finite number >= 0, got {min_delta}")
     if kind not in ("discriminator", "feature-sp"):
         raise ConfigError(f"unknown --kind {kind!r}; valid: discriminator, feature-sp")
     conditional_ckpt = is_conditional_checkpoint(ckpt)
@@ -236,6 +243,7 @@ def fit_ratio(
         lr_drop_epoch=lr_drop,
         val=val,
         patience=patience or None,
+        min_delta=min_delta,
         rng=rng,
         progress=progress,
     )
@@ -261,6 +269,7 @@ def fit_ratio(
         "calibration": report,
         "history": history,
         "patience": patience,
+        "min_delta": min_delta if patience else None,
         "n_val": len(val) if val is not None else 0,
         "epochs_run": len(history),
         "best_epoch": history[-1].get("best_epoch") if history else None,

@@ -113,6 +113,7 @@ def fit_discriminator(
     lr_drop_epoch: int | None = None,
     val: torch.Tensor | None = None,
     patience: int | None = None,
+    min_delta: float = 0.0,
     rng=None,
     progress: bool = False,
 ) -> list[dict]:
@@ -125,9 +126,11 @@ def fit_discriminator(
 
     With held-out real samples ``val``, each epoch's row also has ``val_loss`` (the logistic
     loss on ``val`` against as many generated samples, drawn once) and ``val_acc``; with
-    ``patience``, training ends after that many epochs without a lower ``val_loss`` and the
-    weights of the best epoch are put back (``epochs`` is then the cap). The last row says
-    ``best_epoch``.
+    ``patience``, training ends after that many epochs in which ``val_loss`` did not fall more than
+    ``min_delta`` below the last epoch that did, and the weights of the epoch with the lowest
+    ``val_loss`` are put back (``epochs`` is then the cap). ``min_delta`` (nats) ends runs whose
+    held-out loss only creeps towards zero, as it does when real and generated samples are
+    perfectly separable and the logits keep growing. The last row says ``best_epoch``.
     """
     if patience is not None and (val is None or patience < 1):
         raise ConfigError(
@@ -140,7 +143,10 @@ def fit_discriminator(
     if val is not None:
         with torch.no_grad():
             val_fake = torch.cat([generator(generator.sample_latent(len(c), rng=rng)) for c in val.split(batch_size)])
+    if not min_delta >= 0 or not math.isfinite(min_delta):
+        raise ConfigError(f"min_delta must be a finite number >= 0, got {min_delta}")
     best = {"loss": math.inf, "epoch": 0, "state": None}
+    ref = {"loss": math.inf, "epoch": 0}  # the last epoch whose loss fell by more than min_delta
 
     def on_epoch(epoch, history):
         if lr_drop_epoch is not None and epoch == lr_drop_epoch:
@@ -154,7 +160,9 @@ def fit_discriminator(
             best.update(
                 loss=loss, epoch=epoch, state={k: v.detach().clone() for k, v in discriminator.state_dict().items()}
             )
-        return patience is not None and epoch - best["epoch"] >= patience
+        if loss < ref["loss"] - min_delta:
+            ref.update(loss=loss, epoch=epoch)
+        return patience is not None and epoch - ref["epoch"] >= patience
 
     try:
         history = fit(
