@@ -133,7 +133,7 @@ def _quality(data: str, ckpt: Path, ratios: list[tuple[str, str | None]]) -> lis
 
     from common import refine_cli
 
-    clf = WORK / "clf64.pt"
+    clf = WORK.relative_to(REPO) / "clf64.pt"  # paths relative to the repository, the working directory
     if not clf.is_file():
         refine_cli(
             ["train-classifier", "--data", data, "--image-size", "64", "--n-train", "10000", "--epochs", "1",
@@ -141,7 +141,7 @@ def _quality(data: str, ckpt: Path, ratios: list[tuple[str, str | None]]) -> lis
         )  # fmt: skip
     out = []
     for name, ratio in ratios:
-        ev = WORK / f"eval_{len(out)}"
+        ev = WORK.relative_to(REPO) / f"eval_{len(out)}"
         cmd = ["eval", "--ckpt", str(ckpt), "--data", data, "--features", str(clf), "--methods", "none,drs,sir",
                "-o", "sir.candidates=20", "-n", "1000", "--metrics", "fid,classes", "--seed", "0", "--device", "cpu",
                "--out", str(ev), "--no-progress"]  # fmt: skip

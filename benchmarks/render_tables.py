@@ -290,20 +290,21 @@ def throughput(config: str) -> Callable[[], str]:
     return render
 
 
-def conditional_mnist_main() -> str:
-    d = load("conditional_mnist.json")
-    table = tables_in(script("conditional_mnist").render(d))[0]
-    s = d["settings"]
-    extra = f"{s['n_per_class']} samples per class, seed {d['seed']}; {d['timings_s']['total']:.0f} s in all"
-    return block(table, source("conditional_mnist.json", d["command"], d["machine"], d["date"], extra))
+def conditional(name: str, which: str) -> Callable[[], str]:
+    """The method table (``which="main"``) or the ratio table of ``NAME.json`` (conditional_mnist's renderer)."""
 
+    def render() -> str:
+        d = load(f"{name}.json")
+        tables = tables_in(script("conditional_mnist").render(d))
+        if which == "main":
+            s = d["settings"]
+            extra = f"{s['n_per_class']} samples per class, seed {d['seed']}; {d['timings_s']['total']:.0f} s in all"
+            return block(tables[0], source(f"{name}.json", d["command"], d["machine"], d["date"], extra))
+        return block(
+            tables[1], source(f"{name}.json", d["command"], d["machine"], d["date"], "fitting time on the CPU")
+        )
 
-def conditional_mnist_ratios() -> str:
-    d = load("conditional_mnist.json")
-    table = tables_in(script("conditional_mnist").render(d))[1]
-    return block(
-        table, source("conditional_mnist.json", d["command"], d["machine"], d["date"], "fitting time on the CPU")
-    )
+    return render
 
 
 def balanced_mnist_main() -> str:
@@ -352,22 +353,6 @@ def refit_cost_quality() -> str:
     )
 
 
-def conditional_cifar10_main() -> str:
-    d = load("conditional_cifar10.json")
-    table = tables_in(script("conditional_mnist").render(d))[0]
-    s = d["settings"]
-    extra = f"{s['n_per_class']} samples per class, seed {d['seed']}; {d['timings_s']['total']:.0f} s in all"
-    return block(table, source("conditional_cifar10.json", d["command"], d["machine"], d["date"], extra))
-
-
-def conditional_cifar10_ratios() -> str:
-    d = load("conditional_cifar10.json")
-    table = tables_in(script("conditional_mnist").render(d))[1]
-    return block(
-        table, source("conditional_cifar10.json", d["command"], d["machine"], d["date"], "fitting time on the CPU")
-    )
-
-
 def dot_demo() -> str:
     d = load("dot_demo.json")
     table = tables_in(script("dot_demo").render(d))[0]
@@ -393,11 +378,11 @@ TABLES: dict[str, Callable[[], str]] = {
     "mode_collapse/stacked": mode_collapse("mode_collapse_recipe.json", "## Stacked MNIST"),
     "throughput/mlp2d": throughput("mlp2d"),
     "throughput/dcgan32": throughput("dcgan32"),
-    "conditional_mnist/main": conditional_mnist_main,
-    "conditional_mnist/ratios": conditional_mnist_ratios,
+    "conditional_mnist/main": conditional("conditional_mnist", "main"),
+    "conditional_mnist/ratios": conditional("conditional_mnist", "ratios"),
     "balanced_mnist/main": balanced_mnist_main,
-    "conditional_cifar10/main": conditional_cifar10_main,
-    "conditional_cifar10/ratios": conditional_cifar10_ratios,
+    "conditional_cifar10/main": conditional("conditional_cifar10", "main"),
+    "conditional_cifar10/ratios": conditional("conditional_cifar10", "ratios"),
     "refit_cost/main": refit_cost,
     "refit_cost/quality": refit_cost_quality,
     "critic_ratio/foreign": critic_ratio("foreign"),
