@@ -481,3 +481,38 @@ def test_generated_classes_specs_are_a_run_or_one_error_line(mnist_pair, tmp_pat
     else:
         assert res.exit_code == 2 and res.output.startswith("error:"), res.output
         assert len(res.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_eval_of_labelled_samples_files_matches_the_checkpoint_route(mnist_pair, classifier, tmp_path):
+    """refine eval --samples FILE --classes: the labels y that refine sample wrote decide the classes; the same
+    samples give the same intra-FD through either route, and --classes 3 keeps class 3 only."""
+    d, root = mnist_pair
+    common = ["--data", f"mnist:{root}", "--features", classifier, "--no-cache", "--device", "cpu", "--no-progress"]
+    s = tmp_path / "s"
+    res = invoke(
+        "sample", "--ckpt", d / "cg.pt", "-m", "none", "-n", 20, "--classes", "3,7", "--seed", 0, "--out", s,
+        "--no-progress", "--device", "cpu",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    res = invoke(
+        "eval", "--ckpt", d / "cg.pt", "--methods", "none", "-n", 20, "--classes", "3,7", "--seed", 0, *common, "--json"
+    )
+    assert res.exit_code == 0, res.output
+    from_ckpt = json.loads(res.output)[0]
+    out = tmp_path / "ev"
+    res = invoke("eval", "--samples", s / "samples.npz", "--classes", "all", *common, "--out", out)
+    assert res.exit_code == 0, res.output
+    row = json.loads((out / "eval.json").read_text())["rows"][0]
+    assert row["counts"] == {"3": 10, "7": 10} and row["intra_fd"] == pytest.approx(from_ckpt["intra_fd"], rel=1e-9)
+    assert row["label_accuracy"] == from_ckpt["label_accuracy"] and (out / "eval.png").is_file()
+    res = invoke("eval", "--samples", s / "samples.npz", "--classes", "3", *common, "--json")
+    assert res.exit_code == 0 and json.loads(res.output)[0]["counts"] == {"3": 10}, res.output
+    np.savez(tmp_path / "nolabels.npz", x=np.load(s / "samples.npz")["x"])
+    for args, needle in (
+        (["--samples", tmp_path / "nolabels.npz", "--classes", "all"], "'y'"),
+        (["--samples", tmp_path, "--classes", "all"], "folder"),
+        (["--samples", s / "samples.npz", "--classes", "all", "--metrics", "fid"], "--metrics"),
+    ):
+        res = invoke("eval", *args, *common, "--out", tmp_path / "o")
+        assert res.exit_code == 2 and needle in res.output and len(res.output.strip().splitlines()) == 1, res.output
+        assert not (tmp_path / "o").exists()

@@ -49,7 +49,7 @@ from ..samplers import get_sampler, parse_options
 from ..target import LatentTarget
 from .app import app
 from .common import cli_errors, command_line, make_rng, prepare_out_dir, resolve_device, timestamp, versions
-from .eval_conditional import eval_conditional
+from .eval_conditional import eval_conditional, eval_conditional_samples
 from .inputs import Foreign, foreign_options, load_inputs
 from .sample_conditional import is_conditional_checkpoint
 
@@ -92,7 +92,7 @@ def eval_(
     classes: Optional[str] = typer.Option(
         None,
         "--classes",
-        help="class-conditional checkpoints: 'balanced' (the default: n/K per class) or class indices such as 3,7; scored by intra-class distances",
+        help="class-conditional checkpoints: 'balanced' (the default: n/K per class) or class indices such as 3,7; with --samples files holding labels y: 'all' or class indices; scored by intra-class distances",
     ),
     threshold: float = typer.Option(
         4.0, "--threshold", help="2-D: high quality means within this many std of the nearest mean"
@@ -179,7 +179,7 @@ def eval_(
         kid_subset_size=kid_subset_size,
     )
     img.threshold_given = threshold != 4.0
-    if classes is not None and (samples or not is_conditional_checkpoint(ckpt)):
+    if classes is not None and not samples and not is_conditional_checkpoint(ckpt):
         raise ConfigError(
             f"--classes applies to class-conditional checkpoints (refine train --method cgan); {ckpt or 'the default checkpoint'} is unconditional"
         )
@@ -188,6 +188,11 @@ def eval_(
     rows: list[dict] = []
     inputs = None
     if samples:
+        if classes is not None:
+            return eval_conditional_samples(
+                samples, data=data, classes=classes, seed=seed, dev=resolve_device(device), out=out,
+                json_out=json_out, progress=progress, img=img,
+            )  # fmt: skip
         if is_image_spec(data) or (data is None and ref_stats is not None):
             return _eval_image_samples(samples, data, n, seed, device, out, json_out, progress, img)
         if data not in MIXTURES:

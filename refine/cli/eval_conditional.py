@@ -12,21 +12,30 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import torch
 import typer
 
 from ..conditional import ConditionalGenerator, ConditionalTarget, class_plan, parse_classes
 from ..data.images import is_image_spec
-from ..errors import ConfigError
-from ..eval import conditional_report, evaluate_conditional_methods, labelled_reference, save_image_panels
+from ..errors import ConfigError, DataError
+from ..eval import (
+    conditional_report,
+    evaluate_conditional_methods,
+    labelled_reference,
+    load_image_samples,
+    save_image_panels,
+    score_labelled,
+)
 from ..eval.conditional import PICTURE_PER_CLASS
-from ..fs import atomic_write
+from ..fs import atomic_write, read_npz
 from ..outputs import RunFolder
 from ..samplers import get_sampler
 from .common import command_line, timestamp, versions
 from .inputs import load_inputs
 from .sample_conditional import _conditional_ratio_file
 
-__all__ = ["eval_conditional"]
+__all__ = ["eval_conditional", "eval_conditional_samples"]
 
 
 def eval_conditional(
@@ -51,15 +60,7 @@ def eval_conditional(
         raise ConfigError(
             "foreign-network options apply to unconditional generators; a class-conditional refine checkpoint declares its own networks"
         )
-    unsupported = [
-        flag
-        for flag, given in (("--ref-stats", img.ref_stats is not None), ("--metrics", img.metrics is not None))
-        if given
-    ]
-    if unsupported:
-        raise ConfigError(
-            f"{', '.join(unsupported)}: a class-conditional checkpoint is scored by intra-class distances against labelled images; drop it"
-        )
+    _refuse_unconditional_metrics(img)
     if img.samples_range != "auto":
         raise ConfigError("--samples-range is for --samples files; a generator declares its own output range")
     inputs = load_inputs(ckpt, None, dev, need_ratio=any(m != "none" for m, _ in per) and ratio is None)
@@ -108,14 +109,105 @@ def eval_conditional(
         batch_size=img.batch_size,
         progress=progress,
     )
+    record = {
+        "command": command_line(),
+        "data": data,
+        "n": n,
+        "seed": seed,
+        "classes": [c for c, _ in plan],
+        "inputs": inputs.provenance,
+    }
+    _outputs(rows, space, reference, out, json_out, img, record, [c for c, _ in plan])
+
+
+def eval_conditional_samples(
+    samples: list[Path], *, data: str | None, classes: str, seed: int, dev, out, json_out: bool, progress: bool, img
+) -> None:
+    """``refine eval --samples FILE.npz --classes ...``: samples files with labels ``y`` (as ``refine sample``
+    writes them for a class-conditional checkpoint), scored class by class like a conditional checkpoint."""
+    img.validate()
+    _refuse_unconditional_metrics(img)
+    if data is None or not is_image_spec(data):
+        raise ConfigError(
+            f"labelled samples are scored class by class against a labelled image dataset: pass --data NAME:ROOT (got {data!r})"
+        )
+    sets = []
+    for p in samples:
+        if Path(p).is_dir():
+            raise ConfigError(
+                f"--classes scores samples by their labels; {p} is a folder of images without them (pass the .npz)"
+            )
+        x8, info = load_image_samples(p, value_range=img.samples_range, progress=progress)
+        y = read_npz(p, "samples file", keys=("y",)).get("y")
+        if y is None or y.ndim != 1 or len(y) != len(x8) or y.dtype.kind not in "iu" or (len(y) and y.min() < 0):
+            raise DataError(
+                f"{p} holds no labels y matching its {len(x8)} images (non-negative integers, one per image); "
+                "refine sample of a class-conditional checkpoint writes them"
+            )
+        y = torch.from_numpy(np.asarray(y, dtype=np.int64))
+        if sets and tuple(x8.shape[1:]) != tuple(sets[0][1].shape[1:]):
+            raise DataError(
+                f"samples {p} are images {tuple(x8.shape[1:])}, unlike {sets[0][0]}; compare sets of one image shape"
+            )
+        sets.append((p, x8, y, info))
+    k = max(int(y.max()) + 1 for _, _, y, _ in sets if len(y))
+    wanted = (
+        None if classes.strip().lower() in ("all", "balanced") else set(parse_classes(classes, k) if classes else [])
+    )
+    space = img.space(dev)
+    reference = labelled_reference(
+        space, data, image_shape=tuple(sets[0][1].shape[1:]), split=img.split, n_real=img.n_real,
+        batch_size=img.batch_size, progress=progress, cache=img.statistics_cache(),
+    )  # fmt: skip
+    rows, shown = [], set()
+    for p, x8, y, info in sets:
+        keep = torch.ones(len(y), dtype=torch.bool) if wanted is None else torch.isin(y, torch.tensor(sorted(wanted)))
+        if not bool(keep.any()):
+            raise DataError(f"{p} holds no samples of the classes asked for ({classes})")
+        scores = score_labelled(
+            x8[keep], y[keep], space, reference, num_classes=int(reference.labels.max()) + 1,
+            batch_size=img.batch_size, progress=progress, desc=f"{Path(p).name} features",
+        )  # fmt: skip
+        shown |= {int(c) for c in scores["counts"]}
+        rows.append(
+            {
+                "method": str(p),
+                "n": int(keep.sum()),
+                **scores,
+                "value_range": info["value_range"],
+                "features": space.network,
+            }
+        )
+    record = {
+        "command": command_line(),
+        "data": data,
+        "seed": seed,
+        "samples": [i for *_, i in sets],
+        "classes": sorted(shown),
+    }
+    _outputs(rows, space, reference, out, json_out, img, record, sorted(shown))
+
+
+def _refuse_unconditional_metrics(img) -> None:
+    unsupported = [
+        flag
+        for flag, given in (("--ref-stats", img.ref_stats is not None), ("--metrics", img.metrics is not None))
+        if given
+    ]
+    if unsupported:
+        raise ConfigError(
+            f"{', '.join(unsupported)}: class-conditional samples and checkpoints are scored by intra-class distances against labelled images; drop it"
+        )
+
+
+def _outputs(rows, space, reference, out, json_out: bool, img, record: dict, classes: list[int]) -> None:
+    """The table (or the rows as JSON) on stdout; with ``out``: eval.md, eval.json and eval.png, staged together."""
     report = conditional_report(rows, space, reference)
     clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     typer.echo(json.dumps(clean, indent=2) if json_out else report)
     if out is None:
         return
-    panels = {
-        f"real ({reference.dataset.split(':', 1)[0]} {reference.split})": _rows_of(reference, [c for c, _ in plan])
-    }
+    panels = {f"real ({reference.dataset.split(':', 1)[0]} {reference.split})": _rows_of(reference, classes)}
     subs = {}
     for r in rows:
         if "error" in r:
@@ -131,12 +223,7 @@ def eval_conditional(
             f.write(report)
         run.commit(
             {
-                "command": command_line(),
-                "data": data,
-                "n": n,
-                "seed": seed,
-                "classes": [c for c, _ in plan],
-                "inputs": inputs.provenance,
+                **record,
                 "features": space.describe(),
                 "reference": reference.describe(),
                 **img.record(),
@@ -148,8 +235,6 @@ def eval_conditional(
 
 
 def _rows_of(reference, classes: list[int]):
-    import torch
-
     grid, labels = reference.grid, []
     for c in range(int(reference.labels.max()) + 1):
         labels += [c] * min(PICTURE_PER_CLASS, int((reference.labels == c).sum()))

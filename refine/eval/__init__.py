@@ -27,7 +27,13 @@ from .classifier import (
     train_classifier_file,
 )
 from .compare import compare_methods, markdown_table, split_method_options
-from .conditional import LabelledReference, conditional_report, evaluate_conditional_methods, labelled_reference
+from .conditional import (
+    LabelledReference,
+    conditional_report,
+    evaluate_conditional_methods,
+    labelled_reference,
+    score_labelled,
+)
 from .images import IMAGE_RANGES, SAMPLE_RANGES, check_uint8, load_image_samples, to_uint8
 from .reference import RealReference, real_reference, reference_from_stats
 from .report import IMAGE_COLUMNS, image_columns, markdown_report, save_image_panels
@@ -39,6 +45,7 @@ __all__ = [
     "conditional_report",
     "evaluate_conditional_methods",
     "labelled_reference",
+    "score_labelled",
     "compare_methods",
     "markdown_table",
     "split_method_options",

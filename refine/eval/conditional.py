@@ -28,7 +28,13 @@ from .images import to_uint8
 from .reference import load_cached_features, save_cached_features
 from .spaces import FeatureSpace
 
-__all__ = ["LabelledReference", "conditional_report", "evaluate_conditional_methods", "labelled_reference"]
+__all__ = [
+    "LabelledReference",
+    "conditional_report",
+    "evaluate_conditional_methods",
+    "labelled_reference",
+    "score_labelled",
+]
 
 #: Samples per class kept for the picture (one row per class).
 PICTURE_PER_CLASS = 8
@@ -125,6 +131,50 @@ def _picture(x8: torch.Tensor, y: torch.Tensor, classes: list[int]) -> torch.Ten
     return torch.cat([x8[y == c][:PICTURE_PER_CLASS] for c in classes])
 
 
+def score_labelled(
+    x8: torch.Tensor,
+    y,
+    space: FeatureSpace,
+    reference: LabelledReference,
+    *,
+    num_classes: int,
+    batch_size: int = 50,
+    progress: bool = False,
+    desc: str = "sample features",
+) -> dict:
+    """The scores of 8-bit images ``x8`` labelled ``y``: ``intra_fid``/``intra_fd``, ``label_accuracy``
+    (where the network has ``num_classes`` logits), the pooled ``fid``/``fd`` against the real images
+    of the same classes, ``counts``, ``per_class`` and, under ``_x``, the picture (a row per class)."""
+    if reference.network != space.network:
+        raise ConfigError(f"the real reference was computed with {reference.network}, not with {space.network}")
+    y = torch.as_tensor(y).long().cpu()
+    present = sorted(set(y.tolist()))
+    missing = [c for c in present if not bool((reference.labels == c).any())]
+    if missing:
+        raise DataError(
+            f"{reference.dataset} [{reference.split}] has no images of class(es) {missing}; score against a split with every class"
+        )
+    feats, logits = space.extract(x8, batch_size=batch_size, progress=progress, desc=desc)
+    use_logits = logits if logits is not None and logits.shape[1] == num_classes else None
+    scores = intra_scores(
+        feats,
+        use_logits,
+        y,
+        reference.features,
+        reference.labels,
+        inception=space.short == "inception",
+        classes=present,
+    )
+    same = torch.isin(reference.labels, torch.tensor(present))
+    return {
+        **{k: v for k, v in scores.items() if k != "per_class"},
+        space.keys.fd: float(fid_from_features(feats.double().numpy(), reference.features[same].double().numpy())),
+        "counts": {str(c): int((y == c).sum()) for c in present},
+        "per_class": scores["per_class"],
+        "_x": _picture(x8, y, present),
+    }
+
+
 def evaluate_conditional_methods(
     target: ConditionalTarget,
     methods: list[tuple[str, dict]],
@@ -151,8 +201,6 @@ def evaluate_conditional_methods(
     if reference.network != space.network:
         raise ConfigError(f"the real reference was computed with {reference.network}, not with {space.network}")
     samplers = [(name, get_sampler(name, **opts)) for name, opts in methods]  # every option checked first
-    inception = space.short == "inception"
-    keys = space.keys
     rows = []
     for name, sampler in samplers:
         try:
@@ -160,34 +208,27 @@ def evaluate_conditional_methods(
         except BudgetExceededError as e:
             rows.append({"method": name, "options": sampler.options(), "error": str(e).splitlines()[0]})
             continue
-        y = res.y.cpu()
-        present = sorted(set(y.tolist()))
-        missing = [c for c in present if not bool((reference.labels == c).any())]
-        if missing:
-            raise DataError(
-                f"{reference.dataset} [{reference.split}] has no images of class(es) {missing}; score against a split with every class"
-            )
         x8 = to_uint8(res.x, output_range)
-        feats, logits = space.extract(x8, batch_size=batch_size, progress=progress, desc=f"{name} features")
-        use_logits = logits if logits is not None and logits.shape[1] == target.num_classes else None
-        scores = intra_scores(
-            feats, use_logits, y, reference.features, reference.labels, inception=inception, classes=present
+        scores = score_labelled(
+            x8,
+            res.y,
+            space,
+            reference,
+            num_classes=target.num_classes,
+            batch_size=batch_size,
+            progress=progress,
+            desc=f"{name} features",
         )
-        same = torch.isin(reference.labels, torch.tensor(present))
         info = res.info
         row = {
             "method": name,
             "options": sampler.options(),
             "n": int(n),
-            **{k: v for k, v in scores.items() if k != "per_class"},
-            keys.fd: float(fid_from_features(feats.double().numpy(), reference.features[same].double().numpy())),
-            "counts": {str(c): int((y == c).sum()) for c in present},
-            "per_class": scores["per_class"],
+            **scores,
             "g_evals_per_sample": info.get("g_evals_per_sample"),
             "d_evals_per_sample": info.get("d_evals_per_sample"),
             "wall_time_s": info.get("wall_time_s"),
             "features": space.network,
-            "_x": _picture(x8, y, present),
         }
         if info.get("acceptance_rate") is not None:
             row["acceptance_rate"] = info["acceptance_rate"]
