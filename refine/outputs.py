@@ -207,20 +207,21 @@ class NpzWriter:
     written whole before the next begins. Memory use is one chunk, whatever ``n``.
     """
 
-    def __init__(self, path: str | os.PathLike, n: int, *, dtype=np.float32) -> None:
+    def __init__(self, path: str | os.PathLike, n: int, *, dtype=np.float32, dtypes: dict | None = None) -> None:
         self.path = Path(path)
         self.n = int(n)
         self.dtype = np.dtype(dtype)
+        self.dtypes = {k: np.dtype(v) for k, v in (dtypes or {}).items()}  # per array, where not ``dtype``
         self._zip: zipfile.ZipFile | None = None
         self._members: dict[str, Any] = {}
         self._rows: dict[str, int] = {}
         self._spool: dict[str, Path] = {}
         self._order: list[str] = []
 
-    def _header(self, f, row_shape: tuple[int, ...]) -> None:
+    def _header(self, f, row_shape: tuple[int, ...], dtype: np.dtype) -> None:
         np.lib.format.write_array_header_1_0(
             f,
-            {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (self.n, *row_shape)},
+            {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (self.n, *row_shape)},
         )
 
     def _open(self, chunk: dict[str, np.ndarray]) -> None:
@@ -233,11 +234,11 @@ class NpzWriter:
             else:
                 self._spool[name] = self.path.with_name(f".{self.path.name}.{name}.npy")
                 f = open(self._spool[name], "wb")
-            self._header(f, tuple(a.shape[1:]))
+            self._header(f, tuple(a.shape[1:]), a.dtype)
             self._members[name] = (f, tuple(a.shape[1:]))
 
     def write(self, **chunk: np.ndarray) -> None:
-        arrays = {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in chunk.items()}
+        arrays = {k: np.ascontiguousarray(v, dtype=self.dtypes.get(k, self.dtype)) for k, v in chunk.items()}
         if self._zip is None:
             self._open(arrays)
         if list(arrays) != self._order:
@@ -301,16 +302,20 @@ class Uint8NpzWriter:
     ``uint8 (N, H, W, C)``, streamed chunk by chunk through :class:`NpzWriter`.
 
     ``write(x=...)`` takes float ``(N, C, H, W)`` images in ``output_range``; other arrays
-    of the chunk (the latents ``z``) are not part of this format and are dropped.
+    of the chunk (the latents ``z``) are not part of this format and are dropped, except the
+    class labels ``y``, which become ``arr_1`` (int64), as ADM's class-conditional samples have them.
     """
 
     def __init__(self, path: str | os.PathLike, n: int, *, output_range: str) -> None:
         self.path = Path(path)
         self.output_range = output_range
-        self._npz = NpzWriter(path, n, dtype=np.uint8)
+        self._npz = NpzWriter(path, n, dtype=np.uint8, dtypes={"arr_1": np.int64})
 
     def write(self, **chunk: np.ndarray) -> None:
-        self._npz.write(arr_0=_nhwc_uint8(chunk["x"], self.output_range))
+        arrays = {"arr_0": _nhwc_uint8(chunk["x"], self.output_range)}
+        if "y" in chunk:
+            arrays["arr_1"] = np.asarray(chunk["y"])
+        self._npz.write(**arrays)
 
     def close(self) -> None:
         self._npz.close()
@@ -338,7 +343,9 @@ class PngFolderWriter:
 
     ``write(x=...)`` takes float ``(N, C, H, W)`` images in ``output_range`` with 1 (grey) or
     3 (RGB) channels; ``z`` is dropped. The names are zero-padded to at least six digits, so
-    sorting them by name is sorting them by index.
+    sorting them by name is sorting them by index. With class labels (``write(x=..., y=...)``)
+    each image goes into the subfolder of its class, ``3/000012.png`` (torchvision's
+    ``ImageFolder`` layout), the index still counting over all samples.
     """
 
     def __init__(self, folder: str | os.PathLike, n: int, *, output_range: str) -> None:
@@ -356,11 +363,12 @@ class PngFolderWriter:
             raise ValueError(f"PNG samples need 1 or 3 channels, the chunk has {images.shape[-1]}")
         if self._rows + len(images) > self.n:
             raise ValueError(f"more than the declared {self.n} samples")
+        labels = None if "y" not in chunk else np.asarray(chunk["y"]).astype(np.int64)
         self.folder.mkdir(exist_ok=True)
-        for im in images:
-            Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).save(
-                self.folder / f"{self._rows:0{self.width}d}.png"
-            )
+        for i, im in enumerate(images):
+            where = self.folder if labels is None else self.folder / str(int(labels[i]))
+            where.mkdir(exist_ok=True)
+            Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).save(where / f"{self._rows:0{self.width}d}.png")
             self._rows += 1
 
     def close(self) -> None:

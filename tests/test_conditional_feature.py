@@ -516,3 +516,31 @@ def test_eval_of_labelled_samples_files_matches_the_checkpoint_route(mnist_pair,
         res = invoke("eval", *args, *common, "--out", tmp_path / "o")
         assert res.exit_code == 2 and needle in res.output and len(res.output.strip().splitlines()) == 1, res.output
         assert not (tmp_path / "o").exists()
+
+
+def test_conditional_samples_as_png_class_folders_and_as_adm_npz(mnist_pair, tmp_path):
+    """--format png: one subfolder per class (ImageFolder's layout); --format npz-uint8: arr_0 images and arr_1
+    labels (ADM's convention); both the same 8-bit images as the npz run's x, in the same order."""
+    from PIL import Image
+
+    from refine.eval import to_uint8
+
+    d, _ = mnist_pair
+    runs = {}
+    for fmt in ("npz", "png", "npz-uint8"):
+        runs[fmt] = tmp_path / fmt
+        res = invoke(
+            "sample", "--ckpt", d / "cg.pt", "-m", "none", "-n", 9, "--classes", "3,7", "--seed", 0, "--format", fmt,
+            "--out", runs[fmt], "--no-progress", "--device", "cpu",
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+    ref = np.load(runs["npz"] / "samples.npz")
+    x8 = to_uint8(torch.from_numpy(ref["x"]), "[-1,1]").numpy()[:, 0]
+    assert ref["y"].tolist() == [3] * 5 + [7] * 4
+    files = sorted((runs["png"] / "samples").glob("*/*.png"), key=lambda p: p.name)
+    assert [p.parent.name for p in files] == ["3"] * 5 + ["7"] * 4
+    assert all(np.array_equal(np.asarray(Image.open(p)), x8[i]) for i, p in enumerate(files))
+    adm = np.load(runs["npz-uint8"] / "samples_uint8.npz")
+    assert adm["arr_0"].dtype == np.uint8 and np.array_equal(adm["arr_0"][..., 0], x8)
+    assert adm["arr_1"].dtype == np.int64 and adm["arr_1"].tolist() == ref["y"].tolist()
+    assert json.loads((runs["png"] / "run.json").read_text())["format"] == "png"

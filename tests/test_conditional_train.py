@@ -197,7 +197,7 @@ def test_refine_sample_per_class_cli(tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert np.array_equal(np.load(tmp_path / "t" / "samples.npz")["x"], d["x"][4:])
-    for bad in (["--classes", "5"], ["--classes", "0,0"], ["--format", "png"], ["--ratio", str(tmp_path / "cg.pt")]):
+    for bad in (["--classes", "5"], ["--classes", "0,0"], ["--ratio", str(tmp_path / "cg.pt")]):
         res = cli.invoke(
             app, ["sample", "--ckpt", str(tmp_path / "cg.pt"), "-n", "4", "--out", str(tmp_path / "bad"), *bad]
         )

@@ -184,6 +184,7 @@ def sample(
             out=out,
             progress=progress,
             replay=replay,
+            fmt=fmt,
         )
     ctx = None
     if distributed or launched_distributed() or feature_stats is not None:

@@ -70,10 +70,6 @@ def check_conditional_request(
                 f"--classes applies to class-conditional checkpoints (refine train --method cgan); {ckpt or 'the default checkpoint'} is unconditional"
             )
         return
-    if fmt != "npz":
-        raise ConfigError(
-            f"--format {fmt}: a class-conditional run writes samples.npz (x, z and the labels y); use --format npz"
-        )
     if distributed or feature_stats is not None:
         raise ConfigError(
             "--distributed and --feature-stats are not supported for class-conditional checkpoints yet; run on one process"
@@ -97,9 +93,11 @@ def sample_conditional_run(
     out: Path,
     progress: bool,
     replay=None,
+    fmt: str = "npz",
 ) -> None:
-    """The whole conditional ``refine sample`` run into ``out``."""
-    from .sample import FORMAT_FILES, _writer
+    """The whole conditional ``refine sample`` run into ``out``, in the format ``fmt`` (``npz``: x, z and y;
+    ``npz-uint8``: arr_0 images and arr_1 labels; ``png``: one subfolder of images per class)."""
+    from .sample import FORMAT_FILES, _check_image_format, _writer
 
     out = prepare_out_dir(out)
     with RunFolder(out) as run:
@@ -109,6 +107,8 @@ def sample_conditional_run(
             raise ConfigError(f"{ckpt} is not a class-conditional checkpoint")
         cond_ratio = inputs.ratio if ratio is None else _conditional_ratio_file(ratio, gen, dev, inputs.provenance)
         target = ConditionalTarget(gen, cond_ratio)
+        if fmt != "npz":
+            _check_image_format(fmt, gen.at(0), single_process=True)
         plan = class_plan(
             n, parse_classes("balanced" if classes is None else classes, gen.num_classes), gen.num_classes
         )
@@ -124,7 +124,7 @@ def sample_conditional_run(
         check_disk_space(out, n * (row_bytes + 8) + (64 << 20), f"{n} samples")
         t0 = time.perf_counter()
         infos, picture = [], []
-        with _writer("npz", run, n, gen.output_range) as writer:
+        with _writer(fmt, run, n, gen.output_range) as writer:
             for c, m in plan:
                 class_infos = []
                 for res in sample_chunks(
@@ -133,12 +133,15 @@ def sample_conditional_run(
                     arrays = {"x": res.x.detach().float().cpu().numpy()}
                     if res.z is not None:
                         arrays["z"] = res.z.detach().float().cpu().numpy()
+                    if fmt != "npz":  # npz gets y as one array at the end (below)
+                        arrays["y"] = np.full(len(res.x), c, dtype=np.int64)
                     writer.write(**arrays)
                     class_infos.append(res.info)
                     if len(picture) <= len(infos):
                         picture.append(res.x[:PICTURE_PER_CLASS].detach().cpu())
                 infos.append({**merged_info(class_infos, chunk=chunks[c]), "class": c, "seed": shard_seed(seed, c)})
-        _append_labels(run.path(FORMAT_FILES["npz"]), plan)
+        if fmt == "npz":
+            _append_labels(run.path(FORMAT_FILES["npz"]), plan)
         info = {**_merge_info(method, plan, infos), "seed": seed, "wall_time_s": time.perf_counter() - t0}
         if picture and picture[0].dim() == 4:
             save_image_grid(
@@ -150,7 +153,7 @@ def sample_conditional_run(
             "options": sampler.options(),
             "n": n,
             "seed": seed,
-            "format": "npz",
+            "format": fmt,
             "classes": [c for c, _ in plan],
             "config": None if replay is None else replay.record,
             "device": str(dev),
