@@ -508,9 +508,15 @@ def test_eval_of_labelled_samples_files_matches_the_checkpoint_route(mnist_pair,
     res = invoke("eval", "--samples", s / "samples.npz", "--classes", "3", *common, "--json")
     assert res.exit_code == 0 and json.loads(res.output)[0]["counts"] == {"3": 10}, res.output
     np.savez(tmp_path / "nolabels.npz", x=np.load(s / "samples.npz")["x"])
+    from PIL import Image
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((28, 28), 40 * i, dtype=np.uint8)).save(flat / f"{i}.png")
     for args, needle in (
         (["--samples", tmp_path / "nolabels.npz", "--classes", "all"], "'y'"),
-        (["--samples", tmp_path, "--classes", "all"], "folder"),
+        (["--samples", flat, "--classes", "all"], "subfolder per class"),
         (["--samples", s / "samples.npz", "--classes", "all", "--metrics", "fid"], "--metrics"),
     ):
         res = invoke("eval", *args, *common, "--out", tmp_path / "o")
@@ -518,7 +524,7 @@ def test_eval_of_labelled_samples_files_matches_the_checkpoint_route(mnist_pair,
         assert not (tmp_path / "o").exists()
 
 
-def test_conditional_samples_as_png_class_folders_and_as_adm_npz(mnist_pair, tmp_path):
+def test_conditional_samples_as_png_class_folders_and_as_adm_npz(mnist_pair, classifier, tmp_path):
     """--format png: one subfolder per class (ImageFolder's layout); --format npz-uint8: arr_0 images and arr_1
     labels (ADM's convention); both the same 8-bit images as the npz run's x, in the same order."""
     from PIL import Image
@@ -544,3 +550,16 @@ def test_conditional_samples_as_png_class_folders_and_as_adm_npz(mnist_pair, tmp
     assert adm["arr_0"].dtype == np.uint8 and np.array_equal(adm["arr_0"][..., 0], x8)
     assert adm["arr_1"].dtype == np.int64 and adm["arr_1"].tolist() == ref["y"].tolist()
     assert json.loads((runs["png"] / "run.json").read_text())["format"] == "png"
+    # refine eval reads the class folders back as labels: the same scores as the npz file's
+    _, root = mnist_pair
+    scored = {}
+    for fmt, path in (("npz", runs["npz"] / "samples.npz"), ("png", runs["png"] / "samples")):
+        res = invoke(
+            "eval", "--samples", path, "--classes", "all", "--data", f"mnist:{root}", "--features", classifier,
+            "--no-cache", "--device", "cpu", "--no-progress", "--json",
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+        scored[fmt] = json.loads(res.output)[0]
+    assert scored["png"]["counts"] == scored["npz"]["counts"] == {"3": 5, "7": 4}
+    # the same 8-bit images (checked above), read two ways: equal up to float32 feature arithmetic
+    assert scored["png"]["intra_fd"] == pytest.approx(scored["npz"]["intra_fd"], rel=1e-5)

@@ -17,7 +17,7 @@ import torch
 import typer
 
 from ..conditional import ConditionalGenerator, ConditionalTarget, class_plan, parse_classes
-from ..data.images import is_image_spec
+from ..data.images import is_image_spec, load_images
 from ..errors import ConfigError, DataError
 from ..eval import (
     conditional_report,
@@ -133,18 +133,7 @@ def eval_conditional_samples(
         )
     sets = []
     for p in samples:
-        if Path(p).is_dir():
-            raise ConfigError(
-                f"--classes scores samples by their labels; {p} is a folder of images without them (pass the .npz)"
-            )
-        x8, info = load_image_samples(p, value_range=img.samples_range, progress=progress)
-        y = read_npz(p, "samples file", keys=("y",)).get("y")
-        if y is None or y.ndim != 1 or len(y) != len(x8) or y.dtype.kind not in "iu" or (len(y) and y.min() < 0):
-            raise DataError(
-                f"{p} holds no labels y matching its {len(x8)} images (non-negative integers, one per image); "
-                "refine sample of a class-conditional checkpoint writes them"
-            )
-        y = torch.from_numpy(np.asarray(y, dtype=np.int64))
+        x8, y, info = _labelled_samples(Path(p), img.samples_range, progress)
         if sets and tuple(x8.shape[1:]) != tuple(sets[0][1].shape[1:]):
             raise DataError(
                 f"samples {p} are images {tuple(x8.shape[1:])}, unlike {sets[0][0]}; compare sets of one image shape"
@@ -186,6 +175,33 @@ def eval_conditional_samples(
         "classes": sorted(shown),
     }
     _outputs(rows, space, reference, out, json_out, img, record, sorted(shown))
+
+
+def _labelled_samples(p: Path, value_range: str, progress: bool) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """8-bit images, their class indices and how they were read: an ``.npz`` with ``y`` beside the images,
+    or a folder with one subfolder per class named by its index (``refine sample --format png``)."""
+    if p.is_dir():
+        folder = load_images(f"folder:{p}", split="train", progress=progress)
+        names = folder.classes or []
+        if folder.labels is None or not names or not all(c.isdigit() for c in names):
+            raise ConfigError(
+                f"--classes scores samples by their labels; {p} needs one subfolder per class named by the class index "
+                "(as refine sample --format png writes them), or pass the .npz"
+            )
+        index = torch.tensor([int(c) for c in names])
+        return (
+            folder.images,
+            index[folder.labels.long()],
+            {"path": str(p), "kind": "folder", "n": len(folder), "value_range": "[0,255]"},
+        )
+    x8, info = load_image_samples(p, value_range=value_range, progress=progress)
+    y = read_npz(p, "samples file", keys=("y",))["y"]
+    if y.ndim != 1 or len(y) != len(x8) or y.dtype.kind not in "iu" or (len(y) and y.min() < 0):
+        raise DataError(
+            f"{p} holds no labels y matching its {len(x8)} images (non-negative integers, one per image); "
+            "refine sample of a class-conditional checkpoint writes them"
+        )
+    return x8, torch.from_numpy(np.asarray(y, dtype=np.int64)), info
 
 
 def _refuse_unconditional_metrics(img) -> None:
