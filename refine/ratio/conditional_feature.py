@@ -24,7 +24,6 @@ is the conditional ratio the samplers take.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 
@@ -36,8 +35,8 @@ from ..data.images import ImageData
 from ..device import module_device
 from ..errors import ConfigError, DataError, ShapeError
 from ..nets import arch_config, register_arch
-from .feature import ACTIVATIONS, DEFAULT_LAMBDAS, _activate, sp_loss
-from .fit_feature import _perm, choose_normalised_head, extract_features, sweep_lambdas, train_feature_net
+from .feature import DEFAULT_LAMBDAS, _activate, sp_loss
+from .fit_feature import _perm, check_head_options, extract_features, fit_heads, label_feature_net
 
 __all__ = [
     "ConditionalRatioHead",
@@ -218,13 +217,7 @@ def fit_conditional_ratio_head(
     for the unconditional head. Returns ``(head, arch config, report)``; the report carries,
     per lambda, ``E_G[r]`` of every class too.
     """
-    if not (math.isfinite(norm_tol) and norm_tol > 0):
-        raise ConfigError(f"norm_tol must be a finite value > 0, got {norm_tol}")
-    if activation not in ACTIVATIONS:
-        raise ConfigError(f"unknown ratio activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
-    lambdas = [float(v) for v in lambdas]
-    if not lambdas or any(not math.isfinite(v) or v < 0 for v in lambdas):
-        raise ConfigError(f"lambdas must be a non-empty list of finite values >= 0, got {lambdas}")
+    lambdas = check_head_options(norm_tol, activation, lambdas)
     k = int(num_classes)
     dim = f_real.shape[1] if f_real.dim() == 2 else -1
     y_real = _check_features("real", f_real, y_real, dim, k)
@@ -276,39 +269,24 @@ def fit_conditional_ratio_head(
         vl, mean_rf, per = _val_loss(head, f_real_val, y_real_val, f_fake_val, y_fake_val, activation, k)
         return vl, {"val_mean_r_fake": mean_rf, "val_mean_r_fake_per_class": per}
 
-    heads, rows = sweep_lambdas(
+    head, report = fit_heads(
         lambdas,
         cfg,
         epochs=epochs,
+        batch_size=batch_size,
         lr=lr,
         weight_decay=weight_decay,
+        norm_tol=norm_tol,
+        activation=activation,
         rng=rng,
         device=device,
         train_epoch=train_epoch,
         validate=validate,
+        counts=(f_real, f_fake, f_real_val, f_fake_val),
         what="conditional ratio head",
     )
-    best, normalised, warning = choose_normalised_head(heads, norm_tol)
-    report = {
-        "lambdas": rows,
-        "lambda": best[1]["lambda"],
-        "val_loss": best[1]["val_loss"],
-        "val_mean_r_fake": best[1].get("val_mean_r_fake"),
-        "val_mean_r_fake_per_class": best[1].get("val_mean_r_fake_per_class"),
-        "normalised": normalised,
-        "norm_tol": norm_tol,
-        **({"warning": warning} if warning else {}),
-        "activation": activation,
-        "penalty": "per class: lambda * mean over the classes of the batch of (E_G(.|y)[r] - 1)^2",
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "n_real": len(f_real),
-        "n_fake": len(f_fake),
-        "n_real_val": len(f_real_val),
-        "n_fake_val": len(f_fake_val),
-    }
-    return best[0], cfg, report
+    report["penalty"] = "per class: lambda * mean over the classes of the batch of (E_G(.|y)[r] - 1)^2"
+    return head, cfg, report
 
 
 def fit_cdre_f_sp(
@@ -361,20 +339,10 @@ def fit_cdre_f_sp(
     if feature_net is None:
         if feature_arch is None:
             raise ConfigError("pass a trained feature_net or a feature_arch to train one")
-        feature_net, frep = train_feature_net(
-            train.images,
-            train.labels,
-            arch=feature_arch,
-            epochs=feature_epochs,
-            batch_size=min(feature_batch_size, len(train)),
-            lr=feature_lr,
-            val=(val.images, val.labels),
-            rng=rng,
-            device=device,
-            progress=progress,
-        )
-        frep["target"] = "class labels"
-        report["feature_net"] = frep
+        feature_net, report["feature_net"] = label_feature_net(
+            train, val, feature_arch, epochs=feature_epochs, batch_size=min(feature_batch_size, len(train)),
+            lr=feature_lr, rng=rng, device=device, progress=progress,
+        )  # fmt: skip
     else:
         feature_net = feature_net.to(device)
         report["feature_net"] = {"target": "given"}

@@ -205,6 +205,35 @@ def train_feature_net(
     return net, report
 
 
+def label_feature_net(
+    train: ImageData,
+    val: ImageData,
+    arch: dict,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    rng,
+    device,
+    progress: bool,
+) -> tuple[nn.Module, dict]:
+    """:func:`train_feature_net` as a classifier of ``train``'s labels, validated on ``val``'s (DRE-F-SP's
+    and cDR-RS's feature network); the report says its target."""
+    net, report = train_feature_net(
+        train.images,
+        train.labels,
+        arch=arch,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        val=(val.images, val.labels),
+        rng=rng,
+        device=device,
+        progress=progress,
+    )
+    return net, {**report, "target": "class labels"}
+
+
 @torch.no_grad()
 def classifier_accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 512) -> float:
 
@@ -260,13 +289,7 @@ def fit_ratio_head(
     training loss and ``E_G[r]`` on validation features, and says whether the kept head is
     ``normalised``.
     """
-    if not (math.isfinite(norm_tol) and norm_tol > 0):
-        raise ConfigError(f"norm_tol must be a finite value > 0, got {norm_tol}")
-    if activation not in ACTIVATIONS:
-        raise ConfigError(f"unknown ratio activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
-    lambdas = [float(v) for v in lambdas]
-    if not lambdas or any(not math.isfinite(v) or v < 0 for v in lambdas):
-        raise ConfigError(f"lambdas must be a non-empty list of finite values >= 0, got {lambdas}")
+    lambdas = check_head_options(norm_tol, activation, lambdas)
     dim = f_real.shape[1]
     for name, f in (
         ("real", f_real),
@@ -306,6 +329,57 @@ def fit_ratio_head(
         vl, mean_rf = _val_loss(head, f_real_val, f_fake_val, activation)
         return vl, {"val_mean_r_fake": mean_rf}
 
+    head, report = fit_heads(
+        lambdas,
+        cfg,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        norm_tol=norm_tol,
+        activation=activation,
+        rng=rng,
+        device=device,
+        train_epoch=train_epoch,
+        validate=validate,
+        counts=(f_real, f_fake, f_real_val, f_fake_val),
+        what="ratio head",
+    )
+    return head, cfg, report
+
+
+def check_head_options(norm_tol: float, activation: str, lambdas: Sequence[float]) -> list[float]:
+    """The options every SP-loss head takes, checked; returns ``lambdas`` as floats."""
+    if not (math.isfinite(norm_tol) and norm_tol > 0):
+        raise ConfigError(f"norm_tol must be a finite value > 0, got {norm_tol}")
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"unknown ratio activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
+    lambdas = [float(v) for v in lambdas]
+    if not lambdas or any(not math.isfinite(v) or v < 0 for v in lambdas):
+        raise ConfigError(f"lambdas must be a non-empty list of finite values >= 0, got {lambdas}")
+    return lambdas
+
+
+def fit_heads(
+    lambdas: list[float],
+    cfg: dict,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    norm_tol: float,
+    activation: str,
+    rng,
+    device,
+    train_epoch,
+    validate,
+    counts: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    what: str,
+) -> tuple[nn.Module, dict]:
+    """:func:`sweep_lambdas`, then :func:`choose_normalised_head`: the kept head and its report (every
+    lambda's row, the choice and its ``val_mean_r_fake*`` entries, the settings, and the sizes of the
+    ``counts`` sets: real, generated, validation real, validation generated features)."""
     heads, rows = sweep_lambdas(
         lambdas,
         cfg,
@@ -316,14 +390,14 @@ def fit_ratio_head(
         device=device,
         train_epoch=train_epoch,
         validate=validate,
-        what="ratio head",
+        what=what,
     )
-    best, normalised, warning = choose_normalised_head(heads, norm_tol)
+    (head, row), normalised, warning = choose_normalised_head(heads, norm_tol)
     report = {
         "lambdas": rows,
-        "lambda": best[1]["lambda"],
-        "val_loss": best[1]["val_loss"],
-        "val_mean_r_fake": best[1].get("val_mean_r_fake"),
+        "lambda": row["lambda"],
+        "val_loss": row["val_loss"],
+        **{k: v for k, v in row.items() if k.startswith("val_mean_r_fake")},
         "normalised": normalised,
         "norm_tol": norm_tol,
         **({"warning": warning} if warning else {}),
@@ -331,12 +405,9 @@ def fit_ratio_head(
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,
-        "n_real": len(f_real),
-        "n_fake": len(f_fake),
-        "n_real_val": len(f_real_val),
-        "n_fake_val": len(f_fake_val),
+        **dict(zip(("n_real", "n_fake", "n_real_val", "n_fake_val"), (len(c) for c in counts))),
     }
-    return best[0], cfg, report
+    return head, report
 
 
 def sweep_lambdas(
@@ -460,19 +531,10 @@ def fit_dre_f_sp(
         if feature_arch is None:
             raise ConfigError("pass a trained feature_net or a feature_arch to train one")
         if real.labels is not None:
-            feature_net, frep = train_feature_net(
-                train.images,
-                train.labels,
-                arch=feature_arch,
-                epochs=feature_epochs,
-                batch_size=feature_batch_size,
-                lr=feature_lr,
-                val=(val.images, val.labels),
-                rng=rng,
-                device=device,
-                progress=progress,
-            )
-            frep["target"] = "class labels"
+            feature_net, frep = label_feature_net(
+                train, val, feature_arch, epochs=feature_epochs, batch_size=feature_batch_size, lr=feature_lr,
+                rng=rng, device=device, progress=progress,
+            )  # fmt: skip
         else:
             half, train = train.random_split(len(train) // 2, rng=rng)
             with torch.no_grad():
