@@ -365,9 +365,10 @@ class PngFolderWriter:
             raise ValueError(f"more than the declared {self.n} samples")
         labels = None if "y" not in chunk else np.asarray(chunk["y"]).astype(np.int64)
         self.folder.mkdir(exist_ok=True)
+        for c in () if labels is None else np.unique(labels):  # the class subfolders, once per chunk
+            (self.folder / str(int(c))).mkdir(exist_ok=True)
         for i, im in enumerate(images):
             where = self.folder if labels is None else self.folder / str(int(labels[i]))
-            where.mkdir(exist_ok=True)
             Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).save(where / f"{self._rows:0{self.width}d}.png")
             self._rows += 1
 
