@@ -16,7 +16,7 @@ class-conditional generator ``G(z, y)`` the ratio of interest is per class,
 With the label distributions of the real and generated batches equal, the pooled SP loss is
 ``sum_y w_y L_y(r(. | y))``: each class's term is minimised by its own true ratio
 ``p(x | y) / p_G(x | y)`` (the pointwise argument of DRE-F-SP), and the penalty vanishes there.
-``lambda`` is chosen on validation data as for DRE-F-SP (:func:`refine.ratio.fit_feature.choose_normalised_head`).
+``lambda`` is chosen on validation data as for DRE-F-SP (:func:`refine.ratio.heads.choose_normalised_head`).
 
 This module holds the numerics (head, loss, fitting); :class:`refine.conditional.ConditionalFeatureRatio`
 is the conditional ratio the samplers take.
@@ -36,7 +36,8 @@ from ..device import module_device
 from ..errors import ConfigError, DataError, ShapeError
 from ..nets import arch_config, register_arch
 from .feature import DEFAULT_LAMBDAS, _activate, sp_loss
-from .fit_feature import _perm, check_head_options, extract_features, fit_heads, label_feature_net
+from .fit_feature import _perm, extract_features, label_feature_net
+from .heads import check_head_options, fit_heads
 
 __all__ = [
     "ConditionalRatioHead",
