@@ -352,6 +352,59 @@ def test_fit_ratio_fine_tunes_a_foreign_discriminator_of_a_refine_architecture(f
     assert torch.isfinite(ratio.log_ratio(torch.randn(8, 2))).all()
 
 
+IMAGE_ARCH = """
+import torch
+from torch import nn
+
+
+def generator():  # z (B, 4) -> images (B, 1, 8, 8) in [-1, 1]
+    return nn.Sequential(nn.Linear(4, 64), nn.Tanh(), nn.Unflatten(1, (1, 8, 8)))
+
+
+def discriminator():  # a probability, shape (B,)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 1), nn.Flatten(0), nn.Sigmoid())
+"""
+
+
+def test_fit_ratio_fine_tunes_a_foreign_image_discriminator_beside_a_foreign_generator(tmp_path):
+    """An image pair trained elsewhere: the generator through --arch, its probability discriminator through
+    --disc; fit-ratio fine-tunes a copy on the images and prints the flags that sample with it."""
+    from PIL import Image
+
+    (tmp_path / "img_arch.py").write_text(IMAGE_ARCH)
+    spec = importlib.util.spec_from_file_location("img_arch", tmp_path / "img_arch.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    torch.save(mod.generator().state_dict(), tmp_path / "G.pt")
+    torch.save(mod.discriminator().state_dict(), tmp_path / "D.pt")
+    rng = np.random.default_rng(0)
+    for i in range(160):  # bright blobs on a dark ground: easy to tell from the untrained generator
+        a = (rng.random((8, 8)) * 40).astype(np.uint8)
+        a[2:6, 2:6] = 220
+        (tmp_path / "imgs").mkdir(exist_ok=True)
+        Image.fromarray(a, mode="L").save(tmp_path / "imgs" / f"{i}.png")
+    arch = str(tmp_path / "img_arch.py")
+    gen = ["--ckpt", tmp_path / "G.pt", "--arch", f"{arch}:generator", "--latent-shape", 4, "--output-range", "[-1,1]"]
+    disc = ["--disc", tmp_path / "D.pt", "--disc-arch", f"{arch}:discriminator", "--disc-output", "prob"]
+    common = ["--data", f"folder:{tmp_path / 'imgs'}", "--epochs", 3, "--batch-size", 16, "--seed", 0]
+    common += ["--no-progress", "--device", "cpu"]
+    res = invoke("fit-ratio", *gen, *common, "--out", tmp_path / "none.safetensors")
+    assert res.exit_code == 2 and "--disc" in res.output and not (tmp_path / "none.safetensors").exists()
+    out = tmp_path / "tuned.safetensors"
+    res = invoke(
+        "fit-ratio", *gen, *disc, *common, "--patience", 2, "--n-val", 32, "--calibration", "logistic", "--n-calib", 32,
+        "--out", out,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    meta = json.loads(out.with_name(out.name + ".json").read_text())
+    assert meta["output"] == "prob" and meta["n_train"] == 160 - 32 - 32 and 1 <= meta["epochs_run"] <= 3
+    flags = meta["use_with"].replace("'", "").split()
+    res, out_dir = sample_cli(tmp_path, *gen, *flags, "-m", "sir", "-o", "candidates=4", "-n", 8)
+    assert res.exit_code == 0, res.output
+    assert load_x(out_dir).shape == (8, 1, 8, 8)
+
+
 def test_a_probability_output_is_fine_tuned_through_its_logit():
     from refine.cli.fit_ratio import _AsLogit
 

@@ -181,8 +181,10 @@ def fit_ratio(
     rng = make_rng(seed)
     G = inputs.gan.generator
     if images:  # real images: n_calib held out for calibration, up to n_train for fitting
-        if inputs.gan.discriminator is None:
-            raise ConfigError(f"{ckpt} holds no discriminator on images; use --kind feature-sp")
+        if inputs.gan.discriminator is None and not foreign_disc:
+            raise ConfigError(
+                f"{ckpt} holds no discriminator on images; pass one with --disc/--disc-arch/--disc-output, or use --kind feature-sp"
+            )
         c, h, _ = _image_shape(G, data, ckpt)
         n_cal = n_calib if calibration != "none" else 0
         n_hold = n_val if patience else 0
