@@ -332,7 +332,14 @@ def critic_ratio(pair: str) -> Callable[[], str]:
         table = script("critic_ratio").table(d["summary"], pair)
         extra = f"n {d['n']}, {d['seeds']} seed(s); HQ within 3 std"
         return block(
-            table, source("critic_ratio.json", "python benchmarks/critic_ratio.py", d["machine"], d["date"], extra)
+            table,
+            source(
+                "critic_ratio.json",
+                f"python benchmarks/critic_ratio.py --seeds {d['seeds']}",
+                d["machine"],
+                d["date"],
+                extra,
+            ),
         )
 
     return render
