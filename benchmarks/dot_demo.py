@@ -74,8 +74,33 @@ DIAGNOSTICS = [
 ]
 
 
-def train(seed: int, epochs: int):
+def train(seed: int, epochs: int, track: int = 0, n: int = 1000):
+    """The WGAN-GP pair of ``seed``; with ``track``, the default rows are also scored every ``track``
+    epochs during training (returned as the fourth value)."""
     from refine.train.toy2d import train_toy
+
+    tracked: list[dict] = []
+
+    def on_epoch(epoch: int, run, _trainer) -> None:
+        if not track or epoch % track:
+            return
+        nets = (run.generator.net, run.discriminator)
+        state = [(m, m.training, [(q, q.requires_grad) for q in m.parameters()]) for m in nets]
+        for m in nets:  # scored as they are now, without touching their gradients or training mode
+            m.eval().requires_grad_(False)
+        t1 = time.perf_counter()
+        res = evaluate_rows(LatentTarget(run.generator, DiscriminatorRatio(run.discriminator, "critic")), ROWS, n, seed)
+        tracked.append(
+            {
+                "epoch": epoch,
+                "time_s": time.perf_counter() - t1,
+                "rows": [{k: r[k] for k in ("label", "hq4", "modes", "k_eff")} for r in res],
+            }
+        )
+        for m, training, flags in state:
+            m.train(training)
+            for q, flag in flags:
+                q.requires_grad_(flag)
 
     t0 = time.perf_counter()
     run = train_toy(
@@ -92,12 +117,13 @@ def train(seed: int, epochs: int):
         rng=torch.Generator().manual_seed(seed),
         init_seed=seed,
         method_options=dict(TRAIN["options"]),
+        on_epoch=on_epoch,
     )
-    secs = time.perf_counter() - t0
+    secs = time.perf_counter() - t0 - sum(t["time_s"] for t in tracked)
     run.generator.net.eval().requires_grad_(False)
     run.discriminator.eval().requires_grad_(False)
     print(f"[seed {seed}] wgan-gp: {epochs} epochs in {secs:.0f}s, last epoch {run.meta['history'][-1]}", flush=True)
-    return run.generator, run.discriminator, secs
+    return run.generator, run.discriminator, secs, tracked
 
 
 def evaluate_rows(target, rows, n: int, seed: int) -> list[dict]:
@@ -154,6 +180,12 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="results name (default dot_demo)")
     ap.add_argument("--no-diagnostics", action="store_true")
     ap.add_argument("--quick", action="store_true", help="1 seed, 1 epoch, 200 samples (a smoke test)")
+    ap.add_argument(
+        "--track",
+        type=int,
+        default=0,
+        help="also score raw and DOT every this many epochs of training (0: at the end only)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     TRAIN["options"]["gp_weight"] = float(args.gp)
@@ -163,14 +195,14 @@ def main() -> None:
     rows = ROWS + ([] if args.no_diagnostics else DIAGNOSTICS)
     per_seed, pictures = [], {}
     for seed in range(seeds):
-        gen, critic, secs = train(seed, epochs)
+        gen, critic, secs, tracked = train(seed, epochs, args.track, n)
         target = LatentTarget(gen, DiscriminatorRatio(critic, "critic"))
         res = evaluate_rows(target, rows, n, seed)
         for r in res:
             if seed == 0:
                 pictures[r["label"]] = r["x"]
             r.pop("x")
-        per_seed.append({"seed": seed, "train_time_s": secs, "rows": res})
+        per_seed.append({"seed": seed, "train_time_s": secs, "rows": res, "track": tracked})
     summary = []
     for i, (label, _s, _o) in enumerate(rows):
         vals = [ps["rows"][i] for ps in per_seed]
@@ -190,6 +222,7 @@ def main() -> None:
         "seeds": seeds,
         "train": {**TRAIN, "epochs": epochs},
         "reference_hq": REFERENCE_HQ,
+        "track": args.track,
         "rows": summary,
         "per_seed": per_seed,
     }
@@ -223,6 +256,8 @@ def render(record: dict) -> str:
             f"| {r['label']} | {r['hq4']:.3f} ± {r['hq4_std']:.3f} | {r['hq3']:.3f} ± {r['hq3_std']:.3f} "
             f"| {r['modes']:.1f} ({r['modes_min']}) | {r['lq4']:.3f} | {r['lq_reduction']:.2f}x | {k} | {r['time_s']:.1f} |"
         )
+    if record.get("track"):
+        lines += ["", training_table(record)]
     lines += ["", "Per seed (HQ at 4 std, modes, K_eff):", ""]
     for ps in record["per_seed"]:
         cells = ", ".join(
@@ -231,6 +266,25 @@ def render(record: dict) -> str:
         )
         lines.append(f"- seed {ps['seed']} (training {ps['train_time_s']:.0f}s): {cells}")
     return "\n".join(lines) + "\n"
+
+
+def training_table(record: dict) -> str:
+    """HQ of the raw generator and of DOT at its defaults as training goes on (mean ± std over seeds)."""
+    labels = [label for label, _s, _o in ROWS]
+    lines = [
+        "| epochs | " + " | ".join(f"HQ (4 std): {label}" for label in labels) + " | modes: raw | K_eff (data) |",
+        "|---" * (len(labels) + 3) + "|",
+    ]
+    for i, point in enumerate(record["per_seed"][0]["track"]):
+        at = [ps["track"][i] for ps in record["per_seed"]]
+        cells = []
+        for j in range(len(labels)):
+            m, sd = mean_std([a["rows"][j]["hq4"] for a in at])
+            cells.append(f"{m:.3f} ± {sd:.3f}")
+        modes = mean_std([a["rows"][0]["modes"] for a in at])[0]
+        k = mean_std([a["rows"][1]["k_eff"] for a in at])[0]
+        lines.append(f"| {point['epoch']} | " + " | ".join(cells) + f" | {modes:.1f} | {k:.3g} |")
+    return "\n".join(lines)
 
 
 def plot(pictures: dict, path: Path) -> None:
