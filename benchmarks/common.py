@@ -84,3 +84,38 @@ def update_manifest(entries: list[dict]) -> None:
     manifest["checkpoints"] = [c for c in manifest["checkpoints"] if c["name"] not in names] + entries
     write_json(manifest, mf)
     print(json.dumps(entries, indent=2))
+
+
+def eval_quality(label: str, cmd: list[str], out: Path) -> dict:
+    """``refine eval`` with ``cmd`` (whose ``--out`` is ``out``, relative to the repository), run unless
+    ``out/eval.json`` exists: each method's Fréchet distance, class KL and acceptance, and the feature network."""
+    if not (REPO / out / "eval.json").is_file():
+        refine_cli(cmd)
+    rec = json.loads((REPO / out / "eval.json").read_text())
+    return {
+        "ratio": label,
+        "command": "refine " + " ".join(cmd),
+        "rows": [{k: r.get(k) for k in ("method", "fd", "class_kl", "acceptance_rate")} for r in rec["rows"]],
+        "features": rec["features"]["network"],
+    }
+
+
+def quality_table(quality: list[dict], acceptance: bool = False) -> list[str]:
+    """Markdown rows of :func:`eval_quality` results, the first ratio's raw generator as the baseline."""
+    raw = quality[0]["rows"][0]
+    extra = (" acceptance |", "---|", " |") if acceptance else ("", "", "")
+    lines = [
+        "| discriminator | method | FD | vs raw | class KL |" + extra[0],
+        "|---|---|---|---|---|" + extra[1],
+        f"| – | raw generator | {raw['fd']:.2f} | | {raw['class_kl']:.4f} |" + extra[2],
+    ]
+    for q in quality:
+        for r in q["rows"]:
+            if r["method"] == "none":
+                continue
+            line = f"| {q['ratio']} | {r['method']} | {r['fd']:.2f} | {100 * (r['fd'] / raw['fd'] - 1):+.1f} % | {r['class_kl']:.4f} |"
+            if acceptance:
+                line += "" if r.get("acceptance_rate") is None else f" {r['acceptance_rate']:.3f}"
+                line += " |"
+            lines.append(line)
+    return lines

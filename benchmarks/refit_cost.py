@@ -129,9 +129,7 @@ def main() -> None:
 
 def _quality(data: str, ckpt: Path, ratios: list[tuple[str, str | None]]) -> list[dict]:
     """``refine eval`` rows (none, drs, sir) with each ratio, in a 64-px classifier's feature space."""
-    import json
-
-    from common import refine_cli
+    from common import eval_quality, refine_cli
 
     clf = WORK.relative_to(REPO) / "clf64.pt"  # paths relative to the repository, the working directory
     if not clf.is_file():
@@ -147,16 +145,7 @@ def _quality(data: str, ckpt: Path, ratios: list[tuple[str, str | None]]) -> lis
                "--out", str(ev), "--no-progress"]  # fmt: skip
         if ratio is not None:
             cmd[3:3] = ["--ratio", ratio]
-        refine_cli(cmd)
-        rows = json.loads((ev / "eval.json").read_text())["rows"]
-        out.append(
-            {
-                "ratio": name,
-                "command": "refine " + " ".join(cmd),
-                "rows": [{k: r.get(k) for k in ("method", "fd", "class_kl", "acceptance_rate")} for r in rows],
-                "features": json.loads((ev / "eval.json").read_text())["features"]["network"],
-            }
-        )
+        out.append(eval_quality(name, cmd, ev))
     return out
 
 
@@ -177,22 +166,14 @@ def render(result: dict) -> str:
             f"{vl} | {', '.join(f'{a:.3f}' for a in r['train_acc'])} | {r['calibration_log_loss']:.2g} |"
         )
     if result.get("quality"):
-        raw = result["quality"][0]["rows"][0]
+        from common import quality_table
+
         lines += [
             "",
             f"What each ratio does (refine eval, 1,000 samples, seed 0; features: {result['quality'][0]['features']}):",
             "",
-            "| discriminator | method | FD | vs raw | class KL |",
-            "|---|---|---|---|---|",
-            f"| – | raw generator | {raw['fd']:.2f} | | {raw['class_kl']:.4f} |",
+            *quality_table(result["quality"]),
         ]
-        for q in result["quality"]:
-            for r in q["rows"]:
-                if r["method"] == "none":
-                    continue
-                lines.append(
-                    f"| {q['ratio']} | {r['method']} | {r['fd']:.2f} | {100 * (r['fd'] / raw['fd'] - 1):+.1f} % | {r['class_kl']:.4f} |"
-                )
     return "\n".join(lines) + "\n"
 
 

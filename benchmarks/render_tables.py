@@ -360,6 +360,27 @@ def refit_cost_quality() -> str:
     )
 
 
+def foreign_dcgan(index: int, what: str) -> Callable[[], str]:
+    def render() -> str:
+        d = load("foreign_dcgan.json")
+        table = tables_in(script("foreign_dcgan").render(d))[index]
+        return block(table, source("foreign_dcgan.json", d["command"], d["machine"], d["date"], what))
+
+    return render
+
+
+def dot_demo_training() -> str:
+    d = load("dot_demo_training.json")
+    table = tables_in(script("dot_demo").render(d))[1]
+    cmd = (
+        f"python benchmarks/dot_demo.py --seeds {d['seeds']} --epochs {d['train']['epochs']} --track {d['track']} "
+        "--no-diagnostics --out dot_demo_training"
+    )
+    return block(
+        table, source("dot_demo_training.json", cmd, d["machine"], d["date"], f"n {d['n']} per seed, mean ± std")
+    )
+
+
 def dot_demo() -> str:
     d = load("dot_demo.json")
     table = tables_in(script("dot_demo").render(d))[0]
@@ -395,6 +416,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "critic_ratio/foreign": critic_ratio("foreign"),
     "critic_ratio/trained": critic_ratio("trained"),
     "dot_demo/main": dot_demo,
+    "dot_demo/training": dot_demo_training,
+    "foreign_dcgan/main": foreign_dcgan(0, "refine eval, n 1,000, seed 0"),
+    "foreign_dcgan/fits": foreign_dcgan(1, "refine fit-ratio on 20,000 real images"),
     "reliability/determinism": reliability("## Determinism", "determinism"),
     "reliability/memory": reliability("## Peak memory", "memory"),
 }
