@@ -79,7 +79,7 @@ def ratios(gen, critic, mix, seed: int, quick: bool) -> list[tuple[str, object, 
         r, rep = calibrate(DiscriminatorRatio(critic, "critic"), real, fake, how, rng=rng)
         out.append((f"critic, {how}", r, {"calibration": rep, "fit_time_s": time.perf_counter() - t0}))
     d = copy.deepcopy(critic)
-    ft = dict(FINETUNE, epochs=2) if quick else FINETUNE
+    ft = dict(FINETUNE, epochs=2) if quick else dict(FINETUNE)
     t0 = time.perf_counter()
     hist = fit_discriminator(
         gen,
@@ -231,8 +231,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="a smoke run: 2 fine-tuning epochs, n 500")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--lr", type=float, default=FINETUNE["lr"], help="fine-tuning learning rate")
+    ap.add_argument("--name", default="critic_ratio", help="results file stem")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    FINETUNE["lr"] = float(args.lr)
     n = 500 if args.quick else args.n
     pairs = [run_pair(p, n, args.seeds, args.quick) for p in args.pairs.split(",")]
     record = {
@@ -245,7 +248,7 @@ def main() -> None:
         "pairs": pairs,
     }
     record["summary"] = summary(pairs)
-    stem = "critic_ratio" + ("_quick" if args.quick else "")
+    stem = args.name + ("_quick" if args.quick else "")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
     (args.out / f"{stem}.md").write_text(render(record))
