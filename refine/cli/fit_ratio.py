@@ -63,9 +63,16 @@ def fit_ratio(
         "--min-delta",
         help="discriminator with --patience: an epoch counts as better only when the held-out loss falls by more than this (nats)",
     ),
-    n_train: int = typer.Option(50_000, "--n-train", help="real training points for a 2-D dataset"),
+    n_train: int = typer.Option(
+        50_000, "--n-train", help="real training points for a 2-D dataset, or at most this many training images"
+    ),
     batch_size: int = typer.Option(512, "--batch-size"),
-    lr: float = typer.Option(1e-3, "--lr"),
+    lr: float = typer.Option(
+        1e-3,
+        "--lr",
+        help="Adam learning rate of the discriminator (feature-sp: of the head); refitting a discriminator "
+        "trained with its generator often does better at 1e-4 with --patience (docs/ratios.md)",
+    ),
     lr_drop: Optional[int] = typer.Option(
         None, "--lr-drop", help="divide the learning rate by 10 after this many epochs"
     ),
