@@ -71,7 +71,7 @@ def fit_ratio(
         1e-3,
         "--lr",
         help="Adam learning rate of the discriminator (feature-sp: of the head); refitting a discriminator "
-        "trained with its generator often does better at 1e-4 with --patience (docs/ratios.md)",
+        "trained with its generator did better at 1e-4 with --patience on two of the three pairs in docs/ratios.md",
     ),
     lr_drop: Optional[int] = typer.Option(
         None, "--lr-drop", help="divide the learning rate by 10 after this many epochs"
