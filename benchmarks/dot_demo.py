@@ -71,6 +71,7 @@ DIAGNOSTICS = [
     ("dot data, K_eff x 0.5", "data", {"k_scale": 0.5}),
     ("dot data, sgd (before: one max, eps 0.02)", "data", {"optimizer": "sgd", "k_eff_repeats": 1}),
     ("dot latent, 300 Adam steps", "latent", {"steps": 300}),
+    ("dot latent, k_eff x 0.5", "latent", {"k_scale": 0.5}),
 ]
 
 
