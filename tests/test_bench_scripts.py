@@ -1,21 +1,12 @@
 """Benchmark scripts' own machinery, on small settings: what they measure must not change what they train."""
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _script(name: str):
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from render_tables import script as _script  # noqa: E402  (loads benchmarks/NAME.py without running it)
 
 
 def test_dot_demo_tracking_scores_each_epoch_without_touching_the_training(monkeypatch):
