@@ -720,9 +720,11 @@ def test_a_terminated_run_leaves_nothing_behind(world, tmp_path):
     _good_run(world, out)
     before = _bytes_of(out)
     cmd = [sys.executable, "-m", "refine", "sample", "--no-progress", "--device", "cpu", "--ckpt", str(world["gan"])]
-    proc = subprocess.Popen(
-        [*cmd, "-m", "none", "-n", "100000000", "--out", str(out)], stderr=subprocess.PIPE, text=True
-    )
+    # SIR over 20 candidates for 5e7 samples: the first chunk is staged within seconds and the whole run
+    # would take minutes, so the signal lands mid-run however slow the machine (a raw run of this tiny
+    # generator could finish within seconds, before the signal), with under 1 GB on disk
+    slow = ["--ratio", str(world["ratio"]), "-m", "sir", "-o", "candidates=20", "-n", "50000000"]
+    proc = subprocess.Popen([*cmd, *slow, "--out", str(out)], stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while not any(p.is_dir() and any(p.iterdir()) for p in out.glob(".staging-*")):
