@@ -378,6 +378,19 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # --------------------------------------------------------------------------- refine eval of a conditional checkpoint
 @pytest.fixture(scope="module")
+def labelled_samples(mnist_pair, tmp_path_factory):
+    """The folder of a ``refine sample`` run of the conditional pair: 20 samples of classes 3 and 7."""
+    d, _ = mnist_pair
+    s = tmp_path_factory.mktemp("labelled") / "s"
+    res = invoke(
+        "sample", "--ckpt", d / "cg.pt", "-m", "none", "-n", 20, "--classes", "3,7", "--seed", 0, "--out", s,
+        "--no-progress", "--device", "cpu",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    return s
+
+
+@pytest.fixture(scope="module")
 def classifier(mnist_pair):
     """A tiny classifier of the fake MNIST's 10 labels (its feature space scores the conditional pair)."""
     from refine.eval import default_classifier_arch, save_classifier, train_classifier
@@ -391,7 +404,7 @@ def classifier(mnist_pair):
     return path
 
 
-def test_eval_of_a_conditional_checkpoint_is_scored_class_by_class(mnist_pair, classifier, tmp_path):
+def test_eval_of_a_conditional_checkpoint_is_scored_class_by_class(mnist_pair, classifier, labelled_samples, tmp_path):
     """intra-FD, label accuracy and the per-class table for the classes asked for; the raw row equals the intra
     scores of `refine sample`'s own samples (same seed, same per-class streams) computed directly."""
     from refine.eval import classifier_space, labelled_reference, to_uint8
@@ -415,12 +428,7 @@ def test_eval_of_a_conditional_checkpoint_is_scored_class_by_class(mnist_pair, c
     assert rows["drs"]["d_evals_per_sample"] > 0 and (ev / "eval.png").stat().st_size > 1000
     assert "Per class" in (ev / "eval.md").read_text()
     # the same numbers from the samples refine sample writes
-    s = tmp_path / "s"
-    res = invoke(
-        "sample", "--ckpt", d / "cg.pt", "-m", "none", "-n", 20, "--classes", "3,7", "--seed", 0, "--out", s,
-        "--no-progress", "--device", "cpu",
-    )  # fmt: skip
-    assert res.exit_code == 0, res.output
+    s = labelled_samples
     npz = np.load(s / "samples.npz")
     space = classifier_space(classifier)
     ref = labelled_reference(space, f"mnist:{root}", image_shape=(1, 28, 28), split="test")
@@ -483,17 +491,14 @@ def test_generated_classes_specs_are_a_run_or_one_error_line(mnist_pair, tmp_pat
         assert len(res.output.strip().splitlines()) == 1 and not out.exists()
 
 
-def test_eval_of_labelled_samples_files_matches_the_checkpoint_route(mnist_pair, classifier, tmp_path):
+def test_eval_of_labelled_samples_files_matches_the_checkpoint_route(
+    mnist_pair, classifier, labelled_samples, tmp_path
+):
     """refine eval --samples FILE --classes: the labels y that refine sample wrote decide the classes; the same
     samples give the same intra-FD through either route, and --classes 3 keeps class 3 only."""
     d, root = mnist_pair
     common = ["--data", f"mnist:{root}", "--features", classifier, "--no-cache", "--device", "cpu", "--no-progress"]
-    s = tmp_path / "s"
-    res = invoke(
-        "sample", "--ckpt", d / "cg.pt", "-m", "none", "-n", 20, "--classes", "3,7", "--seed", 0, "--out", s,
-        "--no-progress", "--device", "cpu",
-    )  # fmt: skip
-    assert res.exit_code == 0, res.output
+    s = labelled_samples
     res = invoke(
         "eval", "--ckpt", d / "cg.pt", "--methods", "none", "-n", 20, "--classes", "3,7", "--seed", 0, *common, "--json"
     )
