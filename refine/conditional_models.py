@@ -19,7 +19,7 @@ from .ratio.base import FunctionRatio, check_log_ratio
 from .ratio.calibration import calibrate
 from .ratio.conditional_feature import fit_cdre_f_sp
 from .ratio.discriminator import DISCRIMINATOR_OUTPUTS, DiscriminatorRatio
-from .ratio.feature import ACTIVATIONS, FeatureRatio, _log_activate
+from .ratio.feature import FeatureRatio, _log_activate
 from .validate import as_int
 
 __all__ = [
@@ -333,8 +333,6 @@ class ConditionalFeatureRatio(ConditionalRatio):
         image_size: int | None = None,
         differentiable: bool = True,
     ) -> None:
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"unknown ratio activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
         self.num_classes = _check_classes(num_classes)
         declared = getattr(head, "num_classes", self.num_classes)
         if declared != self.num_classes:
