@@ -70,7 +70,7 @@ def trained_pair(quick: bool):
     return gen, critic, record
 
 
-def ratios(gen, critic, mix, seed: int, quick: bool) -> list[tuple[str, object, dict]]:
+def ratios(gen, critic, mix, seed: int, finetune: dict) -> list[tuple[str, object, dict]]:
     rng = torch.Generator().manual_seed(1000 + seed)
     real, fake = mix.sample(N_CAL, rng=rng), gen.sample(N_CAL, rng=rng)[1]
     out = []
@@ -79,7 +79,7 @@ def ratios(gen, critic, mix, seed: int, quick: bool) -> list[tuple[str, object, 
         r, rep = calibrate(DiscriminatorRatio(critic, "critic"), real, fake, how, rng=rng)
         out.append((f"critic, {how}", r, {"calibration": rep, "fit_time_s": time.perf_counter() - t0}))
     d = copy.deepcopy(critic)
-    ft = dict(FINETUNE, epochs=2) if quick else dict(FINETUNE)
+    ft = finetune
     t0 = time.perf_counter()
     hist = fit_discriminator(
         gen,
@@ -101,7 +101,7 @@ def ratios(gen, critic, mix, seed: int, quick: bool) -> list[tuple[str, object, 
     return out
 
 
-def run_pair(name: str, n: int, seeds: int, quick: bool) -> dict:
+def run_pair(name: str, n: int, seeds: int, quick: bool, finetune: dict) -> dict:
     mix = get_mixture("grid25-wgan")
     gen, critic, training = foreign_pair() if name == "foreign" else trained_pair(quick)
     rows = []
@@ -111,7 +111,7 @@ def run_pair(name: str, n: int, seeds: int, quick: bool) -> dict:
         rows.append(
             {"seed": seed, "ratio": "–", "method": "none", "options": {}, **_m(raw), "passes": 1.0, "lq_factor": 1.0}
         )
-        for label, ratio, extra in ratios(gen, critic, mix, seed, quick):
+        for label, ratio, extra in ratios(gen, critic, mix, seed, finetune):
             target = LatentTarget(gen, ratio)
             cal = extra["calibration"]["after"]
             for method, opts in SAMPLERS:
@@ -235,16 +235,16 @@ def main() -> None:
     ap.add_argument("--name", default="critic_ratio", help="results file stem")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    FINETUNE["lr"] = float(args.lr)
+    finetune = dict(FINETUNE, lr=float(args.lr), **({"epochs": 2} if args.quick else {}))
     n = 500 if args.quick else args.n
-    pairs = [run_pair(p, n, args.seeds, args.quick) for p in args.pairs.split(",")]
+    pairs = [run_pair(p, n, args.seeds, args.quick, finetune) for p in args.pairs.split(",")]
     record = {
         "date": today(),
         "machine": machine() + ", torch on 1 thread",
         "n": n,
         "seeds": args.seeds,
         "n_calibration": N_CAL,
-        "finetune": FINETUNE,
+        "finetune": finetune,
         "pairs": pairs,
     }
     record["summary"] = summary(pairs)
