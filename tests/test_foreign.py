@@ -406,7 +406,7 @@ def test_fit_ratio_fine_tunes_a_foreign_image_discriminator_beside_a_foreign_gen
 
 
 def test_a_probability_output_is_fine_tuned_through_its_logit():
-    from refine.cli.fit_ratio import _AsLogit
+    from refine.cli.fit_foreign import _AsLogit
 
     lin = nn.Linear(2, 1)
     prob = nn.Sequential(lin, nn.Sigmoid())
