@@ -24,7 +24,7 @@ import refine
 from refine.checks import check_gradients
 from refine.cli import app
 from refine.errors import CheckpointError, NotDifferentiableError
-from refine.io.foreign import _FixedBatch, detect_format, load_discriminator, load_generator, load_network
+from refine.io.foreign import FixedBatch, detect_format, load_discriminator, load_generator, load_network
 from refine.samplers.base import SAMPLERS, Sampler, SampleResult
 
 runner = CliRunner()
@@ -469,7 +469,7 @@ def test_export_route_reads_the_latent_shape_and_chunks_a_fixed_batch(files, tmp
 
 def test_fixed_batch_adapter_keeps_values_and_gradients(files):
     ep = torch.export.export(files.G, (torch.randn(16, 2),))
-    net = _FixedBatch(ep.module(), 16)
+    net = FixedBatch(ep.module(), 16)
     z = torch.randn(37, 2, requires_grad=True)
     (g1,) = torch.autograd.grad(net(z).sum(), z)
     z2 = z.detach().clone().requires_grad_(True)
