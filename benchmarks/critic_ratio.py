@@ -4,7 +4,7 @@
 
 A WGAN critic is not a log density ratio. Three ways to get one from data, each run with the
 proposal samplers at their default settings (rs exact and rs at the 99th percentile, drs, mh, sir;
-then exact rs with 5,000 proposals per sample allowed instead of 1,000):
+then exact rs with 20,000 proposals per sample allowed instead of 1,000):
 
 - ``critic, logistic``: ``log r = a * critic + b``, fitted by logistic regression on held-out real
   vs generated critic values (MH-GAN's calibration; the scale comes from data).
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -52,7 +53,13 @@ N_CAL = 10_000
 #: the fine-tuning protocol (the same for every pair): logistic loss, Adam 1e-4, early stopping
 FINETUNE = {"epochs": 100, "patience": 3, "lr": 1e-4, "batch_size": 512, "n_train": 50_000, "n_val": 10_000}
 #: the proposal samplers at their defaults; then exact rs with five times the default budget of proposals
-SAMPLERS = [("rs", {}), ("rs", {"m_quantile": 0.99}), ("drs", {}), ("mh", {}), ("sir", {}), ("rs", {"budget": 5000})]
+SAMPLERS = [("rs", {}), ("rs", {"m_quantile": 0.99}), ("drs", {}), ("mh", {}), ("sir", {}), ("rs", {"budget": 20_000})]
+#: generator samples counted near each mode for the cost floor of exact rs, the disc's radius (in std)
+FLOOR_N, FLOOR_RADIUS = 16_000_000, 1.0
+#: one-sided level of the upper confidence bound on a generator's mass in a disc (4 standard deviations)
+FLOOR_ALPHA = 3.17e-5
+#: proposals scored to measure what exact rs costs with a fitted ratio
+COST_N = 1_000_000
 
 
 def foreign_pair():
@@ -101,6 +108,54 @@ def ratios(gen, critic, mix, seed: int, finetune: dict) -> list[tuple[str, objec
     return out
 
 
+def exact_rs_floor(gen, mix, n: int = FLOOR_N, seed: int = 0) -> dict:
+    """A lower bound on the proposals per sample that exact rs from ``gen`` to the data needs.
+
+    Exact rejection sampling from p_G to p_data accepts 1/M of its proposals, M = sup p_data / p_G, and
+    M >= P_data(A) / P_G(A) for any set A. A: the disc of radius FLOOR_RADIUS std around one mode.
+    P_data(A) is known (the mode's weight times 1 - exp(-radius^2 / 2)); P_G(A) is bounded above from
+    ``n`` generator samples by the exact Poisson upper confidence bound at level FLOOR_ALPHA. The
+    largest of these ratios over the modes bounds M, and so the cost, from below. It holds for any
+    ratio close to the true one; a fitted ratio that is smoother than the truth can cost less.
+    """
+    from scipy.stats import chi2
+
+    means = mix.means_tensor()
+    counts = torch.zeros(len(means), dtype=torch.long)
+    rng = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for start in range(0, n, 1_000_000):
+            x = gen.sample(min(1_000_000, n - start), rng=rng)[1]
+            d = torch.cdist(x, means)
+            near = d.min(1).values < FLOOR_RADIUS * mix.std
+            counts += torch.bincount(d.argmin(1)[near], minlength=len(means))
+    p_data = (1 - math.exp(-(FLOOR_RADIUS**2) / 2)) / len(means)
+    upper = [float(chi2.ppf(1 - FLOOR_ALPHA, 2 * c + 2)) / 2 / n for c in counts.tolist()]
+    bounds = [p_data / u for u in upper]
+    j = max(range(len(bounds)), key=bounds.__getitem__)
+    return {
+        "n": n,
+        "radius_std": FLOOR_RADIUS,
+        "alpha": FLOOR_ALPHA,
+        "counts": counts.tolist(),
+        "p_data_disc": p_data,
+        "mode": j,
+        "g_mass_upper": upper[j],
+        "bound": bounds[j],
+    }
+
+
+def exact_cost(gen, ratio, seed: int) -> float:
+    """What exact rs costs with ``ratio``: M / E_G[r], M the largest r over COST_N proposals.
+
+    1 / (acceptance rate); the maximum only grows with more proposals, so this is a lower estimate.
+    """
+    rng = torch.Generator().manual_seed(2000 + seed)
+    with torch.no_grad():
+        lw = torch.cat([ratio.log_ratio(gen.sample(100_000, rng=rng)[1]) for _ in range(COST_N // 100_000)])
+    return float(1 / (lw - lw.max()).exp().mean())
+
+
 def run_pair(name: str, n: int, seeds: int, quick: bool, finetune: dict) -> dict:
     mix = get_mixture("grid25-wgan")
     gen, critic, training = foreign_pair() if name == "foreign" else trained_pair(quick)
@@ -113,12 +168,13 @@ def run_pair(name: str, n: int, seeds: int, quick: bool, finetune: dict) -> dict
         )
         for label, ratio, extra in ratios(gen, critic, mix, seed, finetune):
             target = LatentTarget(gen, ratio)
+            extra["exact_cost"] = exact_cost(gen, ratio, seed)
             cal = extra["calibration"]["after"]
             for method, opts in SAMPLERS:
                 t0 = time.perf_counter()
                 row = {"seed": seed, "ratio": label, "method": method, "options": opts}
                 row.update(log_loss=cal["log_loss"], z=cal["z"], brier=cal["brier"], ece=cal["ece"])
-                row.update({k: extra[k] for k in ("fit_time_s", "epochs", "best_epoch") if k in extra})
+                row.update({k: extra[k] for k in ("fit_time_s", "epochs", "best_epoch", "exact_cost") if k in extra})
                 try:
                     res = get_sampler(method, **opts).sample(target, n, rng=torch.Generator().manual_seed(seed))
                     row.update(_m(mode_metrics(res.x, mix, threshold=THRESHOLD)), passes=_passes(res.info))
@@ -130,7 +186,9 @@ def run_pair(name: str, n: int, seeds: int, quick: bool, finetune: dict) -> dict
                 )
                 print(f"[{name} seed {seed}] {label:22s} {method} {opts}: {_show(row)}", flush=True)
                 rows.append(row)
-    return {"pair": name, "n": n, "seeds": seeds, "training": training, "rows": rows}
+    floor = exact_rs_floor(gen, mix, FLOOR_N // 16 if quick else FLOOR_N)
+    print(f"[{name}] exact rs needs at least {floor['bound']:.3g} proposals per sample with the true ratio", flush=True)
+    return {"pair": name, "n": n, "seeds": seeds, "training": training, "rows": rows, "exact_rs_floor": floor}
 
 
 def _passes(info) -> float:
@@ -172,8 +230,9 @@ def summary(pairs: list[dict]) -> list[dict]:
                 "runs": len(rs),
                 "ok": len(ok),
             }
-            for k in ("hq_fraction", "modes", "kl_uniform", "lq_factor", "passes", "log_loss", "fit_time_s"):
-                vals = [r.get(k) for r in ok] if k not in ("log_loss", "fit_time_s") else [r.get(k) for r in rs]
+            per_ratio = ("log_loss", "fit_time_s", "exact_cost")
+            for k in ("hq_fraction", "modes", "kl_uniform", "lq_factor", "passes", *per_ratio):
+                vals = [r.get(k) for r in ok] if k not in per_ratio else [r.get(k) for r in rs]
                 row[k] = mean_std(vals)[0] if any(v is not None for v in vals) else None
             if not ok:
                 row["error"] = rs[0].get("error")
@@ -209,6 +268,40 @@ def table(rows: list[dict], pair: str) -> str:
     return "\n".join(lines)
 
 
+def cost_table(record: dict) -> str:
+    """What exact rs costs: the floor for the true ratio and M / E_G[r] for each fitted one."""
+    labels = [r["ratio"] for r in record["summary"] if r["method"] == "rs" and not r["options"]]
+    labels = list(dict.fromkeys(labels))
+    lines = [
+        "| pair | generator mass within 1 std of its least-reached mode | true ratio: at least | "
+        + " | ".join(f"{label}: M / E_G[r]" for label in labels)
+        + f" | {labels[-1]}: runs refused at budget 1,000 / 20,000 |",
+        "|---|---|---|" + "---|" * len(labels) + "---|",
+    ]
+    for p in record["pairs"]:
+        f = p["exact_rs_floor"]
+        cells = []
+        for label in labels:
+            r = next(r for r in record["summary"] if r["pair"] == p["pair"] and r["ratio"] == label)
+            cells.append(f"{r['exact_cost']:,.0f}")
+        refused = []
+        for budget in ({}, {"budget": 20_000}):
+            r = next(
+                r
+                for r in record["summary"]
+                if r["pair"] == p["pair"]
+                and r["ratio"] == labels[-1]
+                and r["method"] == "rs"
+                and r["options"] == budget
+            )
+            refused.append(f"{r['runs'] - r['ok']} of {r['runs']}")
+        lines.append(
+            f"| {p['pair']} | < {f['g_mass_upper']:.2g} ({sum(f['counts']) / f['n']:.3f} near all 25) | "
+            f"{f['bound']:,.0f} | " + " | ".join(cells) + f" | {' / '.join(refused)} |"
+        )
+    return "\n".join(lines)
+
+
 def render(record: dict) -> str:
     parts = [
         "# From a critic to a ratio",
@@ -221,6 +314,8 @@ def render(record: dict) -> str:
     ]
     for p in record["pairs"]:
         parts += ["", f"## {p['pair']} pair", "", table(record["summary"], p["pair"])]
+    if all("exact_rs_floor" in p for p in record["pairs"]):
+        parts += ["", "## What exact rs costs (proposals per sample)", "", cost_table(record)]
     return "\n".join(parts) + "\n"
 
 

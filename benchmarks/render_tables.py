@@ -329,7 +329,8 @@ def reliability(heading_start: str, section: str) -> Callable[[], str]:
 def critic_ratio(pair: str) -> Callable[[], str]:
     def render() -> str:
         d = load("critic_ratio.json")
-        table = script("critic_ratio").table(d["summary"], pair)
+        mod = script("critic_ratio")
+        table = mod.cost_table(d) if pair == "cost" else mod.table(d["summary"], pair)
         extra = f"n {d['n']}, {d['seeds']} seed(s); HQ within 3 std"
         return block(
             table,
@@ -415,6 +416,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "refit_cost/quality": refit_cost_quality,
     "critic_ratio/foreign": critic_ratio("foreign"),
     "critic_ratio/trained": critic_ratio("trained"),
+    "critic_ratio/cost": critic_ratio("cost"),
     "dot_demo/main": dot_demo,
     "dot_demo/training": dot_demo_training,
     "foreign_dcgan/main": foreign_dcgan(0, "refine eval, n 1,000, seed 0"),

@@ -4,8 +4,9 @@ sample files in a feature space, and the outputs (the table, a picture of each s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 import typer
@@ -40,10 +41,11 @@ from .common import command_line, make_rng, resolve_device, timestamp, versions
 __all__ = ["ImageOptions", "eval_image_generator", "eval_image_samples"]
 
 
+@dataclass
 class ImageOptions:
     """The image-only options, checked once."""
 
-    DEFAULTS = {
+    DEFAULTS: ClassVar[dict] = {
         "features": "inception",
         "inception_weights": None,
         "batch_size": 50,
@@ -61,49 +63,29 @@ class ImageOptions:
         "kid_subset_size": 1000,
     }
 
-    def __init__(
-        self,
-        features,
-        inception_weights,
-        batch_size,
-        split,
-        n_real,
-        k,
-        is_splits,
-        samples_range,
-        cache,
-        cache_dir,
-        *,
-        features_weights=None,
-        metrics=None,
-        ref_stats=None,
-        kid_subsets=100,
-        kid_subset_size=1000,
-    ) -> None:
-        self.features, self.inception_weights, self.batch_size, self.split = (
-            features,
-            inception_weights,
-            batch_size,
-            split,
-        )
-        self.n_real, self.k, self.is_splits, self.samples_range, self.cache, self.cache_dir = (
-            n_real,
-            k,
-            is_splits,
-            samples_range,
-            cache,
-            cache_dir,
-        )
-        self.features_weights, self.metrics, self.ref_stats = features_weights, metrics, ref_stats
-        self.kid_subsets, self.kid_subset_size = kid_subsets, kid_subset_size
+    features: str
+    inception_weights: Optional[Path]
+    batch_size: int
+    split: str
+    n_real: Optional[int]
+    k: int
+    is_splits: int
+    samples_range: str
+    cache: bool
+    cache_dir: Optional[Path]
+    features_weights: Optional[Path] = None
+    metrics: Optional[str] = None
+    ref_stats: Optional[Path] = None
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    #: set when --threshold (a 2-D option) was given, so that an image run refuses it
+    threshold_given: bool = False
 
     def check_unused(self, data: str) -> None:
         given = [name for name, default in self.DEFAULTS.items() if getattr(self, name) != default]
         if given:
             flags = ", ".join("--" + g.replace("_", "-") for g in given)
             raise ConfigError(f"{flags} apply to image datasets; --data {data} is a 2-D dataset")
-
-    threshold_given = False
 
     def validate(self) -> None:
         if self.threshold_given:
