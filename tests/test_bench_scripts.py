@@ -27,3 +27,31 @@ def test_dot_demo_tracking_scores_each_epoch_without_touching_the_training(monke
         tracked[-1]["rows"][0]["hq4"]
         == dd.evaluate_rows(dd.LatentTarget(g1, dd.DiscriminatorRatio(d1, "critic")), dd.ROWS[:1], 64, 0)[0]["hq4"]
     )
+
+
+class _MixtureAsGenerator:
+    """A 'generator' that samples a mixture exactly, with some of its modes left out."""
+
+    def __init__(self, mix, drop: tuple[int, ...] = ()) -> None:
+        keep = [m for i, m in enumerate(mix.means) if i not in drop]
+        self.means, self.std = torch.tensor(keep), mix.std
+
+    def sample(self, n: int, *, rng: torch.Generator):
+        idx = torch.randint(len(self.means), (n,), generator=rng)
+        return None, self.means[idx] + self.std * torch.randn(n, 2, generator=rng)
+
+
+def test_exact_rs_floor_bounds_the_ratio_from_below():
+    """The floor never exceeds sup p_data / p_G where that is known, and grows with the data a generator misses."""
+    cr = _script("critic_ratio")
+    mix = cr.get_mixture("grid25-wgan")
+    n = 200_000
+    # the data themselves: sup p_data / p_G = 1, so every mode's bound must stay below 1
+    same = cr.exact_rs_floor(_MixtureAsGenerator(mix), mix, n=n)
+    assert same["bound"] <= 1.0 and sum(same["counts"]) > 0
+    # 24 of the 25 modes at 25/24 of their weight: the dropped mode has no generator mass at all, so the bound is
+    # the data's mass in its disc over the Poisson upper bound for a count of 0, -log(alpha) / n
+    missing = cr.exact_rs_floor(_MixtureAsGenerator(mix, drop=(7,)), mix, n=n)
+    assert missing["mode"] == 7 and missing["counts"][7] == 0
+    expected = same["p_data_disc"] / (-cr.math.log(cr.FLOOR_ALPHA) / n)
+    assert abs(missing["bound"] - expected) <= 1e-6 * expected
