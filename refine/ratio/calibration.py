@@ -37,12 +37,23 @@ __all__ = [
 ]
 
 
+#: logistic regression's inverse L2 penalty on the slope in :func:`calibrate`
+_C = 1e6
+#: The largest slope, intercept or log prior odds a logistic calibration may hold. The fit's
+#: penalty bounds the slope: at the optimum, a^2 / (2 C) <= n log 2 (the loss at a = 0), so
+#: |a| <= sqrt(2 C n log 2), 1.2e9 for n = 10^12 calibration samples, more than any fit uses; an
+#: intercept moves log r by the same order. A larger value is a damaged file, and in float32 it
+#: would turn ordinary scores into infinite log ratios.
+LOGISTIC_LIMIT = 1.2e9
+
+
 class LogisticCalibration:
     differentiable = True
 
     def __init__(self, a: float, b: float, log_prior_odds: float = 0.0) -> None:
-        self.a, self.b = as_float(a, "calibration slope a"), as_float(b, "calibration intercept b")
-        self.log_prior_odds = as_float(log_prior_odds, "calibration log prior odds")
+        lim = {"minimum": -LOGISTIC_LIMIT, "maximum": LOGISTIC_LIMIT}
+        self.a, self.b = as_float(a, "calibration slope a", **lim), as_float(b, "calibration intercept b", **lim)
+        self.log_prior_odds = as_float(log_prior_odds, "calibration log prior odds", **lim)
 
     def __call__(self, s: torch.Tensor) -> torch.Tensor:
         return self.a * s + (self.b - self.log_prior_odds)
@@ -130,7 +141,7 @@ def _fit(method: str, s: np.ndarray, y: np.ndarray, log_prior_odds: float):
     if method == "logistic":
         from sklearn.linear_model import LogisticRegression
 
-        lr = LogisticRegression(C=1e6, max_iter=1000)
+        lr = LogisticRegression(C=_C, max_iter=1000)
         lr.fit(s[:, None], y)
         return LogisticCalibration(lr.coef_[0, 0], lr.intercept_[0], log_prior_odds)
     from sklearn.isotonic import IsotonicRegression
