@@ -156,7 +156,9 @@ def exact_cost(gen, ratio, seed: int) -> float:
     return float(1 / (lw - lw.max()).exp().mean())
 
 
-def run_pair(name: str, n: int, seeds: int, quick: bool, finetune: dict) -> dict:
+def run_pair(
+    name: str, n: int, seeds: int, quick: bool, finetune: dict, samplers=SAMPLERS, only: str | None = None
+) -> dict:
     mix = get_mixture("grid25-wgan")
     gen, critic, training = foreign_pair() if name == "foreign" else trained_pair(quick)
     rows = []
@@ -167,10 +169,12 @@ def run_pair(name: str, n: int, seeds: int, quick: bool, finetune: dict) -> dict
             {"seed": seed, "ratio": "–", "method": "none", "options": {}, **_m(raw), "passes": 1.0, "lq_factor": 1.0}
         )
         for label, ratio, extra in ratios(gen, critic, mix, seed, finetune):
+            if only is not None and label != only:
+                continue
             target = LatentTarget(gen, ratio)
             extra["exact_cost"] = exact_cost(gen, ratio, seed)
             cal = extra["calibration"]["after"]
-            for method, opts in SAMPLERS:
+            for method, opts in samplers:
                 t0 = time.perf_counter()
                 row = {"seed": seed, "ratio": label, "method": method, "options": opts}
                 row.update(log_loss=cal["log_loss"], z=cal["z"], brier=cal["brier"], ece=cal["ece"])
@@ -314,7 +318,8 @@ def render(record: dict) -> str:
     ]
     for p in record["pairs"]:
         parts += ["", f"## {p['pair']} pair", "", table(record["summary"], p["pair"])]
-    if all("exact_rs_floor" in p for p in record["pairs"]):
+    has_defaults = any(r["method"] == "rs" and not r["options"] for r in record["summary"])
+    if has_defaults and all("exact_rs_floor" in p for p in record["pairs"]):
         parts += ["", "## What exact rs costs (proposals per sample)", "", cost_table(record)]
     return "\n".join(parts) + "\n"
 
@@ -328,12 +333,21 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--lr", type=float, default=FINETUNE["lr"], help="fine-tuning learning rate")
     ap.add_argument("--name", default="critic_ratio", help="results file stem")
+    ap.add_argument("--ratio", default=None, help="run this ratio only (e.g. 'fine-tuned, logistic')")
+    ap.add_argument(
+        "--samplers",
+        type=json.loads,
+        default=None,
+        help="JSON list of [method, options] pairs instead of the default set",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     finetune = dict(FINETUNE, lr=float(args.lr), **({"epochs": 2} if args.quick else {}))
     n = 500 if args.quick else args.n
-    pairs = [run_pair(p, n, args.seeds, args.quick, finetune) for p in args.pairs.split(",")]
+    samplers = [tuple(s) for s in args.samplers] if args.samplers else SAMPLERS
+    pairs = [run_pair(p, n, args.seeds, args.quick, finetune, samplers, args.ratio) for p in args.pairs.split(",")]
     record = {
+        "command": " ".join(["python", "benchmarks/critic_ratio.py", *sys.argv[1:]]),
         "date": today(),
         "machine": machine() + ", torch on 1 thread",
         "n": n,

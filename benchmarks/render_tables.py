@@ -326,17 +326,17 @@ def reliability(heading_start: str, section: str) -> Callable[[], str]:
     return render
 
 
-def critic_ratio(pair: str) -> Callable[[], str]:
+def critic_ratio(pair: str, stem: str = "critic_ratio") -> Callable[[], str]:
     def render() -> str:
-        d = load("critic_ratio.json")
+        d = load(f"{stem}.json")
         mod = script("critic_ratio")
         table = mod.cost_table(d) if pair == "cost" else mod.table(d["summary"], pair)
         extra = f"n {d['n']}, {d['seeds']} seed(s); HQ within 3 std"
         return block(
             table,
             source(
-                "critic_ratio.json",
-                f"python benchmarks/critic_ratio.py --seeds {d['seeds']}",
+                f"{stem}.json",
+                d.get("command", f"python benchmarks/critic_ratio.py --seeds {d['seeds']}"),
                 d["machine"],
                 d["date"],
                 extra,
