@@ -27,6 +27,7 @@ import argparse
 import copy
 import json
 import math
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -219,6 +220,7 @@ def summary(pairs: list[dict]) -> list[dict]:
             k = (r["ratio"], r["method"], json.dumps(r["options"], sort_keys=True))
             if k not in keys:
                 keys.append(k)
+        raw_modes = {r["seed"]: r["modes"] for r in p["rows"] if r["method"] == "none"}
         for ratio, method, opts in keys:
             rs = [
                 r
@@ -241,6 +243,8 @@ def summary(pairs: list[dict]) -> list[dict]:
             if not ok:
                 row["error"] = rs[0].get("error")
             row["min_modes"] = min((r["modes"] for r in ok), default=None)
+            # a mode lost: fewer modes than the raw generator hit with the same seed (its own count varies at small n)
+            row["runs_losing_modes"] = sum(1 for r in ok if r["modes"] < raw_modes[r["seed"]])
             row["min_lq_factor"] = min((r["lq_factor"] for r in ok), default=None)
             out.append(row)
     return out
@@ -251,7 +255,6 @@ def table(rows: list[dict], pair: str) -> str:
         "| ratio | method | HQ | modes (min) | KL | LQ raw / LQ (min) | passes / sample | held-out log loss | aim |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    raw_modes = next(r["min_modes"] for r in rows if r["pair"] == pair and r["method"] == "none")
     for r in rows:
         if r["pair"] != pair:
             continue
@@ -262,8 +265,11 @@ def table(rows: list[dict], pair: str) -> str:
             continue
         if r["ok"] < r["runs"]:  # means over the runs that finished; the others were refused
             meth += f" ({r['ok']} of {r['runs']} runs; the others refused)"
-        met = r["lq_factor"] >= 2 and r["min_modes"] >= raw_modes and r["ok"] == r["runs"]
+        lost = r.get("runs_losing_modes", 0)
+        met = r["lq_factor"] >= 2 and lost == 0 and r["ok"] == r["runs"]
         aim = "–" if r["method"] == "none" else ("yes" if met else "no")
+        if lost:
+            aim += f" (modes lost in {lost} of {r['ok']} runs)"
         lo = r.get("min_lq_factor", r["lq_factor"])
         lines.append(
             f"| {r['ratio']} | {meth} | {r['hq_fraction']:.3f} | {r['modes']:.1f} ({r['min_modes']}) | {r['kl_uniform']:.3f} | "
@@ -347,7 +353,7 @@ def main() -> None:
     samplers = [tuple(s) for s in args.samplers] if args.samplers else SAMPLERS
     pairs = [run_pair(p, n, args.seeds, args.quick, finetune, samplers, args.ratio) for p in args.pairs.split(",")]
     record = {
-        "command": " ".join(["python", "benchmarks/critic_ratio.py", *sys.argv[1:]]),
+        "command": shlex.join(["python", "benchmarks/critic_ratio.py", *sys.argv[1:]]),
         "date": today(),
         "machine": machine() + ", torch on 1 thread",
         "n": n,
