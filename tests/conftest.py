@@ -3,10 +3,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 import refine  # noqa: F401  (first: its _compat lets PyPI's torchvision import beside the CPU torch, for tests that import pytorch_fid or torchvision directly)
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+# every property test is seeded: the same cases on every run (a test's own @settings keeps the rest of these)
+settings.register_profile("refine", derandomize=True, database=None)
+settings.load_profile("refine")
 
 SHARED = Path(os.environ.get("REFINE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 

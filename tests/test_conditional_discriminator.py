@@ -163,6 +163,7 @@ _ANY = st.one_of(
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(field=st.sampled_from(_FIELDS), value=_ANY)
 @example(field=("calibration", 2, "a"), value=3.4028235677973366e38)  # a slope that turns scores into -inf in float32
+@example(field=("temperature",), value=8.323746318280351e-217)  # a temperature that does the same
 def test_generated_hostile_fields_load_or_give_one_checkpoint_error(tmp_path, field, value):
     """Any value in any field of a conditional discriminator ratio file: it loads and gives finite log ratios, or one CheckpointError."""
     good = tmp_path / "good.pt"

@@ -44,7 +44,7 @@ from ..generator import OUTPUT_RANGES, LatentGenerator, make_prior
 from ..nets import load_checked
 from ..ratio import conditional_feature as _conditional_feature  # noqa: F401  (registers the cond-ratio-head architecture)
 from ..ratio.calibration import calibration_from_config
-from ..ratio.discriminator import DISCRIMINATOR_OUTPUTS, DiscriminatorRatio
+from ..ratio.discriminator import DISCRIMINATOR_OUTPUTS, MIN_TEMPERATURE, DiscriminatorRatio
 from ..ratio.feature import ACTIVATIONS, FeatureRatio
 from ..registry import Registry
 from . import tensorfile
@@ -290,9 +290,9 @@ def _output_and_temperature(obj: dict, path: str) -> tuple[str, float]:
     )
     temperature = obj.get("temperature", 1.0)
     _expect(
-        type(temperature) in (int, float) and math.isfinite(temperature) and temperature > 0,
+        type(temperature) in (int, float) and math.isfinite(temperature) and temperature >= MIN_TEMPERATURE,
         path,
-        f"temperature must be a positive number, got {temperature!r}",
+        f"temperature must be a number >= {MIN_TEMPERATURE:.3g}, got {temperature!r}",
     )
     return out, float(temperature)
 

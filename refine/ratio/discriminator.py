@@ -25,10 +25,15 @@ import torch
 from ..errors import ConfigError
 from ..validate import as_float
 from .base import check_log_ratio
+from .calibration import LOGISTIC_LIMIT
 
 __all__ = ["DiscriminatorRatio", "DISCRIMINATOR_OUTPUTS"]
 
 DISCRIMINATOR_OUTPUTS = ("logit", "prob", "critic")
+
+
+#: 1 / T scales the score as a logistic calibration's slope does, and is bounded alike
+MIN_TEMPERATURE = 1 / LOGISTIC_LIMIT
 
 
 class DiscriminatorRatio:
@@ -45,7 +50,7 @@ class DiscriminatorRatio:
     ) -> None:
         if output not in DISCRIMINATOR_OUTPUTS:
             raise ConfigError(f"unknown discriminator output {output!r}; valid: {', '.join(DISCRIMINATOR_OUTPUTS)}")
-        temperature = as_float(temperature, "temperature", minimum=0.0, open_min=True)
+        temperature = as_float(temperature, "temperature", minimum=MIN_TEMPERATURE)
         self.net = net
         self.output = output
         self.temperature = temperature
