@@ -50,7 +50,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import BudgetExceededError, ConfigError
-from ._ops import accept_log, check_budget, evaluate, log1mexp, positive
+from ._ops import Rows, accept_log, check_budget, evaluate, log1mexp, positive
 from .base import SampleInfo, Sampler, SampleResult, option, register
 
 __all__ = ["DEFAULT_BURN_IN", "MIN_BURN_IN", "DRSSampler", "RejectionSampler", "burn_in_size", "rate_upper_bound"]
@@ -142,7 +142,7 @@ class _RejectionBase(Sampler):
             burn_w, log_m, n, _max_proposals(n_burn if reuse else 0, budget, batch_size)
         )
         del burn
-        xs, zs = [], []
+        out = Rows(n)  # the accepted rows, in one allocation (see Rows: a list of small tensors fragments the heap)
         accepted = proposals = updates = 0
         stats: dict = {}
         bar = tqdm(total=n, desc=self.name, unit="sample", disable=not progress, leave=False)
@@ -158,8 +158,7 @@ class _RejectionBase(Sampler):
             else:
                 proposals += len(zb)
             if len(idx):
-                xs.append(xb[idx])
-                zs.append(zb[idx])
+                out.add(xb[idx], zb[idx])
                 accepted += len(idx)
                 bar.update(len(idx))
 
@@ -201,7 +200,8 @@ class _RejectionBase(Sampler):
                 **stats,
             },
         )
-        return SampleResult(torch.cat(xs)[:n], torch.cat(zs)[:n], info)
+        x, z = out.result()
+        return SampleResult(x, z, info)
 
     def _check_projection(self, accepted: int, proposals: int, cap: int, n: int, burn_w: torch.Tensor) -> None:
         """A BudgetExceededError when even the upper bound of the rate seen so far cannot reach ``n`` by ``cap`` proposals."""
