@@ -37,7 +37,15 @@ from .errors import ConfigError
 from .eval.images import to_uint8
 from .fs import format_bytes, write_json
 
-__all__ = ["RunFolder", "NpzWriter", "Uint8NpzWriter", "PngFolderWriter", "SAMPLE_FORMATS", "check_disk_space"]
+__all__ = [
+    "RunFolder",
+    "NpzWriter",
+    "Uint8NpzWriter",
+    "PngFolderWriter",
+    "SAMPLE_FORMATS",
+    "check_disk_space",
+    "remove_if_unused",
+]
 
 #: What ``refine sample --format`` writes: ``npz`` (float ``x`` and ``z`` as drawn), ``npz-uint8``
 #: (the ADM/EDM convention: ``arr_0``, NHWC ``uint8``), ``png`` (a folder, one file per sample).
@@ -79,7 +87,16 @@ class _Lock:
             except Timeout:
                 raise busy from None
             return
-        fd = os.open(self.folder, os.O_RDONLY)
+        for attempt in range(5):
+            try:
+                fd = os.open(self.folder, os.O_RDONLY)
+                break
+            except FileNotFoundError:
+                # another run that made the folder failed and removed it, empty, between our check and
+                # this lock (see remove_if_unused): make it again
+                if attempt == 4:
+                    raise
+                self.folder.mkdir(parents=True, exist_ok=True)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -96,6 +113,40 @@ class _Lock:
         if self._fallback is not None:
             self._fallback.release()
             self._fallback = None
+
+
+def remove_if_unused(folder: Path) -> bool:
+    """Remove the empty ``folder`` unless another run holds its lock; True if it is gone.
+
+    A failed command removes the output folders it made; several runs started at once into a new
+    folder share the one that the first made, and a run refused as busy must not pull it away from
+    the run that holds it. A run that has not locked it yet makes it again (see ``_Lock``).
+    """
+    try:
+        import fcntl
+    except ImportError:  # no flock: the lock file keeps the folder non-empty while it is held
+        fcntl = None
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return False  # held by another run
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            return True
+        except OSError:  # not empty
+            return False
+        return True
+    finally:
+        os.close(fd)
 
 
 class RunFolder:

@@ -39,7 +39,7 @@ from refine.cli import app
 from refine.generator import NormalPrior
 from refine.io import save_discriminator_ratio, save_gan
 from refine.nets import arch_config, build_from_config
-from refine.outputs import RunFolder
+from refine.outputs import RunFolder, remove_if_unused
 from refine.ratio import DiscriminatorRatio
 from refine.samplers import SAMPLERS, sampler_options
 from refine.validate import MAX_SAMPLES, MAX_SEED
@@ -599,6 +599,20 @@ def test_a_folder_being_written_is_refused(world, tmp_path):
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert res.exit_code == 2 and len(lines) == 1 and "being written by another refine run" in lines[0], res.output
     assert _bytes_of(out) == before
+
+
+def test_a_refused_run_leaves_a_folder_that_another_run_holds(tmp_path):
+    """The race behind concurrent writers: a run that made the folder and failed must not remove it
+    while another run holds it, and a run about to lock a folder that vanished makes it again."""
+    out = tmp_path / "new"
+    out.mkdir()
+    with RunFolder(out):  # another run holds the (still empty) folder
+        assert remove_if_unused(out) is False and out.is_dir()
+    assert remove_if_unused(out) is True and not out.exists()
+    assert remove_if_unused(out) is True  # already gone
+    with RunFolder(out) as run:  # removed between a run's check and its lock: made again
+        run.commit({"n": 0})
+    assert json.loads((out / "run.json").read_text())["files"] == []
 
 
 def test_concurrent_writers_leave_one_consistent_set(world, tmp_path):

@@ -15,6 +15,7 @@ import typer
 from .._version import __version__
 from ..errors import ConfigError, RefineError
 from ..fs import json_default
+from ..outputs import remove_if_unused
 from ..validate import MAX_SEED, as_int
 
 __all__ = ["cli_errors", "resolve_device", "make_rng", "versions", "echo_err", "prepare_out_dir"]
@@ -65,11 +66,7 @@ _CREATED: list[Path] = []
 def _remove_created_dirs() -> None:
     """After a failed command, remove the output folders it created that are still empty."""
     for d in reversed(_CREATED):
-        try:
-            d.rmdir()
-        except FileNotFoundError:
-            continue
-        except OSError:  # not empty: something was written there, keep it and its parents
+        if not remove_if_unused(d):  # not empty, or in use by another run: keep it and its parents
             break
 
 
@@ -120,15 +117,20 @@ def prepare_out_dir(out: Path) -> Path:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
     missing = [p for p in [out, *out.parents] if not p.exists()]
-    try:
-        _CREATED.extend(reversed(missing))
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".refine-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"--out {out} is not writable ({e.strerror or e}); choose another folder") from None
-    return out
+    _CREATED.extend(reversed(missing))
+    for _attempt in range(5):
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / ".refine-write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+            return out
+        except FileNotFoundError as e:  # a concurrent run that made the folder failed and removed it: again
+            error = e
+        except OSError as e:
+            error = e
+            break
+    raise ConfigError(f"--out {out} is not writable ({error.strerror or error}); choose another folder") from None
 
 
 def timestamp() -> str:
