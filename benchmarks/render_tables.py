@@ -321,7 +321,8 @@ def reliability(heading_start: str, section: str) -> Callable[[], str]:
         heading = next(line for line in md.splitlines() if line.startswith(heading_start))
         date = d.get("dates", {}).get(section, f"undated (the file was last written {d['date']})")
         cmd = f"python benchmarks/reliability.py --sections {section}"
-        return block(table_after(md, heading), source("reliability.json", cmd, d["machine"], date))
+        where = d.get("machines", {}).get(section, d["machine"])
+        return block(table_after(md, heading), source("reliability.json", cmd, where, date))
 
     return render
 
