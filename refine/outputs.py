@@ -122,31 +122,22 @@ def remove_if_unused(folder: Path) -> bool:
     folder share the one that the first made, and a run refused as busy must not pull it away from
     the run that holds it. A run that has not locked it yet makes it again (see ``_Lock``).
     """
-    try:
-        import fcntl
-    except ImportError:  # no flock: the lock file keeps the folder non-empty while it is held
-        fcntl = None
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except FileNotFoundError:
+    if not folder.exists():
         return True
-    except OSError:
+    lock = _Lock(folder)
+    try:
+        lock.acquire()
+    except (ConfigError, OSError):  # held by another run, or not ours to open
         return False
     try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                return False  # held by another run
-        try:
-            folder.rmdir()
-        except FileNotFoundError:
-            return True
-        except OSError:  # not empty
-            return False
+        folder.rmdir()
+    except FileNotFoundError:
         return True
+    except OSError:  # not empty (without flock, the lock file itself keeps it)
+        return False
     finally:
-        os.close(fd)
+        lock.release()
+    return True
 
 
 class RunFolder:

@@ -23,7 +23,6 @@ files of either kind load the same networks (see :mod:`refine.io.tensorfile`).
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from ..ratio.calibration import calibration_from_config
 from ..ratio.discriminator import DISCRIMINATOR_OUTPUTS, MIN_TEMPERATURE, DiscriminatorRatio
 from ..ratio.feature import ACTIVATIONS, FeatureRatio
 from ..registry import Registry
+from ..validate import as_float
 from . import tensorfile
 
 __all__ = [
@@ -288,13 +288,11 @@ def _output_and_temperature(obj: dict, path: str) -> tuple[str, float]:
         path,
         f"output must be one of {', '.join(DISCRIMINATOR_OUTPUTS)}, got {out!r}",
     )
-    temperature = obj.get("temperature", 1.0)
-    _expect(
-        type(temperature) in (int, float) and math.isfinite(temperature) and temperature >= MIN_TEMPERATURE,
-        path,
-        f"temperature must be a number >= {MIN_TEMPERATURE:.3g}, got {temperature!r}",
-    )
-    return out, float(temperature)
+    try:  # the rule DiscriminatorRatio applies, refused here as a damaged file
+        temperature = as_float(obj.get("temperature", 1.0), "temperature", minimum=MIN_TEMPERATURE)
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    return out, temperature
 
 
 @register_ratio_loader("discriminator")
