@@ -119,3 +119,14 @@ def quality_table(quality: list[dict], acceptance: bool = False) -> list[str]:
                 line += " |"
             lines.append(line)
     return lines
+
+
+def write_results(stem: str, record: dict, markdown: str, folder: Path = RESULTS) -> None:
+    """``folder/STEM.json`` and ``folder/STEM.md``, each written atomically, and the Markdown printed."""
+    from refine.io import atomic_write, write_json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(record, folder / f"{stem}.json")
+    with atomic_write(folder / f"{stem}.md", "w") as f:
+        f.write(markdown)
+    print(markdown)

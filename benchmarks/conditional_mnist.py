@@ -256,12 +256,9 @@ def evaluate(data: str, ckpt: Path, d_path: Path, cdre_path: Path, clf: Path, *,
 
 def write(result: dict, name: str) -> None:
     """``benchmarks/results/NAME.json`` and the Markdown report generated from it."""
-    from refine.io import atomic_write, write_json
+    from common import write_results
 
-    write_json(result, RESULTS / f"{name}.json")
-    with atomic_write(RESULTS / f"{name}.md", "w") as f:
-        f.write(render(result))
-    print((RESULTS / f"{name}.md").read_text())
+    write_results(name, result, render(result))
 
 
 def main() -> None:

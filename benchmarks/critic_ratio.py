@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine, mean_std, today  # noqa: E402
+from common import RESULTS, machine, mean_std, today, write_results  # noqa: E402
 
 from refine.data.toy2d import get_mixture  # noqa: E402
 from refine.generator import LatentGenerator, NormalPrior  # noqa: E402
@@ -53,7 +53,7 @@ THRESHOLD = 3.0
 N_CAL = 10_000
 #: the fine-tuning protocol (the same for every pair): logistic loss, Adam 1e-4, early stopping
 FINETUNE = {"epochs": 100, "patience": 3, "lr": 1e-4, "batch_size": 512, "n_train": 50_000, "n_val": 10_000}
-#: the proposal samplers at their defaults; then exact rs with five times the default budget of proposals
+#: the proposal samplers at their defaults, then exact rs with 20 times the default budget of proposals:
 #: (method, options, the ratios it runs with: None for all); the large budget only where the aim is in reach
 SAMPLERS = [
     ("rs", {}, None),
@@ -86,7 +86,7 @@ def trained_pair(quick: bool):
     return gen, critic, record
 
 
-def ratios(gen, critic, mix, seed: int, finetune: dict) -> list[tuple[str, object, dict]]:
+def ratios(gen, critic, mix, seed: int, ft: dict) -> list[tuple[str, object, dict]]:
     rng = torch.Generator().manual_seed(1000 + seed)
     real, fake = mix.sample(N_CAL, rng=rng), gen.sample(N_CAL, rng=rng)[1]
     out = []
@@ -95,7 +95,6 @@ def ratios(gen, critic, mix, seed: int, finetune: dict) -> list[tuple[str, objec
         r, rep = calibrate(DiscriminatorRatio(critic, "critic"), real, fake, how, rng=rng)
         out.append((f"critic, {how}", r, {"calibration": rep, "fit_time_s": time.perf_counter() - t0}))
     d = copy.deepcopy(critic)
-    ft = finetune
     t0 = time.perf_counter()
     hist = fit_discriminator(
         gen,
@@ -383,10 +382,7 @@ def main() -> None:
     }
     record["summary"] = summary(pairs)
     stem = args.name + ("_quick" if args.quick else "")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
-    (args.out / f"{stem}.md").write_text(render(record))
-    print(render(record))
+    write_results(stem, record, render(record), args.out)
 
 
 if __name__ == "__main__":

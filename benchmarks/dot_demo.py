@@ -38,11 +38,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, machine, mean_std, today  # noqa: E402
+from common import RESULTS, machine, mean_std, today, write_results  # noqa: E402
 
 import refine  # noqa: E402
 from refine.data.toy2d import get_mixture  # noqa: E402
-from refine.io import atomic_write, write_json  # noqa: E402
 from refine.metrics.toy2d import mode_metrics  # noqa: E402
 from refine.ratio import DiscriminatorRatio  # noqa: E402
 from refine.target import LatentTarget  # noqa: E402
@@ -228,11 +227,8 @@ def main() -> None:
         "per_seed": per_seed,
     }
     name = args.out or ("dot_demo_quick" if args.quick else "dot_demo")
-    write_json(record, RESULTS / f"{name}.json")
-    with atomic_write(RESULTS / f"{name}.md", "w") as fh:
-        fh.write(render(record))
     plot(pictures, RESULTS / f"{name}.png")
-    print(render(record))
+    write_results(name, record, render(record))
 
 
 def render(record: dict) -> str:

@@ -80,9 +80,7 @@ def generator_flags(work: Path) -> list[str]:
 
 
 def main() -> None:
-    from common import eval_quality, machine, refine_cli, run_python, today
-
-    from refine.io import atomic_write, write_json
+    from common import eval_quality, machine, refine_cli, run_python, today, write_results
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mnist", default=DEFAULT_MNIST, help="folder with the four MNIST files")
@@ -158,10 +156,7 @@ def main() -> None:
         "dre_f_sp": dre,
         "quality": quality,
     }
-    write_json(result, RESULTS / "foreign_dcgan.json")
-    with atomic_write(RESULTS / "foreign_dcgan.md", "w") as f:
-        f.write(render(result))
-    print(render(result))
+    write_results("foreign_dcgan", result, render(result))
 
 
 def render(result: dict) -> str:

@@ -56,9 +56,9 @@ RUNS = {
 
 def main() -> None:
     import torch
-    from common import machine, refine_cli, today
+    from common import machine, refine_cli, today, write_results
 
-    from refine.io import atomic_write, safe_load, write_json
+    from refine.io import safe_load
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mnist", default=DEFAULT_MNIST, help="folder with the four MNIST files")
@@ -121,10 +121,7 @@ def main() -> None:
         "rows": rows,
         "quality": quality,
     }
-    write_json(result, RESULTS / "refit_cost.json")
-    with atomic_write(RESULTS / "refit_cost.md", "w") as f:
-        f.write(render(result))
-    print(render(result))
+    write_results("refit_cost", result, render(result))
 
 
 def _quality(data: str, ckpt: Path, ratios: list[tuple[str, str | None]]) -> list[dict]:

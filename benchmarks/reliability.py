@@ -43,11 +43,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, machine, today  # noqa: E402
+from common import RESULTS, machine, today, write_results  # noqa: E402
 
 import refine  # noqa: E402
 from refine.errors import BudgetExceededError  # noqa: E402
-from refine.io import atomic_write, load_gan, load_ratio, safe_load, save_gan, write_json  # noqa: E402
+from refine.io import load_gan, load_ratio, safe_load, save_gan  # noqa: E402
 from refine.io.pretrained import pretrained_path  # noqa: E402
 from refine.ratio import FunctionRatio  # noqa: E402
 from refine.samplers import get_sampler, list_samplers  # noqa: E402
@@ -373,12 +373,7 @@ def main() -> None:
         n=args.n if "determinism" in wanted else result.get("n", args.n),
         n_train=args.n_train if "resume" in wanted else result.get("n_train", args.n_train),
     )
-    RESULTS.mkdir(exist_ok=True)
-    write_json(result, path)
-    md = render(result)
-    with atomic_write(RESULTS / "reliability.md", "w") as f:
-        f.write(md)
-    print(md)
+    write_results("reliability", result, render(result))
 
 
 def _gb(b) -> str:
