@@ -134,9 +134,9 @@ def exact_rs_floor(gen, mix, n: int = FLOOR_N, seed: int = 0) -> dict:
     with torch.no_grad():
         for start in range(0, n, 1_000_000):
             x = gen.sample(min(1_000_000, n - start), rng=rng)[1]
-            d = torch.cdist(x, means)
-            near = d.min(1).values < FLOOR_RADIUS * mix.std
-            counts += torch.bincount(d.argmin(1)[near], minlength=len(means))
+            dist, nearest = torch.cdist(x, means).min(1)
+            near = dist < FLOOR_RADIUS * mix.std
+            counts += torch.bincount(nearest[near], minlength=len(means))
     p_data = (1 - math.exp(-(FLOOR_RADIUS**2) / 2)) / len(means)
     upper = [float(chi2.ppf(1 - FLOOR_ALPHA, 2 * c + 2)) / 2 / n for c in counts.tolist()]
     bounds = [p_data / u for u in upper]

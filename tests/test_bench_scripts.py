@@ -1,5 +1,6 @@
 """Benchmark scripts' own machinery, on small settings: what they measure must not change what they train."""
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -30,15 +31,14 @@ def test_dot_demo_tracking_scores_each_epoch_without_touching_the_training(monke
 
 
 class _MixtureAsGenerator:
-    """A 'generator' that samples a mixture exactly, with some of its modes left out."""
+    """A 'generator' that samples a mixture exactly (refine's own Mixture), with some of its modes left out."""
 
     def __init__(self, mix, drop: tuple[int, ...] = ()) -> None:
-        keep = [m for i, m in enumerate(mix.means) if i not in drop]
-        self.means, self.std = torch.tensor(keep), mix.std
+        keep = tuple(m for i, m in enumerate(mix.means) if i not in drop)
+        self.mix = dataclasses.replace(mix, means=keep)
 
     def sample(self, n: int, *, rng: torch.Generator):
-        idx = torch.randint(len(self.means), (n,), generator=rng)
-        return None, self.means[idx] + self.std * torch.randn(n, 2, generator=rng)
+        return None, self.mix.sample(n, rng=rng)
 
 
 def test_exact_rs_floor_bounds_the_ratio_from_below():
