@@ -111,6 +111,8 @@ def recipe(data_path: str) -> dict[str, list[str]]:
             "20000",
             "--epochs",
             "2",
+            "--patience",
+            "0",
             "--batch-size",
             "64",
             "--lr",

@@ -45,7 +45,13 @@ from refine.ratio import DiscriminatorRatio  # noqa: E402
 from refine.ratio.calibration import calibrate  # noqa: E402
 from refine.samplers import get_sampler  # noqa: E402
 from refine.target import LatentTarget  # noqa: E402
-from refine.train.gan import fit_discriminator  # noqa: E402
+from refine.train.gan import (  # noqa: E402
+    REFIT_LR,
+    REFIT_MAX_EPOCHS,
+    REFIT_MIN_DELTA,
+    REFIT_PATIENCE,
+    fit_discriminator,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 WGAN_DIR = SHARED / "weights" / "gan" / "toy2d"
@@ -53,6 +59,16 @@ THRESHOLD = 3.0
 N_CAL = 10_000
 #: the fine-tuning protocol (the same for every pair): logistic loss, Adam 1e-4, early stopping
 FINETUNE = {"epochs": 100, "patience": 3, "lr": 1e-4, "batch_size": 512, "n_train": 50_000, "n_val": 10_000}
+#: ``--refit-defaults``: what ``refine fit-ratio --disc D --calibration logistic`` does with no other flag
+REFIT_DEFAULTS = {
+    "epochs": REFIT_MAX_EPOCHS,
+    "patience": REFIT_PATIENCE,
+    "lr": REFIT_LR,
+    "min_delta": REFIT_MIN_DELTA,
+    "batch_size": 512,
+    "n_train": 50_000,
+    "n_val": 5_000,
+}
 #: the proposal samplers at their defaults, then exact rs with 20 times the default budget of proposals:
 #: (method, options, the ratios it runs with: None for all); the large budget only where the aim is in reach
 SAMPLERS = [
@@ -105,6 +121,7 @@ def ratios(gen, critic, mix, seed: int, ft: dict) -> list[tuple[str, object, dic
         lr=ft["lr"],
         val=mix.sample(ft["n_val"], rng=rng),
         patience=ft["patience"],
+        min_delta=ft.get("min_delta", 0.0),
         rng=rng,
     )
     d.eval().requires_grad_(False)
@@ -355,7 +372,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="a smoke run: 2 fine-tuning epochs, n 500")
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--lr", type=float, default=FINETUNE["lr"], help="fine-tuning learning rate")
+    ap.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: the protocol's)")
+    ap.add_argument(
+        "--refit-defaults",
+        action="store_true",
+        help="fine-tune as `refine fit-ratio` does with no flags (REFIT_DEFAULTS) instead of FINETUNE",
+    )
     ap.add_argument("--name", default="critic_ratio", help="results file stem")
     ap.add_argument("--ratio", default=None, help="run this ratio only (e.g. 'fine-tuned, logistic')")
     ap.add_argument(
@@ -366,7 +388,8 @@ def main() -> None:
     )
     args = ap.parse_args()
     torch.set_num_threads(1)
-    finetune = dict(FINETUNE, lr=float(args.lr), **({"epochs": 2} if args.quick else {}))
+    finetune = dict(REFIT_DEFAULTS if args.refit_defaults else FINETUNE)
+    finetune.update({"lr": float(args.lr)} if args.lr is not None else {}, **({"epochs": 2} if args.quick else {}))
     n = 500 if args.quick else args.n
     samplers = [(m, o, None) for m, o in args.samplers] if args.samplers else SAMPLERS
     pairs = [run_pair(p, n, args.seeds, args.quick, finetune, samplers, args.ratio) for p in args.pairs.split(",")]

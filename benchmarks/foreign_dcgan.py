@@ -46,9 +46,10 @@ DEFAULT_MNIST = os.path.relpath(Path(os.environ.get("REFINE_SHARED", REPO.parent
 NETS = "benchmarks/foreign_dcgan_nets.py"
 #: label -> extra fit-ratio flags (the data size, calibration and seed are common to all)
 PROTOCOLS = {
-    "command defaults (10 epochs, lr 1e-3)": [],
-    "early stopping, lr 1e-3": ["--patience", "2", "--n-val", "2000"],
-    "early stopping, lr 1e-4": ["--patience", "2", "--n-val", "2000", "--lr", "1e-4"],
+    "10 epochs, lr 1e-3 (the former defaults)": ["--epochs", "10", "--patience", "0", "--lr", "1e-3"],
+    "early stopping, lr 1e-3": ["--epochs", "10", "--patience", "2", "--n-val", "2000", "--lr", "1e-3"],
+    "early stopping, lr 1e-4": ["--epochs", "10", "--patience", "2", "--n-val", "2000", "--lr", "1e-4"],
+    "command defaults (lr 1e-4, patience 3 on 5,000 held out, cap 100)": [],
 }
 
 

@@ -89,6 +89,8 @@ def recipe(mnist: str) -> dict[str, list[str]]:
             "20000",
             "--epochs",
             "2",
+            "--patience",
+            "0",
             "--batch-size",
             "64",
             "--lr",

@@ -40,7 +40,7 @@ WORK = REPO / "benchmarks" / "_work" / "refit_cost"
 RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_MNIST = os.path.relpath(Path(os.environ.get("REFINE_SHARED", REPO.parent / "shared")) / "data" / "mnist", REPO)
 RUNS = {
-    "fixed 10 epochs": ["--epochs", "10"],
+    "fixed 10 epochs": ["--epochs", "10", "--patience", "0"],
     "early stopping (patience 2, min-delta 1e-3, cap 10)": [
         "--epochs",
         "10",

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from refine.cli import app
 from refine.io import load_gan, load_ratio
+from refine.train.gan import REFIT_LR, REFIT_MAX_EPOCHS, REFIT_MIN_DELTA, REFIT_PATIENCE
 
 runner = CliRunner()
 
@@ -50,6 +51,51 @@ def test_train_writes_a_loadable_checkpoint(tiny_ckpt):
     gan = load_gan(tiny_ckpt)
     assert gan.generator.prior.shape == (2,)
     assert gan.ratio is not None and gan.config["meta"]["dataset"] == "grid25"
+
+
+@pytest.mark.parametrize(
+    "kind, conditional, given, expected",
+    [
+        ("discriminator", False, (None, None, None), (REFIT_MAX_EPOCHS, REFIT_PATIENCE, REFIT_LR)),
+        ("discriminator", False, (None, 0, None), (10, 0, REFIT_LR)),
+        ("discriminator", False, (0, None, None), (0, 0, REFIT_LR)),
+        ("discriminator", False, (7, None, 1e-2), (7, REFIT_PATIENCE, 1e-2)),
+        ("discriminator", True, (None, None, None), (10, 0, 1e-3)),
+        ("feature-sp", False, (None, None, None), (10, 0, 1e-3)),
+        ("feature-sp", True, (3, None, 5e-4), (3, 0, 5e-4)),
+    ],
+)
+def test_fit_ratio_flags_left_unset_follow_what_is_fitted(kind, conditional, given, expected):
+    from refine.cli.fit_ratio import _unset_flags
+
+    assert _unset_flags(kind, conditional, *given) == expected
+
+
+def test_fit_ratio_refits_with_early_stopping_by_default(tiny_ckpt, tmp_path):
+    """No --epochs, --patience or --lr: the discriminator is refitted at REFIT_LR, stopped on held-out points
+    within REFIT_MAX_EPOCHS epochs, its best epoch kept; the record says so."""
+    ratio = tmp_path / "ratio.pt"
+    res = invoke("fit-ratio", "--ckpt", tiny_ckpt, "--n-train", 2048, "--n-val", 512, "--device", "cpu", "--out", ratio,
+                 "--no-progress")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    meta = torch.load(ratio, weights_only=True)["meta"]
+    assert (meta["epochs"], meta["patience"], meta["lr"], meta["n_val"]) == (
+        REFIT_MAX_EPOCHS,
+        REFIT_PATIENCE,
+        REFIT_LR,
+        512,
+    )
+    hist = meta["history"]
+    assert len(hist) == meta["epochs_run"] and all("val_loss" in h for h in hist)
+    best = meta["best_epoch"]
+    losses = [h["val_loss"] for h in hist]
+    if len(hist) < REFIT_MAX_EPOCHS:  # stopped early: the last REFIT_PATIENCE epochs were no better than the best
+        assert len(hist) - best == REFIT_PATIENCE
+        assert all(v > losses[best - 1] - REFIT_MIN_DELTA for v in losses[best:])
+    assert (
+        f"{len(hist)} of {REFIT_MAX_EPOCHS} epochs" in res.output
+        and f"best held-out loss at epoch {best}" in res.output
+    )
 
 
 def test_fit_ratio_then_sample_then_eval(tiny_ckpt, tmp_path):

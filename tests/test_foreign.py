@@ -393,7 +393,7 @@ def test_fit_ratio_fine_tunes_a_foreign_image_discriminator_beside_a_foreign_gen
     assert res.exit_code == 2 and "--disc" in res.output and not (tmp_path / "none.safetensors").exists()
     out = tmp_path / "tuned.safetensors"
     res = invoke(
-        "fit-ratio", *gen, *disc, *common, "--patience", 2, "--n-val", 32, "--calibration", "logistic", "--n-calib", 32,
+        "fit-ratio", *gen, *disc, *common, "--patience", 2, "--n-val", 32, "--lr", 1e-3, "--calibration", "logistic", "--n-calib", 32,
         "--out", out,
     )  # fmt: skip
     assert res.exit_code == 0, res.output

@@ -8,12 +8,14 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from refine.cli import app
+from refine.cli.fit_ratio import FRESH_LR
 from refine.data.toy2d import get_mixture
 from refine.errors import ConfigError
 from refine.generator import LatentGenerator, NormalPrior
 from refine.io import load_gan
 from refine.nets import build
 from refine.train import get_method
+from refine.train.gan import REFIT_PATIENCE
 from refine.train.gan_gp import penalty_points
 from refine.train.lbt import VAEEstimator
 from refine.train.losses import d_loss_ns, g_loss_ns
@@ -437,6 +439,8 @@ def test_cli_veegan_train_fit_ratio_sample(tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
+    meta = torch.load(ratio, weights_only=True)["meta"]
+    assert meta["fresh_discriminator"] and meta["lr"] == FRESH_LR and meta["patience"] == REFIT_PATIENCE
     res = runner.invoke(
         app,
         [

@@ -26,13 +26,18 @@ from ..ratio.calibration import calibrate
 from ..ratio.discriminator import DiscriminatorRatio
 from ..ratio.feature import ACTIVATIONS
 from ..ratio.fit_feature import fit_dre_f_sp
-from ..train.gan import fit_discriminator
+from ..train.gan import REFIT_LR, REFIT_MAX_EPOCHS, REFIT_MIN_DELTA, REFIT_PATIENCE, fit_discriminator
 from .app import app
 from .common import cli_errors, make_rng, prepare_out_dir, resolve_device, timestamp, versions
 from .fit_foreign import _AsLogit, _foreign_copy, _refine_arch, _save_user_arch
 from .fit_ratio_conditional import fit_conditional_discriminator_ratio
 from .inputs import Foreign, foreign_options, load_inputs
 from .sample_conditional import is_conditional_checkpoint
+
+#: Real samples held out by default (see --n-val).
+N_VAL = 5000
+#: The learning rate of a fresh discriminator, and of the conditional refit and feature-sp's head, when --lr is not given.
+FRESH_LR = 1e-3
 
 
 @app.command("fit-ratio")
@@ -46,18 +51,22 @@ def fit_ratio(
     data: Optional[str] = typer.Option(
         None, "--data", help="real data: a 2-D dataset name or an image dataset NAME:ROOT (default: the checkpoint's)"
     ),
-    epochs: int = typer.Option(
-        10,
+    epochs: Optional[int] = typer.Option(
+        None,
         "--epochs",
-        help="epochs of discriminator-only training against the fixed generator (0: none); with --patience, the cap",
+        help="epochs of discriminator-only training against the fixed generator (0: none); with --patience, the cap "
+        f"(default: {REFIT_MAX_EPOCHS} with early stopping, else 10)",
+        show_default=False,
     ),
-    patience: int = typer.Option(
-        0,
+    patience: Optional[int] = typer.Option(
+        None,
         "--patience",
-        help="discriminator: stop after this many epochs without a lower held-out loss on --n-val real images or points, and keep the best epoch (0: train all --epochs)",
+        help="discriminator: stop after this many epochs without a lower held-out loss on --n-val real images or points, and keep the best epoch (0: train all --epochs) "
+        f"(default: {REFIT_PATIENCE}; 0 with --conditional or --epochs 0)",
+        show_default=False,
     ),
     min_delta: float = typer.Option(
-        1e-3,
+        REFIT_MIN_DELTA,
         "--min-delta",
         help="discriminator with --patience: an epoch counts as better only when the held-out loss falls by more than this (nats)",
     ),
@@ -65,11 +74,12 @@ def fit_ratio(
         50_000, "--n-train", help="real training points for a 2-D dataset, or at most this many training images"
     ),
     batch_size: int = typer.Option(512, "--batch-size"),
-    lr: float = typer.Option(
-        1e-3,
+    lr: Optional[float] = typer.Option(
+        None,
         "--lr",
-        help="Adam learning rate of the discriminator (feature-sp: of the head); refitting a discriminator "
-        "trained with its generator did better at 1e-4 with --patience on two of the three pairs in docs/ratios.md",
+        help="Adam learning rate of the discriminator (feature-sp: of the head) "
+        f"(default: {REFIT_LR:g} to refit a discriminator; {FRESH_LR:g} for a fresh one, with --conditional, and for feature-sp's head)",
+        show_default=False,
     ),
     lr_drop: Optional[int] = typer.Option(
         None, "--lr-drop", help="divide the learning rate by 10 after this many epochs"
@@ -99,10 +109,12 @@ def fit_ratio(
     lambdas: str = typer.Option(
         "0,0.01,0.1,1", "--lambdas", help="feature-sp: penalty weights tried; the best on validation data is kept"
     ),
-    n_val: int = typer.Option(
-        5000,
+    n_val: Optional[int] = typer.Option(
+        None,
         "--n-val",
-        help="real samples held out (with as many generated): feature-sp chooses lambda on them, discriminator with --patience stops on them",
+        help="real samples held out (with as many generated): feature-sp chooses lambda on them, discriminator with --patience stops on them "
+        f"(default: {N_VAL}; a discriminator on fewer images: a fifth of those left after --n-calib)",
+        show_default=False,
     ),
     activation: str = typer.Option(
         "softplus", "--activation", help="feature-sp: non-negative output of the head: softplus or relu"
@@ -132,6 +144,9 @@ def fit_ratio(
     """
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; give the ratio file's name, e.g. {out / 'ratio.pt'}")
+    lr_given = lr is not None
+    epochs, patience, lr = _unset_flags(kind, conditional, epochs, patience, lr)
+    n_val_given, n_val = n_val is not None, N_VAL if n_val is None else n_val
     if not lr > 0:
         raise ConfigError(f"--lr must be > 0, got {lr}")
     foreign_disc = foreign is not None and foreign.disc is not None
@@ -196,6 +211,8 @@ def fit_ratio(
         pool = load_images(
             data, split="train", image_size=h, channels=c, limit=n_train + n_cal + n_hold, rng=rng, progress=progress
         )
+        if n_hold and not n_val_given and len(pool) < n_cal + n_hold + batch_size:  # a small dataset: hold out a fifth
+            n_hold = max(2, (len(pool) - n_cal) // 5)
         if len(pool) < n_cal + n_hold + batch_size:
             raise ConfigError(
                 f"{data} has {len(pool)} training images: too few for --n-calib {n_cal} and --n-val {n_hold} plus one batch of {batch_size}"
@@ -223,6 +240,7 @@ def fit_ratio(
         # VEEGAN, LBT: no discriminator on x in the checkpoint; train a fresh MLP one against the generator.
         if epochs == 0:
             raise ConfigError(f"{ckpt} holds no discriminator on x; a fresh one is trained, so --epochs must be > 0")
+        lr = lr if lr_given else FRESH_LR  # trained from scratch, not refitted
         g_kwargs = ((inputs.gan.config.get("generator") or {}).get("arch") or {}).get("kwargs") or {}
         d_arch = arch_config(
             "mlp",
@@ -298,6 +316,26 @@ def fit_ratio(
     if report:
         msg += f"; {calibration} calibration: Z {report['before']['z']:.2f} -> {report['after']['z']:.2f}, Brier {report['before']['brier']:.4f} -> {report['after']['brier']:.4f}"
     typer.echo(msg + f") -> {out}")
+
+
+def _unset_flags(
+    kind: str, conditional: bool, epochs: int | None, patience: int | None, lr: float | None
+) -> tuple[int, int, float]:
+    """``--epochs``, ``--patience`` and ``--lr``, each left unset taken from what is fitted.
+
+    An unconditional ``--kind discriminator`` is refitted at ``REFIT_LR`` with early stopping
+    (``REFIT_PATIENCE``, at most ``REFIT_MAX_EPOCHS`` epochs; none with ``--epochs 0``; a fresh
+    discriminator, known only once the checkpoint is read, then trains at ``FRESH_LR``); the
+    conditional refit and feature-sp's head train 10 epochs at ``FRESH_LR`` (``--patience`` is not theirs).
+    """
+    refit = kind == "discriminator" and not conditional
+    if patience is None:
+        patience = REFIT_PATIENCE if refit and epochs != 0 else 0
+    if lr is None:
+        lr = REFIT_LR if refit else FRESH_LR
+    if epochs is None:
+        epochs = REFIT_MAX_EPOCHS if refit and patience > 0 else 10
+    return epochs, patience, lr
 
 
 def _image_shape(G, data: str, ckpt) -> tuple[int, int, int]:

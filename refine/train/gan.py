@@ -13,7 +13,24 @@ from .loop import adam, fit
 from .losses import d_loss_ns, g_loss_ns
 from .registry import register_method
 
-__all__ = ["GAN", "fit_discriminator", "heldout_logistic_loss"]
+__all__ = [
+    "GAN",
+    "REFIT_LR",
+    "REFIT_MAX_EPOCHS",
+    "REFIT_MIN_DELTA",
+    "REFIT_PATIENCE",
+    "fit_discriminator",
+    "heldout_logistic_loss",
+]
+
+# How ``refine fit-ratio --kind discriminator`` refits a discriminator when no flag says otherwise:
+# Adam at REFIT_LR, stopped after REFIT_PATIENCE epochs without a held-out loss lower by more than
+# REFIT_MIN_DELTA nats, at most REFIT_MAX_EPOCHS epochs, the best epoch kept. The evidence for the
+# choice (three pairs, two of them trained outside refine) is in docs/ratios.md.
+REFIT_LR = 1e-4
+REFIT_PATIENCE = 3
+REFIT_MAX_EPOCHS = 100
+REFIT_MIN_DELTA = 1e-3
 
 
 @register_method("gan")
