@@ -88,10 +88,12 @@ def update_manifest(entries: list[dict]) -> None:
 
 def eval_quality(label: str, cmd: list[str], out: Path) -> dict:
     """``refine eval`` with ``cmd`` (whose ``--out`` is ``out``, relative to the repository), run unless
-    ``out/eval.json`` exists: each method's Fréchet distance, class KL and acceptance, and the feature network."""
-    if not (REPO / out / "eval.json").is_file():
+    ``out/eval.json`` holds a run of this very command: each method's Fréchet distance, class KL and
+    acceptance, and the feature network."""
+    done = REPO / out / "eval.json"
+    if not done.is_file() or json.loads(done.read_text()).get("command") != "refine " + " ".join(cmd):
         refine_cli(cmd)
-    rec = json.loads((REPO / out / "eval.json").read_text())
+    rec = json.loads(done.read_text())
     return {
         "ratio": label,
         "command": "refine " + " ".join(cmd),

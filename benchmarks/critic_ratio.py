@@ -313,6 +313,35 @@ def table(rows: list[dict], pair: str) -> str:
     return "\n".join(lines)
 
 
+def compare_table(records: dict[str, dict], ratio: str = "fine-tuned, logistic") -> str:
+    """LQ raw / LQ (the smallest over the seeds) and the aim for ``ratio`` under each fine-tuning protocol:
+    ``records`` maps a column label to a results record (its ``summary`` from :func:`summary`)."""
+    labels = list(records)
+    lines = [
+        "| pair | method | " + " | ".join(f"{label}: LQ raw / LQ (min), aim" for label in labels) + " |",
+        "|---|---|" + "---|" * len(labels),
+    ]
+    first = next(iter(records.values()))
+    for p in first["pairs"]:
+        keys = [(r["method"], r["options"]) for r in first["summary"] if r["pair"] == p["pair"] and r["ratio"] == ratio]
+        for method, opts in keys:
+            cells = []
+            for rec in records.values():
+                r = next(
+                    r
+                    for r in rec["summary"]
+                    if (r["pair"], r["ratio"], r["method"], r["options"]) == (p["pair"], ratio, method, opts)
+                )
+                if r["ok"] < r["runs"]:
+                    cells.append(f"refused in {r['runs'] - r['ok']} of {r['runs']} runs")
+                    continue
+                met = r["lq_factor"] >= 2 and r.get("runs_losing_modes", 0) == 0
+                cells.append(f"{r['lq_factor']:.2f} ({r['min_lq_factor']:.2f}), {'yes' if met else 'no'}")
+            meth = method + (" " + ", ".join(f"{k} {v}" for k, v in opts.items()) if opts else "")
+            lines.append(f"| {p['pair']} | {meth} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def cost_table(record: dict) -> str:
     """What exact rs costs: the floor for the true ratio and M / E_G[r] for each fitted one."""
     labels = [r["ratio"] for r in record["summary"] if r["method"] == "rs" and not r["options"]]
@@ -332,14 +361,17 @@ def cost_table(record: dict) -> str:
         refused = []
         for budget in ({}, {"budget": 20_000}):
             r = next(
-                r
-                for r in record["summary"]
-                if r["pair"] == p["pair"]
-                and r["ratio"] == labels[-1]
-                and r["method"] == "rs"
-                and r["options"] == budget
+                (
+                    r
+                    for r in record["summary"]
+                    if r["pair"] == p["pair"]
+                    and r["ratio"] == labels[-1]
+                    and r["method"] == "rs"
+                    and r["options"] == budget
+                ),
+                None,
             )
-            refused.append(f"{r['runs'] - r['ok']} of {r['runs']}")
+            refused.append("–" if r is None else f"{r['runs'] - r['ok']} of {r['runs']}")  # – : not run
         lines.append(
             f"| {p['pair']} | < {f['g_mass_upper']:.2g} ({sum(f['counts']) / f['n']:.3f} near all 25) | "
             f"{f['bound']:,.0f} | " + " | ".join(cells) + f" | {' / '.join(refused)} |"
@@ -378,6 +410,12 @@ def main() -> None:
         action="store_true",
         help="fine-tune as `refine fit-ratio` does with no flags (REFIT_DEFAULTS) instead of FINETUNE",
     )
+    ap.add_argument(
+        "--finetune",
+        type=json.loads,
+        default=None,
+        help='JSON entries that replace the protocol\'s, e.g. \'{"epochs": 10, "patience": null, "lr": 0.001}\'',
+    )
     ap.add_argument("--name", default="critic_ratio", help="results file stem")
     ap.add_argument("--ratio", default=None, help="run this ratio only (e.g. 'fine-tuned, logistic')")
     ap.add_argument(
@@ -389,6 +427,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     finetune = dict(REFIT_DEFAULTS if args.refit_defaults else FINETUNE)
+    finetune.update(args.finetune or {})
     finetune.update({"lr": float(args.lr)} if args.lr is not None else {}, **({"epochs": 2} if args.quick else {}))
     n = 500 if args.quick else args.n
     samplers = [(m, o, None) for m, o in args.samplers] if args.samplers else SAMPLERS

@@ -75,6 +75,14 @@ def _dre_record(path: Path) -> dict:
     }
 
 
+def _check_fit(meta: dict, extra: list[str], path: Path) -> None:
+    """A fit reused from ``path`` must have run with the protocol's flags (the file is named by its index)."""
+    given = dict(zip(extra[::2], extra[1::2]))
+    for flag, key in (("--lr", "lr"), ("--epochs", "epochs"), ("--patience", "patience"), ("--n-val", "n_val")):
+        if flag in given and float(given[flag]) != float(meta[key]):
+            raise SystemExit(f"{path} was fitted with {key} {meta[key]}, not {given[flag]}: remove it to refit")
+
+
 def generator_flags(work: Path) -> list[str]:
     return ["--ckpt", str(work / "G.pt"), "--arch", f"{NETS}:generator", "--latent-shape", "100,1,1",
             "--output-range", "[-1,1]"]  # fmt: skip
@@ -108,6 +116,7 @@ def main() -> None:
         if not out.is_file():
             refine_cli(cmd)
         meta = json.loads(Path(str(out) + ".json").read_text())
+        _check_fit(meta, extra, out)
         hist = meta["history"]
         fits.append(
             {

@@ -327,6 +327,24 @@ def reliability(heading_start: str, section: str) -> Callable[[], str]:
     return render
 
 
+def critic_ratio_protocols() -> str:
+    """The fine-tuned ratio under the former and the present defaults of `refine fit-ratio`."""
+    mod = script("critic_ratio")
+    records = {}
+    for label, stem in (
+        ("10 epochs, lr 1e-3 (former defaults)", "critic_ratio_former"),
+        ("defaults", "critic_ratio_defaults"),
+    ):
+        d = load(f"{stem}.json")
+        d["summary"] = mod.summary(d["pairs"])
+        records[label] = d
+    srcs = [
+        source(f"{stem}.json", d["command"], d["machine"], d["date"], f"n {d['n']}, {d['seeds']} seed(s)")
+        for stem, d in zip(("critic_ratio_former", "critic_ratio_defaults"), records.values())
+    ]
+    return block(mod.compare_table(records), "\n".join(srcs))
+
+
 def critic_ratio(pair: str, stem: str = "critic_ratio") -> Callable[[], str]:
     def render() -> str:
         d = load(f"{stem}.json")
@@ -420,6 +438,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "critic_ratio/trained": critic_ratio("trained"),
     "critic_ratio/cost": critic_ratio("cost"),
     "critic_ratio_exact/foreign": critic_ratio("foreign", "critic_ratio_exact"),
+    "critic_ratio_defaults/foreign": critic_ratio("foreign", "critic_ratio_defaults"),
+    "critic_ratio_defaults/protocols": critic_ratio_protocols,
+    "critic_ratio_defaults/trained": critic_ratio("trained", "critic_ratio_defaults"),
     "dot_demo/main": dot_demo,
     "dot_demo/training": dot_demo_training,
     "foreign_dcgan/main": foreign_dcgan(0, "refine eval, n 1,000, seed 0"),
