@@ -186,6 +186,21 @@ def test_fit_ratio_then_sample_then_eval(tiny_ckpt, tmp_path):
     assert res.exit_code == 0 and "hq_fraction" in res.output
 
 
+def test_eval_reports_a_method_over_its_budget_as_a_row_and_scores_the_others(tmp_path):
+    """On 2-D data as on images: a refused method is a row with its error, the run still succeeds."""
+    ev = tmp_path / "eval"
+    res = invoke("eval", "--methods", "none,rs,sir", "-o", "rs.budget=1", "-o", "sir.candidates=4", "-n", 200,
+                 "--device", "cpu", "--out", ev, "--no-progress")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rows = json.loads((ev / "eval.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["none", "rs", "sir"]
+    assert "hq_fraction" not in rows[1] and "raise -o budget" in rows[1]["error"]
+    assert all(0 <= rows[i]["hq_fraction"] <= 1 for i in (0, 2))
+    table = (ev / "eval.md").read_text()
+    assert table.splitlines()[0].endswith("| error |") and "raise -o budget" in table
+    assert (ev / "eval.png").is_file()
+
+
 def test_same_seed_same_output(tiny_ckpt, tmp_path):
     outs = []
     for name in ("a", "b"):

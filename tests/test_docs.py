@@ -84,3 +84,33 @@ def test_readme_shows_the_commands_ci_runs():
     assert wanted, "no '# --- the README's ...' sections in .ci/run"
     missing = [w for w in wanted if not re.search(rf"^{re.escape(w)}\s*$", readme, re.M)]
     assert not missing, f"in .ci/run but not a line of README.md: {missing}"
+
+
+def test_the_readme_round_runs_as_written(tmp_path, monkeypatch):
+    """The README's round from training to a comparison of methods runs line by line in a fresh folder,
+    and its comparison has a row for every method (a method over its budget as a row with its error)."""
+    import json
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from refine.cli import app
+
+    readme = (REPO / "README.md").read_text()
+    after = readme.split("A full round, from training to a comparison of methods:", 1)[1]
+    block = after.split("```bash\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    commands = [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+    assert [c[:2] for c in commands] == [
+        ["refine", "train"],
+        ["refine", "fit-ratio"],
+        ["refine", "sample"],
+        ["refine", "eval"],
+    ]
+    for cmd in commands:
+        res = CliRunner().invoke(app, cmd[1:])
+        assert res.exit_code == 0, f"{shlex.join(cmd)}:\n{res.output}"
+    methods = commands[-1][commands[-1].index("--methods") + 1].split(",")
+    rows = json.loads((tmp_path / "runs" / "eval" / "eval.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == methods
+    assert all(("error" in r) != ("hq_fraction" in r) for r in rows) and "error" not in rows[0]

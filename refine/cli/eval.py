@@ -233,8 +233,10 @@ def eval_(
             score=lambda x: mode_metrics(x, mixture, threshold=threshold),
             progress=progress,
             real=real,
+            keep_going=True,
         )
-    table = markdown_table(rows, COLUMNS_2D if not samples else ["method", "hq_fraction", "modes", "kl_uniform"])
+    columns = COLUMNS_2D if not samples else ["method", "hq_fraction", "modes", "kl_uniform"]
+    table = markdown_table(rows, columns + (["error"] if any("error" in r for r in rows) else []))
     clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     if json_out:
         import json
@@ -256,6 +258,8 @@ def eval_(
         panels = {"real": get_mixture(data).sample(min(n, 5000), rng=make_rng(seed + 7)).numpy()}
         subs = {}
         for r in rows:
+            if "error" in r:  # no samples to show
+                continue
             panels[r["method"]] = r["_x"].cpu().numpy()
             subs[r["method"]] = f"HQ {r['hq_fraction']:.1%}, {r['modes']} modes"
         with RunFolder(out, record="eval.json") as run:  # the set is staged and put in place together, eval.json last

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 import torch
 
 from ..checks import check_gradients, gradients_through_generator
-from ..errors import ConfigError
+from ..errors import BudgetExceededError, ConfigError
 from ..samplers import get_sampler
 
 __all__ = ["compare_methods", "markdown_table", "split_method_options"]
@@ -39,11 +39,14 @@ def compare_methods(
     progress: bool = False,
     real: torch.Tensor | None = None,
     rng_device="cpu",
+    keep_going: bool = False,
 ) -> list[dict]:
     """One row per method: its scores plus cost (time, G/D evaluations per sample, acceptance).
 
     Every method gets a fresh generator seeded with ``seed``, so rows are paired comparisons.
-    Samplers are built (and their options validated) before any of them runs.
+    Samplers are built (and their options validated) before any of them runs. With
+    ``keep_going``, a method that cannot deliver within its budget (:class:`BudgetExceededError`)
+    is a row with its ``error`` and no scores, and the methods after it still run.
     """
     samplers = [(name, get_sampler(name, **opts)) for name, opts in methods]
     for name, s in samplers:
@@ -54,7 +57,13 @@ def compare_methods(
     rows = []
     for name, s in samplers:
         rng = torch.Generator(device=rng_device).manual_seed(seed)
-        res = s.sample(target, n, rng=rng, progress=progress, real=real)
+        try:
+            res = s.sample(target, n, rng=rng, progress=progress, real=real)
+        except BudgetExceededError as e:  # a method that cannot deliver within its budget is a result
+            if not keep_going:
+                raise
+            rows.append({"method": name, "options": s.options(), "error": str(e).splitlines()[0]})
+            continue
         info = res.info
         rows.append(
             {

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..errors import BudgetExceededError, ConfigError, ShapeError
+from ..errors import ConfigError, ShapeError
 from ..metrics.fid import feature_statistics, frechet_distance
 from ..metrics.inception_score import IS_MEAN, IS_STD, inception_score
 from ..metrics.intra import histogram_kl
@@ -223,14 +223,11 @@ def evaluate_methods(
     for name, opts in methods:  # every option is checked before any method runs
         get_sampler(name, **opts)
     rows = []
-    for name, opts in methods:
-        try:
-            (row,) = compare_methods(target, [(name, opts)], n, seed=seed, score=score, progress=progress, real=real)
-        except BudgetExceededError as e:  # a method that cannot deliver within its budget is a result, not the end
-            rows.append(
-                {"method": name, "options": get_sampler(name, **opts).options(), "error": str(e).splitlines()[0]}
-            )
-            continue
-        row["_x"] = row.pop("_x8")
+    for name, opts in methods:  # one at a time: each method's samples give way to their preview before the next
+        (row,) = compare_methods(
+            target, [(name, opts)], n, seed=seed, score=score, progress=progress, real=real, keep_going=True
+        )
+        if "error" not in row:
+            row["_x"] = row.pop("_x8")
         rows.append(row)
     return rows
