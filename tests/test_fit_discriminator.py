@@ -116,3 +116,18 @@ def test_min_delta_ends_a_run_whose_held_out_loss_only_creeps_to_zero():
     assert stopped[-1]["best_epoch"] == 1 + min(range(len(losses)), key=losses.__getitem__)
     with pytest.raises(ConfigError, match="min_delta"):
         fit_discriminator(*_pair(), mix.sample(64), epochs=1, val=mix.sample(64), patience=1, min_delta=-1.0)
+
+
+def test_an_early_stopping_refit_says_its_epochs_are_a_cap(capsys):
+    """With patience the progress bar's length is the cap, not the plan: its label says so, and after each
+    epoch it shows the held-out loss and the best epoch so far."""
+    gen, d = _pair()
+    mix = get_mixture("grid25")
+    rng = torch.Generator().manual_seed(3)
+    hist = fit_discriminator(
+        gen, d, mix.sample(256, rng=rng), epochs=4, batch_size=64, val=mix.sample(256, rng=rng), patience=2,
+        rng=rng, progress=True,
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert "refitting (stops early, at most 4 epochs)" in err
+    assert f"held-out loss={hist[-1]['val_loss']:.4g}" in err and f"best epoch={hist[-1]['best_epoch']}" in err

@@ -191,6 +191,10 @@ def fit_discriminator(
             device=real.device,
             progress=progress,
             on_epoch=on_epoch,
+            desc=f"refitting (stops early, at most {epochs} epochs)" if patience is not None else "refitting",
+            postfix=(lambda h: {"held-out loss": f"{h[-1]['val_loss']:.4g}", "best epoch": best["epoch"]})
+            if val is not None
+            else None,
         )
         if patience is not None and best["state"] is not None:
             discriminator.load_state_dict(best["state"])

@@ -61,12 +61,15 @@ def fit(
     progress: bool = False,
     start_epoch: int = 0,
     on_epoch: Callable[[int, list[dict]], bool | None] | None = None,
+    desc: str = "training",
+    postfix: Callable[[list[dict]], dict] | None = None,
 ) -> list[dict]:
     """Train ``method`` for ``epochs`` epochs; returns one dict of mean losses per epoch.
 
     ``start_epoch`` skips the epochs a resumed run already completed (restore the
     method and ``rng`` first, see :mod:`refine.train.checkpointing`); the returned
-    history then covers the new epochs only.
+    history then covers the new epochs only. The run's progress bar is labelled ``desc``
+    and, after each epoch, shows ``postfix(history)``.
     """
     if epochs < 0 or batch_size <= 0:
         raise ConfigError(f"epochs must be >= 0 and batch_size > 0, got {epochs} and {batch_size}")
@@ -75,14 +78,17 @@ def fit(
     history: list[dict] = []
     nb = _num_batches(data, batch_size)
     run_bar = tqdm(
-        total=epochs - start_epoch, desc="training", unit="epoch", disable=not progress or epochs - start_epoch < 2
+        total=epochs - start_epoch, desc=desc, unit="epoch", disable=not progress or epochs - start_epoch < 2
     )
     try:
         for epoch in range(start_epoch, epochs):
             logs = _epoch(method, data, epoch, epochs, batch_size, nb, rng=rng, device=device, progress=progress)
             history.append({"epoch": epoch + 1, **logs})
+            stop = on_epoch is not None and on_epoch(epoch + 1, history)
+            if postfix is not None:
+                run_bar.set_postfix(postfix(history), refresh=False)
             run_bar.update()
-            if on_epoch is not None and on_epoch(epoch + 1, history):
+            if stop:
                 break
     finally:
         run_bar.close()
