@@ -9,7 +9,7 @@ import refine
 from refine.errors import BudgetExceededError
 from refine.generator import LatentGenerator, NormalPrior
 from refine.ratio import FunctionRatio
-from refine.samplers.rejection import burn_in_size, rate_upper_bound
+from refine.samplers.rejection import acceptance_rate, burn_in_size, rate_upper_bound
 from refine.target import LatentTarget
 
 
@@ -51,3 +51,29 @@ def test_explicit_burn_in_keeps_old_behaviour():
 
 def test_rate_upper_bound_covers_the_rate():
     assert rate_upper_bound(0, 100) > 0 and rate_upper_bound(50, 100) > 0.5 and rate_upper_bound(100, 100) == 1.0
+
+
+def test_acceptance_rate_exact_and_capped():
+    """Log ratios log 1, log 2, log 4: exact rs takes M = 4 and accepts 1/4, 1/2 and 1 of them; with M at a
+    quantile, ratios above it are capped (accepted with probability 1)."""
+    lw = torch.tensor([1.0, 2.0, 4.0]).log()
+    assert acceptance_rate(lw) == pytest.approx(7 / 12)
+    assert acceptance_rate(lw, 0.5) == pytest.approx((1 / 2 + 1 + 1) / 3)  # M at the median, 2: 4 is capped
+
+
+def test_fit_ratio_reports_what_rs_would_cost():
+    """fit-ratio's line on rs: the cost per sample from generated samples, split in any batches alike,
+    and the advice when it is over rs's default budget."""
+    from refine.cli.fit_ratio import _rs_advice, exact_rs_cost
+
+    x = torch.linspace(-3, 3, 1001)[:, None]
+    ratio = FunctionRatio(lambda x: 2.0 * x[:, 0])
+    whole, split = exact_rs_cost(ratio, [x]), exact_rs_cost(ratio, x.split(7))
+    assert whole == split and whole["samples"] == 1001
+    lw = 2.0 * x[:, 0]
+    assert whole["proposals_per_sample"] == pytest.approx(1 / acceptance_rate(lw))
+    assert whole["proposals_per_sample_m_quantile_0.99"] == pytest.approx(1 / acceptance_rate(lw, 0.99))
+    budget = refine.samplers.rejection.RejectionSampler().budget
+    over = dict(whole, proposals_per_sample=2 * budget)
+    assert "above its default budget" in _rs_advice(over) and "m_quantile=0.99" in _rs_advice(over)
+    assert "above" not in _rs_advice(dict(whole, proposals_per_sample=budget / 2))

@@ -26,6 +26,7 @@ from ..ratio.calibration import calibrate
 from ..ratio.discriminator import DiscriminatorRatio
 from ..ratio.feature import ACTIVATIONS
 from ..ratio.fit_feature import fit_dre_f_sp
+from ..samplers.rejection import RejectionSampler, acceptance_rate
 from ..train.gan import REFIT_LR, REFIT_MAX_EPOCHS, REFIT_MIN_DELTA, REFIT_PATIENCE, fit_discriminator
 from .app import app
 from .common import cli_errors, make_rng, prepare_out_dir, resolve_device, timestamp, versions
@@ -282,6 +283,11 @@ def fit_ratio(
         real = calib_images.float(device=dev) if images else mixture.sample(n_calib, rng=rng).to(dev)
         _, fake = G.sample(len(real), rng=rng)
         ratio, report = calibrate(ratio, real, fake, calibration, rng=rng)
+        rs_cost = exact_rs_cost(ratio, fake.split(batch_size))
+        del fake
+    else:
+        batches = (G.sample(min(batch_size, n_calib - i), rng=rng)[1] for i in range(0, n_calib, batch_size))
+        rs_cost = exact_rs_cost(ratio, batches)
     meta = {
         "checkpoint": inputs.provenance["checkpoint"],
         "fresh_discriminator": inputs.gan.discriminator is None,
@@ -299,6 +305,7 @@ def fit_ratio(
         "epochs_run": len(history),
         "best_epoch": history[-1].get("best_epoch") if history else None,
         "fit_time_s": fit_time,
+        "exact_rs": rs_cost,
         "seed": seed,
         "versions": versions(),
         "time": timestamp(),
@@ -316,6 +323,38 @@ def fit_ratio(
     if report:
         msg += f"; {calibration} calibration: Z {report['before']['z']:.2f} -> {report['after']['z']:.2f}, Brier {report['before']['brier']:.4f} -> {report['after']['brier']:.4f}"
     typer.echo(msg + f") -> {out}")
+    typer.echo(_rs_advice(rs_cost))
+
+
+def exact_rs_cost(ratio, batches) -> dict:
+    """What rs costs with ``ratio``, in proposals per sample, on generated samples (``batches`` of them): exact
+    (``M`` the largest ratio among them: a lower bound, as ``M`` grows with more proposals) and with ``M`` at
+    their 99th percentile (``-o m_quantile=0.99``)."""
+    with torch.no_grad():
+        lw = torch.cat([ratio.log_ratio(c) for c in batches])
+    return {
+        "samples": len(lw),
+        "proposals_per_sample": 1.0 / acceptance_rate(lw, 1.0),
+        "proposals_per_sample_m_quantile_0.99": 1.0 / acceptance_rate(lw, 0.99),
+    }
+
+
+def _rs_advice(cost: dict) -> str:
+    """One line on what exact rs would cost with the new ratio, against its default budget."""
+    exact, capped, budget = (
+        cost["proposals_per_sample"],
+        cost["proposals_per_sample_m_quantile_0.99"],
+        RejectionSampler().budget,
+    )
+    line = (
+        f"exact rs: at least {exact:,.0f} proposals per sample on {cost['samples']:,} generated samples "
+        f"({capped:,.1f} with -o m_quantile=0.99)"
+    )
+    if exact > budget:
+        line += (
+            f"; above its default budget of {budget:,.0f}: use -o m_quantile=0.99, drs, mh or sir, or raise -o budget"
+        )
+    return line
 
 
 def _unset_flags(

@@ -53,7 +53,15 @@ from ..errors import BudgetExceededError, ConfigError
 from ._ops import Rows, accept_log, check_budget, evaluate, log1mexp, positive
 from .base import SampleInfo, Sampler, SampleResult, option, register
 
-__all__ = ["DEFAULT_BURN_IN", "MIN_BURN_IN", "DRSSampler", "RejectionSampler", "burn_in_size", "rate_upper_bound"]
+__all__ = [
+    "DEFAULT_BURN_IN",
+    "MIN_BURN_IN",
+    "DRSSampler",
+    "RejectionSampler",
+    "acceptance_rate",
+    "burn_in_size",
+    "rate_upper_bound",
+]
 
 #: The burn-in when none is given, for n >= DEFAULT_BURN_IN / 4.
 DEFAULT_BURN_IN = 10_000
@@ -76,6 +84,17 @@ def rate_upper_bound(accepted: int, proposals: int, z: float = _REFUSE_Z) -> flo
     centre = (accepted + z2 / 2) / (m + z2)
     half = z * math.sqrt(accepted * (1 - accepted / m) + z2 / 4) / (m + z2)
     return min(1.0, centre + half)
+
+
+def acceptance_rate(log_w: torch.Tensor, m_quantile: float = 1.0) -> float:
+    """The acceptance rate of rs over proposals with log ratios ``log_w``, ``log M`` at their ``m_quantile``.
+
+    1: the maximum (exact rs, whose rate over more proposals can only be lower, as M grows with them);
+    below 1, ratios above that quantile are capped at it.
+    """
+    lw = log_w.double()
+    log_m = float(lw.max()) if m_quantile >= 1.0 else float(torch.quantile(lw[:16_000_000], m_quantile))
+    return float((lw - log_m).clamp_max(0).exp().mean())
 
 
 def burn_in_size(burn_in: int | None, n: int) -> int:
@@ -268,9 +287,7 @@ class RejectionSampler(_RejectionBase):
     def _advice(self, burn_w: torch.Tensor | None = None) -> str:
         text = "lower -o m_quantile (e.g. 0.99: approximate, caps r at that quantile)"
         if burn_w is not None and len(burn_w) > 1:
-            lm = float(torch.quantile(burn_w[:16_000_000], 0.99))
-            rate = float((burn_w - lm).clamp_max(0).exp().mean())
-            text += f"; on this burn-in m_quantile=0.99 accepts about {rate:.2g}"
+            text += f"; on this burn-in m_quantile=0.99 accepts about {acceptance_rate(burn_w, 0.99):.2g}"
         return text
 
 
