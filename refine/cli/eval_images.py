@@ -108,7 +108,6 @@ class ImageOptions:
             raise ConfigError(
                 f"need --kid-subsets >= 1 and --kid-subset-size >= 2; got {self.kid_subsets} and {self.kid_subset_size}"
             )
-
         if is_timm_spec(self.features) and self.features_weights is None:
             raise ConfigError(
                 f"--features {self.features} needs --features-weights PATH (a safetensors or state_dict file of that model); "
@@ -126,12 +125,10 @@ class ImageOptions:
 
     def chosen_metrics(self) -> tuple[str, ...] | None:
         """The --metrics named (None: the defaults the feature space allows)."""
-
         return None if self.metrics is None else parse_metrics(self.metrics)
 
     def metrics_for(self, space, data: str | None) -> tuple[str, ...]:
         """The metrics to compute in ``space``, checked against it and against whether there are real images."""
-
         chosen = self.chosen_metrics()
         if chosen is None:
             chosen = default_metrics(space, real=data is not None)
@@ -159,19 +156,13 @@ class ImageOptions:
             ) from None
 
     def statistics_cache(self):
-
         return StatisticsCache(self.cache_dir) if self.cache else None
 
     def record(self) -> dict:
+        """The options every image evaluation record holds."""
+        recorded = ("k", "is_splits", "kid_subsets", "kid_subset_size", "batch_size", "split", "n_real", "cache")
         return {
-            "k": self.k,
-            "is_splits": self.is_splits,
-            "kid_subsets": self.kid_subsets,
-            "kid_subset_size": self.kid_subset_size,
-            "batch_size": self.batch_size,
-            "split": self.split,
-            "n_real": self.n_real,
-            "cache": self.cache,
+            **{name: getattr(self, name) for name in recorded},
             "pixels": "samples rounded to 8 bits, as a PNG stores them",
         }
 
