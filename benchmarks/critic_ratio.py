@@ -3,8 +3,9 @@
     python benchmarks/critic_ratio.py [--pairs foreign,trained] [-n 5000] [--seeds 1] [--quick]
 
 A WGAN critic is not a log density ratio. Three ways to get one from data, each run with the
-proposal samplers at their default settings (rs exact and rs at the 99th percentile, drs, mh, sir;
-then, with the fine-tuned ratio, exact rs with 20,000 proposals per sample allowed instead of 1,000):
+proposal samplers (rs exact, rs at its default bound and rs at the 99th percentile, then drs, mh
+and sir at their defaults; then, with the fine-tuned ratio, exact rs with 20,000 proposals per
+sample allowed instead of 1,000):
 
 - ``critic, logistic``: ``log r = a * critic + b``, fitted by logistic regression on held-out real
   vs generated critic values (MH-GAN's calibration; the scale comes from data).
@@ -70,16 +71,21 @@ REFIT_DEFAULTS = {
     "n_train": 50_000,
     "n_val": 5_000,
 }
-#: the proposal samplers at their defaults, then exact rs with 20 times the default budget of proposals:
+#: exact rs, rs at its default bound (exact while it fits the budget, else capped), rs capped at the 99th
+#: percentile, the other proposal samplers at their defaults, then exact rs with 20 times the default budget:
 #: (method, options, the ratios it runs with: None for all); the large budget only where the aim is in reach
+EXACT = {"m_quantile": 1.0}
 SAMPLERS = [
+    ("rs", EXACT, None),
     ("rs", {}, None),
     ("rs", {"m_quantile": 0.99}, None),
     ("drs", {}, None),
     ("mh", {}, None),
     ("sir", {}, None),
-    ("rs", {"budget": 20_000}, ("fine-tuned, logistic",)),
+    ("rs", {**EXACT, "budget": 20_000}, ("fine-tuned, logistic",)),
 ]
+#: what rs's default bound chose in a run, kept in its row
+BOUND_KEYS = ("bound_quantile", "capped_mass", "bound_switched_after", "accepted_exact")
 #: generator samples counted near each mode for the cost floor of exact rs, the disc's radius (in std)
 FLOOR_N, FLOOR_RADIUS = 16_000_000, 1.0
 #: one-sided level of the upper confidence bound on a generator's mass in a disc (4 standard deviations)
@@ -205,11 +211,14 @@ def run_pair(
                     continue
                 t0 = time.perf_counter()
                 row = {"seed": seed, "ratio": label, "method": method, "options": opts}
+                if method == "rs" and "m_quantile" not in opts:
+                    row["default_bound"] = "auto"  # rows without it ran when rs's default bound was exact
                 row.update(log_loss=cal["log_loss"], z=cal["z"], brier=cal["brier"], ece=cal["ece"])
                 row.update({k: extra[k] for k in ("fit_time_s", "epochs", "best_epoch", "exact_cost") if k in extra})
                 try:
                     res = get_sampler(method, **opts).sample(target, n, rng=torch.Generator().manual_seed(seed))
                     row.update(_m(mode_metrics(res.x, mix, threshold=THRESHOLD)), passes=_passes(res.info))
+                    row.update({k: res.info.extras[k] for k in BOUND_KEYS if k in res.info.extras})
                 except Exception as e:  # a rejection sampler over its budget is a result, not a crash
                     row.update(error=str(e).split(";")[0][:200])
                 row["time_s"] = time.perf_counter() - t0
@@ -247,10 +256,18 @@ def _show(row: dict) -> str:
     return f"HQ {row['hq_fraction']:.3f} modes {row['modes']} KL {row['kl_uniform']:.3f} LQ/{row['lq_factor']:.2f} ({row['passes']:.1f} passes)"
 
 
+def _options(row: dict) -> dict:
+    """A row's sampler options, rs's bound made explicit where it ran at the former default (exact)."""
+    if row["method"] == "rs" and "m_quantile" not in row["options"] and "default_bound" not in row:
+        return {**EXACT, **row["options"]}
+    return row["options"]
+
+
 def summary(pairs: list[dict]) -> list[dict]:
     """Mean over seeds per (pair, ratio, method, options)."""
     out = []
     for p in pairs:
+        p = {**p, "rows": [{**r, "options": _options(r)} for r in p["rows"]]}
         keys = []
         for r in p["rows"]:
             k = (r["ratio"], r["method"], json.dumps(r["options"], sort_keys=True))
@@ -282,8 +299,20 @@ def summary(pairs: list[dict]) -> list[dict]:
             # a mode lost: fewer modes than the raw generator hit with the same seed (its own count varies at small n)
             row["runs_losing_modes"] = sum(1 for r in ok if r["modes"] < raw_modes[r["seed"]])
             row["min_lq_factor"] = min((r["lq_factor"] for r in ok), default=None)
+            capped = [r for r in ok if r.get("bound_quantile", 1.0) < 1.0]
+            if method == "rs" and not row["options"] and capped:  # the default bound: the caps it chose
+                row["capped_runs"] = len(capped)
+                row["caps"] = sorted({r["bound_quantile"] for r in capped})
+                row["max_capped_mass"] = max(r["capped_mass"] for r in capped)
             out.append(row)
     return out
+
+
+def method_label(method: str, opts: dict) -> str:
+    """``rs m_quantile 0.99``; rs with no options: ``rs (default bound)``."""
+    if method == "rs" and not opts:
+        return "rs (default bound)"
+    return method + (" " + ", ".join(f"{k} {v}" for k, v in opts.items()) if opts else "")
 
 
 def aim_met(r: dict) -> bool:
@@ -299,7 +328,12 @@ def table(rows: list[dict], pair: str) -> str:
     for r in rows:
         if r["pair"] != pair:
             continue
-        meth = r["method"] + (" " + ", ".join(f"{k} {v}" for k, v in r["options"].items()) if r["options"] else "")
+        meth = method_label(r["method"], r["options"])
+        if r.get("capped_runs"):
+            meth += (
+                f": capped in {r['capped_runs']} of {r['ok']} runs at the {'/'.join(map(str, r['caps']))} quantile, "
+                f"capped mass up to {r['max_capped_mass']:.2f}"
+            )
         ll = "–" if r["log_loss"] is None else f"{r['log_loss']:.3f}"
         if r.get("error"):
             lines.append(f"| {r['ratio']} | {meth} | refused: {r['error']} | | | | | {ll} | no |")
@@ -341,14 +375,13 @@ def compare_table(records: dict[str, dict], ratio: str = "fine-tuned, logistic")
                     cells.append(f"refused in {r['runs'] - r['ok']} of {r['runs']} runs")
                     continue
                 cells.append(f"{r['lq_factor']:.2f} ({r['min_lq_factor']:.2f}), {'yes' if aim_met(r) else 'no'}")
-            meth = method + (" " + ", ".join(f"{k} {v}" for k, v in opts.items()) if opts else "")
-            lines.append(f"| {p['pair']} | {meth} | " + " | ".join(cells) + " |")
+            lines.append(f"| {p['pair']} | {method_label(method, opts)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def cost_table(record: dict) -> str:
     """What exact rs costs: the floor for the true ratio and M / E_G[r] for each fitted one."""
-    labels = [r["ratio"] for r in record["summary"] if r["method"] == "rs" and not r["options"]]
+    labels = [r["ratio"] for r in record["summary"] if r["method"] == "rs" and r["options"] == EXACT]
     labels = list(dict.fromkeys(labels))
     lines = [
         "| pair | generator mass within 1 std of its least-reached mode | true ratio: at least | "
@@ -363,7 +396,7 @@ def cost_table(record: dict) -> str:
             r = next(r for r in record["summary"] if r["pair"] == p["pair"] and r["ratio"] == label)
             cells.append(f"{r['exact_cost']:,.0f}")
         refused = []
-        for budget in ({}, {"budget": 20_000}):
+        for budget in (EXACT, {**EXACT, "budget": 20_000}):
             r = next(
                 (
                     r
@@ -395,7 +428,7 @@ def render(record: dict) -> str:
     ]
     for p in record["pairs"]:
         parts += ["", f"## {p['pair']} pair", "", table(record["summary"], p["pair"])]
-    has_defaults = any(r["method"] == "rs" and not r["options"] for r in record["summary"])
+    has_defaults = any(r["method"] == "rs" and r["options"] == EXACT for r in record["summary"])
     if has_defaults and all("exact_rs_floor" in p for p in record["pairs"]):
         parts += ["", "## What exact rs costs (proposals per sample)", "", cost_table(record)]
     return "\n".join(parts) + "\n"

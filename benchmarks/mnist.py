@@ -319,7 +319,7 @@ METHODS = [
     ("D: drs (DRS, gamma 80)", "d", "drs", {}),
     ("D: mh (MH-GAN, k 50)", "d", "mh", {"k": 50}),
     ("D: sir (20 candidates)", "d", "sir", {"candidates": 20}),
-    ("DRE-F-SP: rs (exact)", "dre", "rs", {}),
+    ("DRE-F-SP: rs (exact)", "dre", "rs", {"m_quantile": 1.0}),
     ("DRE-F-SP: rs (M = 99th pct)", "dre", "rs", {"m_quantile": 0.99}),
     ("DRE-F-SP: drs (gamma 80)", "dre", "drs", {}),
     ("DRE-F-SP: mh (k 50)", "dre", "mh", {"k": 50}),

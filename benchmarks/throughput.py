@@ -286,6 +286,8 @@ def method_plan(name: str, sz: dict) -> tuple[dict, int]:
         return opts, 4 * B
     if name in ("rs", "drs"):
         opts["burn_in"] = B  # one batch; the default 10000 is amortised over far larger n
+        if name == "rs":
+            opts["m_quantile"] = 1.0  # exact: the bound the naive loop uses
         return opts, 2 * B
     if name == "mh":
         opts["k"] = sz["k"]

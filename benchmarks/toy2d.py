@@ -36,7 +36,7 @@ from refine.target import LatentTarget  # noqa: E402
 CONFIGS = [
     # (label, method, options, ratio: "fitted" | "trained")
     ("raw generator", "none", {}, "fitted"),
-    ("rs (exact, M = running max)", "rs", {"batch_size": 65536, "budget": 2000}, "fitted"),
+    ("rs (exact, M = running max)", "rs", {"batch_size": 65536, "budget": 2000, "m_quantile": 1.0}, "fitted"),
     ("rs (M = 99th percentile)", "rs", {"m_quantile": 0.99}, "fitted"),
     ("drs (gamma 80)", "drs", {}, "fitted"),
     ("drs (gamma 95)", "drs", {"gamma": 95}, "fitted"),

@@ -23,7 +23,7 @@ def test_hopeless_run_is_refused_long_before_its_budget():
     with pytest.raises(
         BudgetExceededError, match=r"rs: \d+ of 2000 samples after (\d+) proposals.*raise -o budget"
     ) as e:
-        refine.sample(target, "rs", 2000, rng=torch.Generator().manual_seed(0))
+        refine.sample(target, "rs", 2000, rng=torch.Generator().manual_seed(0), m_quantile=1.0)
     proposals = int(e.value.args[0].split(" proposals")[0].split()[-1])
     assert proposals < 2000 * 1000 / 10  # refused within a tenth of the budget
 
@@ -75,5 +75,5 @@ def test_fit_ratio_reports_what_rs_would_cost():
     assert whole["proposals_per_sample_m_quantile_0.99"] == pytest.approx(1 / acceptance_rate(lw, 0.99))
     budget = refine.samplers.rejection.RejectionSampler().budget
     over = dict(whole, proposals_per_sample=2 * budget)
-    assert "above its default budget" in _rs_advice(over) and "m_quantile=0.99" in _rs_advice(over)
+    assert "above its default budget" in _rs_advice(over) and "m_quantile=1 would be refused" in _rs_advice(over)
     assert "above" not in _rs_advice(dict(whole, proposals_per_sample=budget / 2))

@@ -86,10 +86,21 @@ def test_zero_acceptance_stops_with_an_actionable_error():
     # One latent in a million gets a huge weight: M is huge and nearly nothing is accepted.
     gen = LatentGenerator(lambda z: z, NormalPrior((1,)))
     target = LatentTarget(gen, FunctionRatio(lambda x: torch.where(x[:, 0] > 4.5, 50.0, 0.0)))
-    with pytest.raises(BudgetExceededError) as e:
-        refine.sample(target, "rs", 100, rng=torch.Generator().manual_seed(0), burn_in=1_000_000, budget=50)
+    with pytest.raises(BudgetExceededError) as e:  # exact rs (the default bound would cap r instead)
+        refine.sample(
+            target, "rs", 100, rng=torch.Generator().manual_seed(0), burn_in=1_000_000, budget=50, m_quantile=1.0
+        )
     msg = str(e.value)
     assert "acceptance rate" in msg and "budget" in msg
+
+
+def test_default_bound_refuses_when_no_cap_fits():
+    # log r = 8x: even r capped at its 90th percentile accepts about a tenth of the proposals, against a budget of 1.01
+    target = LatentTarget(LatentGenerator(lambda z: z, NormalPrior((1,))), FunctionRatio(lambda x: 8.0 * x[:, 0]))
+    with pytest.raises(
+        BudgetExceededError, match=r"acceptance rate.*no cap at the burn-in's 0.99, 0.95, 0.9 quantiles"
+    ):
+        refine.sample(target, "rs", 100, rng=torch.Generator().manual_seed(0), budget=1.01)
 
 
 def test_bad_n_is_an_error():

@@ -344,7 +344,8 @@ def _rs_advice(cost: dict) -> str:
     )
     if exact > budget:
         line += (
-            f"; above its default budget of {budget:,.0f}: use -o m_quantile=0.99, drs, mh or sir, or raise -o budget"
+            f"; above its default budget of {budget:,.0f}: rs's default bound will cap r (approximate, warned), "
+            "-o m_quantile=1 would be refused; drs, mh and sir fit, or raise -o budget"
         )
     return line
 

@@ -283,6 +283,8 @@ def sample(
         files = run.commit(record)
     info = result.info
     rate = f", acceptance {info['acceptance_rate']:.3f}" if "acceptance_rate" in info else ""
+    if (info.get("bound_quantile") or 1.0) < 1.0:  # rs, approximate: say what the cap trades
+        rate += f" (r capped at its {info['bound_quantile']:g} quantile, capped mass {info['capped_mass']:.2g})"
     typer.echo(
         f"{method}: {n} samples in {info.get('wall_time_s', 0):.2f}s{rate}, {info.get('g_evals_per_sample', 0):.1f} G evals/sample -> {out}/{', '.join(files)}, run.json"
     )

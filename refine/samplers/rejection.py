@@ -21,6 +21,17 @@ Raising M online only lowers the rate, so a refused run would, with overwhelming
 probability, not have finished; the refusal never touches the random stream, so runs that
 finish are unchanged.
 
+rs's default bound (``m_quantile=None``) is exact wherever exact rs fits the budget, and
+approximate where it cannot: at the point where ``m_quantile=1`` would be refused (after the
+burn-in or after a batch), it caps ``r`` at the first of the burn-in's 0.99, 0.95 and 0.9
+quantiles whose acceptance estimate (less 4 standard errors) still fits what is left of the
+budget, warns, and goes on. The samples accepted before the switch are kept. What the cap
+trades is in the record: ``capped_mass``, the share ``E[(r - M)+] / E[r]`` of the target's
+mass above the bound on the burn-in, bounds the total-variation distance between the capped
+target and the exact one (and so that of the whole run, whose earlier samples aim at the
+exact target). A run that exact rs finishes is the same run, bit for bit; ``m_quantile=1``
+keeps rs exact and refuses instead.
+
 Small ``n``: the burn-in is a fixed cost. With the default ``burn_in`` (None) it is
 10,000 proposals, or ``max(256, 4 n)`` when that is smaller; a scaled-down burn-in's
 proposals are reused as the first candidates (accepted against the bound they set, the
@@ -44,7 +55,9 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
+from typing import ClassVar, Optional
 
 import torch
 from tqdm.auto import tqdm
@@ -55,11 +68,13 @@ from .base import SampleInfo, Sampler, SampleResult, option, register
 
 __all__ = [
     "DEFAULT_BURN_IN",
+    "FALLBACK_QUANTILES",
     "MIN_BURN_IN",
     "DRSSampler",
     "RejectionSampler",
     "acceptance_rate",
     "burn_in_size",
+    "capped_mass",
     "rate_upper_bound",
 ]
 
@@ -69,6 +84,9 @@ DEFAULT_BURN_IN = 10_000
 MIN_BURN_IN = 256
 #: Standard errors above an acceptance estimate before a run is refused.
 _REFUSE_Z = 4.0
+#: The caps rs's default bound tries, in order, where exact rs cannot meet its budget. 0.99 first:
+#: 1 % of proposals capped, with 100 burn-in weights above the bound at the default burn-in.
+FALLBACK_QUANTILES = (0.99, 0.95, 0.9)
 
 
 def _max_proposals(proposals: int, budget: int, batch_size: int) -> int:
@@ -93,8 +111,26 @@ def acceptance_rate(log_w: torch.Tensor, m_quantile: float = 1.0) -> float:
     below 1, ratios above that quantile are capped at it.
     """
     lw = log_w.double()
-    log_m = float(lw.max()) if m_quantile >= 1.0 else float(torch.quantile(lw[:16_000_000], m_quantile))
+    log_m = float(lw.max()) if m_quantile >= 1.0 else _quantile(lw, m_quantile)
     return float((lw - log_m).clamp_max(0).exp().mean())
+
+
+def capped_mass(log_w: torch.Tensor, log_m: float) -> float:
+    """``E[(r - M)+] / E[r]`` over proposals with log ratios ``log_w``: the share of the target's mass that a cap at ``M`` flattens.
+
+    It bounds the total-variation distance between the capped target ``p0 min(r, M)`` and
+    the exact one ``p0 r`` (both normalised).
+    """
+    lw = log_w.double()
+    above = lw[lw > log_m]
+    if above.numel() == 0:
+        return 0.0
+    excess = above + log1mexp(log_m - above)
+    return float((torch.logsumexp(excess, 0) - torch.logsumexp(lw, 0)).exp())
+
+
+def _quantile(log_w: torch.Tensor, q: float) -> float:
+    return float(torch.quantile(log_w[:16_000_000], q))
 
 
 def burn_in_size(burn_in: int | None, n: int) -> int:
@@ -124,8 +160,12 @@ class _RejectionBase(Sampler):
             burn_in_size(self.burn_in, n)
         )  # at the least: the burn-in, then one proposal per sample
 
-    def _bound_quantile(self) -> float:
-        """The quantile of the burn-in weights taken as ``log M``; 1: the maximum, raised online."""
+    #: Whether the bound is recorded (rs: its quantile and what a cap trades; DRS's bound is always the maximum).
+    _records_bound: ClassVar[bool] = False
+
+    def _bound_quantile(self) -> float | None:
+        """The quantile of the burn-in weights taken as ``log M``; 1: the maximum, raised online; None: the maximum
+        while exact rs fits the budget, else the first of :data:`FALLBACK_QUANTILES` that does."""
         return 1.0
 
     def _log_accept(self, delta: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -154,12 +194,23 @@ class _RejectionBase(Sampler):
             evaluated += len(zb)
         burn_w = torch.cat(burn).double()
         q = self._bound_quantile()
-        online = q >= 1.0
-        log_m = float(burn_w.max()) if online else float(torch.quantile(burn_w[:16_000_000], q))
+        auto = q is None  # exact while it fits the budget, then capped
+        online = auto or q >= 1.0
+        log_m = float(burn_w.max()) if online else _quantile(burn_w, q)
         budget = int(math.ceil(self.budget * n))
-        expected = self._check_expected_rate(
-            burn_w, log_m, n, _max_proposals(n_burn if reuse else 0, budget, batch_size)
-        )
+        cap = _max_proposals(n_burn if reuse else 0, budget, batch_size)
+        bound = {
+            "bound_quantile": 1.0 if online else float(q),
+            "capped_mass": None if online else capped_mass(burn_w, log_m),
+        }
+        bound.update(bound_switched_after=None, accepted_exact=None)
+        try:
+            expected = self._check_expected_rate(burn_w, log_m, n, cap)
+        except BudgetExceededError as refused:
+            if not auto:
+                raise
+            log_m, expected = self._cap(burn_w, n, cap, refused, bound, proposals=0, accepted=0)
+            online = False
         del burn
         out = Rows(n)  # the accepted rows, in one allocation (see Rows: a list of small tensors fragments the heap)
         accepted = proposals = updates = 0
@@ -189,9 +240,21 @@ class _RejectionBase(Sampler):
                         take(zb, burn_w[off : off + len(zb)].to(zb.device), xb)
                     off += len(zb)
                 del kept
+            since = (0, 0)  # (proposals, accepted) when the bound was capped: the projection looks at the rate since
             while accepted < n:
                 check_budget(self.name, accepted, n, proposals, budget, self._advice())
-                self._check_projection(accepted, proposals, _max_proposals(proposals, budget, batch_size), n, burn_w)
+                cap = _max_proposals(proposals, budget, batch_size)
+                try:
+                    self._check_projection(
+                        accepted - since[1], proposals - since[0], cap - since[0], n - since[1], burn_w
+                    )
+                except BudgetExceededError as refused:
+                    if not (auto and online):
+                        raise
+                    log_m, _ = self._cap(
+                        burn_w, n - accepted, cap - proposals, refused, bound, proposals=proposals, accepted=accepted
+                    )
+                    online, since = False, (proposals, accepted)
                 zb = prior.sample(batch_size, rng=rng, device=device)
                 lw, xb = evaluate(target, zb, batch_size)
                 evaluated += len(zb)
@@ -216,11 +279,53 @@ class _RejectionBase(Sampler):
                 "burn_in_reused": reuse,
                 "log_M": log_m,
                 "m_updates": updates,
+                **(bound if self._records_bound else {}),
                 **stats,
             },
         )
         x, z = out.result()
         return SampleResult(x, z, info)
+
+    def _cap(
+        self,
+        burn_w: torch.Tensor,
+        n: int,
+        cap: int,
+        refused: BudgetExceededError,
+        bound: dict,
+        *,
+        proposals: int,
+        accepted: int,
+    ) -> tuple[float, float]:
+        """Where exact rs was refused: the first cap of :data:`FALLBACK_QUANTILES` that fits ``n`` samples in ``cap`` proposals.
+
+        A cap is not raised online, so the burn-in estimates its rate without bias; it fits when
+        that estimate less 4 standard errors does. Returns ``(log M, rate)``, fills ``bound``
+        and warns; re-raises ``refused`` when no cap fits.
+        """
+        for q in FALLBACK_QUANTILES:
+            log_m = _quantile(burn_w, q)
+            a = (burn_w - log_m).clamp_max(0).exp()
+            rate = float(a.mean())
+            lower = rate - _REFUSE_Z * (float(a.std()) / math.sqrt(len(a)) if len(a) > 1 else rate)
+            if lower * cap >= n:
+                break
+        else:
+            raise BudgetExceededError(
+                f"{refused}; no cap at the burn-in's {', '.join(map(str, FALLBACK_QUANTILES))} quantiles fits the budget either"
+            ) from None
+        mass = capped_mass(burn_w, log_m)
+        bound.update(bound_quantile=q, capped_mass=mass, bound_switched_after=proposals, accepted_exact=accepted)
+        where = "its burn-in" if proposals == 0 else f"{proposals} proposals and {accepted} samples"
+        warnings.warn(
+            f"{self.name}: exact rs cannot finish within its budget of {self.budget:g} proposals per sample (seen after {where}); "
+            f"r is now capped at the burn-in's {q} quantile (about {1 / rate:.3g} proposals per sample): approximate, within "
+            f"total variation {mass:.2g} of the target on the burn-in's estimate (recorded as capped_mass). "
+            "-o m_quantile=1 keeps rs exact and refuses instead; -o budget allows more proposals",
+            UserWarning,
+            stacklevel=2,
+        )
+        return log_m, rate
 
     def _check_projection(self, accepted: int, proposals: int, cap: int, n: int, burn_w: torch.Tensor) -> None:
         """A BudgetExceededError when even the upper bound of the rate seen so far cannot reach ``n`` by ``cap`` proposals."""
@@ -267,19 +372,21 @@ class RejectionSampler(_RejectionBase):
 
     summary = "exact rejection sampling with the bound M from a burn-in, raised online"
 
-    m_quantile: float = option(
-        1.0,
-        "quantile of the burn-in weights used as log M; 1 = the max, raised online (exact once M bounds r); "
-        "below 1 caps r at M (approximate, higher acceptance)",
+    m_quantile: Optional[float] = option(
+        None,
+        "quantile of the burn-in weights used as log M; none: the max while exact rs fits the budget, else r capped at "
+        "the first of the 0.99/0.95/0.9 quantiles that fits (approximate: warned, recorded as capped_mass); "
+        "1: always the max, raised online (exact once M bounds r; refused over budget); below 1: r capped at M",
     )
+    _records_bound: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not (0.0 < float(self.m_quantile) <= 1.0):
+        if self.m_quantile is not None and not (0.0 < float(self.m_quantile) <= 1.0):
             raise ConfigError(f"m_quantile must lie in (0, 1], got {self.m_quantile}")
 
-    def _bound_quantile(self) -> float:
-        return float(self.m_quantile)
+    def _bound_quantile(self) -> float | None:
+        return None if self.m_quantile is None else float(self.m_quantile)
 
     def _log_accept(self, delta):
         return delta.clamp_max(0), {}
