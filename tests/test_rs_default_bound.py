@@ -51,6 +51,7 @@ def test_default_bound_is_exact_rs_wherever_exact_rs_finishes(slope, n, budget, 
     if isinstance(exact, SampleResult):
         assert isinstance(auto, SampleResult) and torch.equal(auto.x, exact.x) and torch.equal(auto.z, exact.z)
         assert auto.info["bound_quantile"] == 1.0 and auto.info["capped_mass"] is None and not warned
+        assert auto.info["accepted_exact"] == n and auto.info["bound_switched_after"] is None
     elif isinstance(auto, BudgetExceededError):
         assert "no cap at the burn-in's" in str(auto)
     else:
@@ -117,6 +118,7 @@ def test_cap_after_a_batch_keeps_the_exact_samples():
 def test_explicit_quantile_is_recorded():
     res, warned = _run(_target(2.0), 500, seed=0, m_quantile=0.95)
     assert res.info["bound_quantile"] == 0.95 and res.info["bound_switched_after"] is None and not warned
+    assert res.info["accepted_exact"] == 0
     assert 0.0 < res.info["capped_mass"] < 1.0
 
 
@@ -138,3 +140,17 @@ def test_cli_says_and_records_the_cap(tmp_path):
     info = json.loads((out / "run.json").read_text())["info"]
     assert info["bound_quantile"] in FALLBACK_QUANTILES and 0.0 < info["capped_mass"] <= 1.0
     assert info["accepted"] == 10_000 and info["bound_switched_after"] > 0
+
+
+def test_summary_line_names_the_cap_of_merged_parts():
+    """A run merged from parts (classes, shards) that capped in some of them says so once, with the largest mass."""
+    from refine.cli.sample import cap_note
+    from refine.samplers import SampleInfo
+
+    def part(q, mass):
+        return SampleInfo(method="rs", n=10, extras={"bound_quantile": q, "capped_mass": mass})
+
+    assert cap_note(SampleInfo.merge([part(1.0, None), part(1.0, None)])) == ""
+    note = cap_note(SampleInfo.merge([part(1.0, None), part(0.99, 0.3), part(0.95, 0.5)]))
+    assert note == " (r capped at its 0.95/0.99 quantile in 2 of 3 parts, capped mass up to 0.5)"
+    assert cap_note(part(0.99, 0.25)) == " (r capped at its 0.99 quantile, capped mass up to 0.25)"

@@ -283,11 +283,23 @@ def sample(
         files = run.commit(record)
     info = result.info
     rate = f", acceptance {info['acceptance_rate']:.3f}" if "acceptance_rate" in info else ""
-    if (info.get("bound_quantile") or 1.0) < 1.0:  # rs, approximate: say what the cap trades
-        rate += f" (r capped at its {info['bound_quantile']:g} quantile, capped mass {info['capped_mass']:.2g})"
+    rate += cap_note(info)
     typer.echo(
         f"{method}: {n} samples in {info.get('wall_time_s', 0):.2f}s{rate}, {info.get('g_evals_per_sample', 0):.1f} G evals/sample -> {out}/{', '.join(files)}, run.json"
     )
+
+
+def cap_note(info) -> str:
+    """rs that capped r (its default bound where exact rs could not finish): what the summary line says of it."""
+    parts = info.get("per_shard", {})
+    quantiles = parts.get("bound_quantile") or [info.get("bound_quantile")]
+    masses = parts.get("capped_mass") or [info.get("capped_mass")] * len(quantiles)
+    capped = [(q, m) for q, m in zip(quantiles, masses) if q is not None and q < 1.0]
+    if not capped:
+        return ""
+    q = "/".join(f"{v:g}" for v in sorted({q for q, _ in capped}))
+    of = "" if len(quantiles) == 1 else f" in {len(capped)} of {len(quantiles)} parts"
+    return f" (r capped at its {q} quantile{of}, capped mass up to {max(m for _, m in capped):.2g})"
 
 
 def _real_source(sampler, inputs, target, seed: int, dev) -> Callable[[int, int], torch.Tensor | None] | None:

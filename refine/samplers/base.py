@@ -90,7 +90,9 @@ class SampleInfo(Mapping):
     #: Extras that are counts: summed across shards. Any other extra is kept where every
     #: shard reports the same value, averaged by samples where listed in :attr:`AVERAGED`,
     #: and otherwise listed per shard under ``per_shard``.
-    SUMMED: typing.ClassVar[frozenset[str]] = frozenset({"burn_in", "chains", "chains_never_moved", "m_updates"})
+    SUMMED: typing.ClassVar[frozenset[str]] = frozenset(
+        {"burn_in", "chains", "chains_never_moved", "m_updates", "accepted_exact"}
+    )
     AVERAGED: typing.ClassVar[frozenset[str]] = frozenset({"ess"})
 
     def __post_init__(self) -> None:

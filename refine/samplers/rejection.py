@@ -264,6 +264,8 @@ class _RejectionBase(Sampler):
                 take(zb, lw, xb)
         finally:
             bar.close()
+        if bound["accepted_exact"] is None:  # no switch: every sample against the running maximum, or none
+            bound["accepted_exact"] = accepted if bound["bound_quantile"] >= 1.0 else 0
         total = evaluated
         info = SampleInfo(
             method=self.name,
