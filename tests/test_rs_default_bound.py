@@ -154,3 +154,17 @@ def test_summary_line_names_the_cap_of_merged_parts():
     note = cap_note(SampleInfo.merge([part(1.0, None), part(0.99, 0.3), part(0.95, 0.5)]))
     assert note == " (r capped at its 0.95/0.99 quantile in 2 of 3 parts, capped mass up to 0.5)"
     assert cap_note(part(0.99, 0.25)) == " (r capped at its 0.99 quantile, capped mass up to 0.25)"
+
+
+def test_comparison_table_shows_the_cap():
+    """`refine eval`'s rows: rs capped by its default bound carries its quantile and capped mass, as columns."""
+    from refine.eval import cap_columns, compare_methods, markdown_table
+
+    score = lambda x: {"mean": float(x.mean())}  # noqa: E731
+    with pytest.warns(UserWarning, match="exact rs cannot finish"):
+        rows = compare_methods(_target(6.0), [("none", {}), ("rs", {"budget": 40.0})], 2000, seed=0, score=score)
+    assert "capped_mass" not in rows[0] and rows[1]["bound_quantile"] in FALLBACK_QUANTILES
+    columns = cap_columns(["method", "mean", "acceptance_rate", "g_evals_per_sample"], rows)
+    assert columns == ["method", "mean", "acceptance_rate", "bound_quantile", "capped_mass", "g_evals_per_sample"]
+    assert f"| {rows[1]['bound_quantile']:.4g} |" in markdown_table(rows, columns)
+    assert cap_columns(["method"], rows[:1]) == ["method"]

@@ -74,10 +74,25 @@ def compare_methods(
                 "g_evals_per_sample": info.get("g_evals_per_sample"),
                 "d_evals_per_sample": info.get("d_evals_per_sample"),
                 "acceptance_rate": info.get("acceptance_rate"),
+                **_cap(info),
                 "_x": res.x,
             }
         )
     return rows
+
+
+def _cap(info) -> dict:
+    """rs whose default bound capped r: the quantile and the capped mass (what the cap trades), for the table."""
+    q = info.get("bound_quantile")
+    return {"bound_quantile": q, "capped_mass": info.get("capped_mass")} if q is not None and q < 1.0 else {}
+
+
+def cap_columns(columns: list[str], rows: list[dict]) -> list[str]:
+    """``columns`` with ``bound_quantile`` and ``capped_mass`` after the acceptance rate where a row capped r."""
+    if not any("capped_mass" in r for r in rows):
+        return columns
+    at = columns.index("acceptance_rate") + 1 if "acceptance_rate" in columns else len(columns)
+    return columns[:at] + ["bound_quantile", "capped_mass"] + columns[at:]
 
 
 def _fmt(v) -> str:
