@@ -86,6 +86,10 @@ def update_manifest(entries: list[dict]) -> None:
     print(json.dumps(entries, indent=2))
 
 
+#: what :func:`eval_quality` keeps of a row beside its scores, where the row has it
+ROW_KEYS = ("g_evals_per_sample", "bound_quantile", "capped_mass", "error")
+
+
 def eval_quality(label: str, cmd: list[str], out: Path) -> dict:
     """``refine eval`` with ``cmd`` (whose ``--out`` is ``out``, relative to the repository), run unless
     ``out/eval.json`` holds a run of this very command: each method's Fréchet distance, class KL and
@@ -97,7 +101,11 @@ def eval_quality(label: str, cmd: list[str], out: Path) -> dict:
     return {
         "ratio": label,
         "command": "refine " + " ".join(cmd),
-        "rows": [{k: r.get(k) for k in ("method", "fd", "class_kl", "acceptance_rate")} for r in rec["rows"]],
+        "rows": [
+            {k: r[k] for k in ROW_KEYS if k in r}
+            | {k: r.get(k) for k in ("method", "fd", "class_kl", "acceptance_rate")}
+            for r in rec["rows"]
+        ],
         "features": rec["features"]["network"],
     }
 

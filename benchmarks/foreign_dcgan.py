@@ -23,6 +23,11 @@ the feature space of the 28-px MNIST classifier of ``benchmarks/eval_mnist.py`` 
 to 28 px): Fréchet distance to the 10,000 test images and the class-histogram KL (diversity).
 Reported beside them: the epochs run, training accuracy, held-out loss and the calibration slope.
 
+rs's bound on an image pair: with the ratio of the command's defaults, ``refine eval --methods
+none,rs`` once per bound in ``RS_BOUNDS`` (exact; the default, exact until exact rs would be
+refused, then capped; the 99th percentile), scored the same way, with the cap it chose and what
+it trades (``capped_mass``).
+
 Results: ``benchmarks/results/foreign_dcgan.{json,md}``. Intermediate files go to
 ``benchmarks/_work/foreign_dcgan`` (the pair, the classifier and the ratio files are reused).
 """
@@ -57,6 +62,14 @@ PROTOCOLS = {
 DRE_F_SP = ["--n-train", "20000", "--n-val", "2000", "--feature-widths", "16,32,64,128", "--stem-stride", "2",
             "--feature-dim", "128", "--feature-epochs", "2", "--head-hidden", "256,128", "--lambdas", "0,0.1,1",
             "--epochs", "40", "--batch-size", "256", "--lr", "1e-3"]  # fmt: skip
+
+
+#: rs's bounds compared on the command-defaults ratio: (label, -o flags for rs)
+RS_BOUNDS = (
+    ("exact (m_quantile 1)", ["-o", "rs.m_quantile=1"]),
+    ("default bound", []),
+    ("m_quantile 0.99", ["-o", "rs.m_quantile=0.99"]),
+)
 
 
 def _dre_record(path: Path) -> dict:
@@ -152,6 +165,14 @@ def main() -> None:
                "--methods", "none,drs,sir", "-o", "sir.candidates=20", "-n", str(args.n), "--metrics", "fid,classes",
                "--seed", "0", "--device", "cpu", "--out", str(ev), "--no-progress"]  # fmt: skip
         quality.append(eval_quality(label, cmd, ev))
+    defaults = next(f for f in fits if f["protocol"].startswith("command defaults"))
+    rs_bounds = []
+    for i, (label, opts) in enumerate(RS_BOUNDS):
+        ev = work / f"eval_rs_{i}"
+        cmd = ["eval", *gen, *defaults["use_with"], "--data", data, "--features", str(CLASSIFIER.relative_to(REPO)),
+               "--methods", "none,rs", *opts, "-n", str(args.n), "--metrics", "fid,classes",
+               "--seed", "0", "--device", "cpu", "--out", str(ev), "--no-progress"]  # fmt: skip
+        rs_bounds.append({"bound": label, **eval_quality(f"fine-tuned, {defaults['protocol']}", cmd, ev)})
     import torch
 
     result = {
@@ -165,6 +186,7 @@ def main() -> None:
         "fits": fits,
         "dre_f_sp": dre,
         "quality": quality,
+        "rs_bounds": rs_bounds,
     }
     write_results("foreign_dcgan", result, render(result))
 
@@ -199,7 +221,29 @@ def render(result: dict) -> str:
             f"{', '.join('–' if a_ is None else f'{a_:.3f}' for a_ in f['train_acc'])} | {vl} | "
             f"{a:.3g} | {'–' if after is None else f'{after:.3g}'} |"
         )
+    if result.get("rs_bounds"):
+        lines += ["", *rs_bounds_table(result["rs_bounds"])]
     return "\n".join(lines) + "\n"
+
+
+def rs_bounds_table(runs: list[dict]) -> list[str]:
+    """rs at each bound: FD against the raw generator of the same run, class KL, cost, and the cap or the refusal."""
+    lines = [
+        "| rs bound | FD | vs raw | class KL | G evals / sample | capped at (capped mass) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        raw, rs = run["rows"][0], run["rows"][1]
+        if rs.get("error"):
+            lines.append(f"| {run['bound']} | refused: {rs['error'].split(';')[0]} | | | | |")
+            continue
+        q = rs.get("bound_quantile")
+        cap = f"{q:g} ({rs['capped_mass']:.2f})" if q is not None else "–"
+        lines.append(
+            f"| {run['bound']} | {rs['fd']:.2f} | {100 * (rs['fd'] / raw['fd'] - 1):+.1f} % | {rs['class_kl']:.4f} | "
+            f"{rs['g_evals_per_sample']:.1f} | {cap} |"
+        )
+    return lines
 
 
 if __name__ == "__main__":

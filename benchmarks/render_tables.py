@@ -445,6 +445,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "dot_demo/training": dot_demo_training,
     "foreign_dcgan/main": foreign_dcgan(0, "refine eval, n 1,000, seed 0"),
     "foreign_dcgan/fits": foreign_dcgan(1, "refine fit-ratio on 20,000 real images"),
+    "foreign_dcgan/rs": foreign_dcgan(2, "refine eval, n 1,000, seed 0, the command-defaults ratio"),
     "reliability/determinism": reliability("## Determinism", "determinism"),
     "reliability/memory": reliability("## Peak memory", "memory"),
 }
