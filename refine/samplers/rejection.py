@@ -370,9 +370,12 @@ class _RejectionBase(Sampler):
 @register("rs")
 @dataclass(frozen=True)
 class RejectionSampler(_RejectionBase):
-    """Exact rejection sampling: accept ``z ~ p0`` with probability ``r(G(z)) / M``."""
+    """Rejection sampling: accept ``z ~ p0`` with probability ``min(r(G(z)), M) / M``; exact while ``M`` bounds ``r``."""
 
-    summary = "exact rejection sampling with the bound M from a burn-in, raised online"
+    summary = (
+        "rejection sampling with the bound M from a burn-in, raised online (exact); by default capped at a quantile "
+        "where exact rs cannot finish within its budget"
+    )
 
     m_quantile: Optional[float] = option(
         None,
