@@ -168,3 +168,21 @@ def test_comparison_table_shows_the_cap():
     assert columns == ["method", "mean", "acceptance_rate", "bound_quantile", "capped_mass", "g_evals_per_sample"]
     assert f"| {rows[1]['bound_quantile']:.4g} |" in markdown_table(rows, columns)
     assert cap_columns(["method"], rows[:1]) == ["method"]
+
+
+def test_conditional_run_caps_class_by_class():
+    """Each class has its own bound: a class whose ratio exact rs cannot serve is capped, the others stay exact,
+    and the summary line counts the classes capped."""
+    from refine.cli.sample import cap_note
+    from refine.conditional import ConditionalFunctionRatio
+
+    mu = torch.tensor([[-4.0, 0.0], [0.0, 4.0], [4.0, 0.0]])
+    slope = torch.tensor([0.0, 0.5, 6.0])  # class 2: log r = 6 (x - mu)_0, the target N(6, 1) off its generator
+    ratio = ConditionalFunctionRatio(lambda x, y: slope[y] * (x - mu[y])[:, 0], 3)
+    target = refine.wrap(lambda z, y: z + mu[y], latent_shape=2, num_classes=3, ratio=ratio)
+    with pytest.warns(UserWarning, match="exact rs cannot finish"):
+        res = refine.sample(target, "rs", 3000, rng=torch.Generator().manual_seed(0))
+    per = res.info["per_class"]
+    assert [per[c]["bound_quantile"] for c in ("0", "1")] == [1.0, 1.0]
+    assert per["2"]["bound_quantile"] in FALLBACK_QUANTILES
+    assert cap_note(res.info).startswith(f" (r capped at its {per['2']['bound_quantile']:g} quantile in 1 of 3 classes")

@@ -290,15 +290,27 @@ def sample(
 
 
 def cap_note(info) -> str:
-    """rs that capped r (its default bound where exact rs could not finish): what the summary line says of it."""
-    parts = info.get("per_shard", {})
-    quantiles = parts.get("bound_quantile") or [info.get("bound_quantile")]
-    masses = parts.get("capped_mass") or [info.get("capped_mass")] * len(quantiles)
-    capped = [(q, m) for q, m in zip(quantiles, masses) if q is not None and q < 1.0]
+    """rs that capped r (its default bound where exact rs could not finish): what the summary line says of it.
+
+    A conditional run's classes (``per_class``) and a merged run's shards (``per_shard``) are
+    counted one by one.
+    """
+    if info.get("per_class"):
+        parts = [(r.get("bound_quantile"), r.get("capped_mass")) for r in info["per_class"].values()]
+        unit = "classes"
+    else:
+        shards = info.get("per_shard", {})
+        size = max([len(v) for k, v in shards.items() if k in ("bound_quantile", "capped_mass")], default=1)
+
+        def column(key):
+            return shards[key] if key in shards else [info.get(key)] * size
+
+        parts, unit = list(zip(column("bound_quantile"), column("capped_mass"))), "parts"
+    capped = [(q, m) for q, m in parts if q is not None and q < 1.0]
     if not capped:
         return ""
     q = "/".join(f"{v:g}" for v in sorted({q for q, _ in capped}))
-    of = "" if len(quantiles) == 1 else f" in {len(capped)} of {len(quantiles)} parts"
+    of = "" if len(parts) == 1 else f" in {len(capped)} of {len(parts)} {unit}"
     return f" (r capped at its {q} quantile{of}, capped mass up to {max(m for _, m in capped):.2g})"
 
 
