@@ -71,7 +71,7 @@ REFERENCE = {
 
 METHODS = ["gan", "gan-gp", "wgan-gp", "unrolled", "veegan", "lbt", "lbt-gan", "alphagan"]
 DATASETS = ["ring8", "grid25-veegan", "ring8-lbt"]
-SAMPLERS = {"rs": {}, "drs": {}, "mh": {"k": 100}, "sir": {"candidates": 20}}
+SAMPLERS = {"rs": {"m_quantile": 1.0}, "drs": {}, "mh": {"k": 100}, "sir": {"candidates": 20}}  # rs: exact
 
 #: The papers' 2-D configurations (--config paper). Sources:
 #: - Unrolled GAN: the reference notebook of Metz et al. (github.com/poolio/unrolled_gan, "Unrolled GAN demo.ipynb"):
