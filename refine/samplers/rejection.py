@@ -321,8 +321,8 @@ class _RejectionBase(Sampler):
         where = "its burn-in" if proposals == 0 else f"{proposals} proposals and {accepted} samples"
         warnings.warn(
             f"{self.name}: exact rs cannot finish within its budget of {self.budget:g} proposals per sample (seen after {where}); "
-            f"r is now capped at the burn-in's {q} quantile (about {1 / rate:.3g} proposals per sample): approximate, within "
-            f"total variation {mass:.2g} of the target on the burn-in's estimate (recorded as capped_mass). "
+            f"r is now capped at the burn-in's {q} quantile (about {1 / rate:.3g} proposals per sample): approximate, at most "
+            f"{mass:.2g} from the exact target in total variation by the burn-in's estimate (recorded as capped_mass). "
             "-o m_quantile=1 keeps rs exact and refuses instead; -o budget allows more proposals",
             UserWarning,
             stacklevel=2,
