@@ -158,16 +158,16 @@ def test_summary_line_names_the_cap_of_merged_parts():
 
 def test_comparison_table_shows_the_cap():
     """`refine eval`'s rows: rs capped by its default bound carries its quantile and capped mass, as columns."""
-    from refine.eval import cap_columns, compare_methods, markdown_table
+    from refine.eval import compare_methods, markdown_table, table_columns
 
     score = lambda x: {"mean": float(x.mean())}  # noqa: E731
     with pytest.warns(UserWarning, match="exact rs cannot finish"):
         rows = compare_methods(_target(6.0), [("none", {}), ("rs", {"budget": 40.0})], 2000, seed=0, score=score)
     assert "capped_mass" not in rows[0] and rows[1]["bound_quantile"] in FALLBACK_QUANTILES
-    columns = cap_columns(["method", "mean", "acceptance_rate", "g_evals_per_sample"], rows)
+    columns = table_columns(["method", "mean", "acceptance_rate", "g_evals_per_sample"], rows)
     assert columns == ["method", "mean", "acceptance_rate", "bound_quantile", "capped_mass", "g_evals_per_sample"]
     assert f"| {rows[1]['bound_quantile']:.4g} |" in markdown_table(rows, columns)
-    assert cap_columns(["method"], rows[:1]) == ["method"]
+    assert table_columns(["method"], rows[:1]) == ["method"]
 
 
 def test_conditional_run_caps_class_by_class():

@@ -19,10 +19,10 @@ from ..data.images import IMAGE_DATASETS, is_image_spec
 from ..data.toy2d import MIXTURES, get_mixture
 from ..errors import ConfigError, DataError
 from ..eval import (
-    cap_columns,
     compare_methods,
     markdown_table,
     split_method_options,
+    table_columns,
 )
 from ..fs import read_npz
 from ..io import atomic_write
@@ -237,7 +237,7 @@ def eval_(
             keep_going=True,
         )
     columns = COLUMNS_2D if not samples else ["method", "hq_fraction", "modes", "kl_uniform"]
-    table = markdown_table(rows, cap_columns(columns, rows) + (["error"] if any("error" in r for r in rows) else []))
+    table = markdown_table(rows, table_columns(columns, rows))
     clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     if json_out:
         import json

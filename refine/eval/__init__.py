@@ -26,7 +26,7 @@ from .classifier import (
     train_classifier,
     train_classifier_file,
 )
-from .compare import cap_columns, compare_methods, markdown_table, split_method_options
+from .compare import compare_methods, markdown_table, split_method_options, table_columns
 from .conditional import (
     LabelledReference,
     conditional_report,
@@ -47,9 +47,9 @@ __all__ = [
     "labelled_reference",
     "score_labelled",
     "compare_methods",
-    "cap_columns",
     "markdown_table",
     "split_method_options",
+    "table_columns",
     "IMAGE_RANGES",
     "SAMPLE_RANGES",
     "check_uint8",

@@ -87,12 +87,13 @@ def _cap(info) -> dict:
     return {"bound_quantile": q, "capped_mass": info.get("capped_mass")} if q is not None and q < 1.0 else {}
 
 
-def cap_columns(columns: list[str], rows: list[dict]) -> list[str]:
-    """``columns`` with ``bound_quantile`` and ``capped_mass`` after the acceptance rate where a row capped r."""
-    if not any("capped_mass" in r for r in rows):
-        return columns
-    at = columns.index("acceptance_rate") + 1 if "acceptance_rate" in columns else len(columns)
-    return columns[:at] + ["bound_quantile", "capped_mass"] + columns[at:]
+def table_columns(columns: list[str], rows: list[dict]) -> list[str]:
+    """``columns`` and what some rows call for: ``bound_quantile`` and ``capped_mass`` after the acceptance
+    rate where rs capped r, ``error`` last where a method was refused."""
+    if any("capped_mass" in r for r in rows):
+        at = columns.index("acceptance_rate") + 1 if "acceptance_rate" in columns else len(columns)
+        columns = columns[:at] + ["bound_quantile", "capped_mass"] + columns[at:]
+    return columns + (["error"] if any("error" in r for r in rows) else [])
 
 
 def _fmt(v) -> str:

@@ -23,7 +23,7 @@ from ..errors import BudgetExceededError, ConfigError, DataError
 from ..metrics.fid import StatisticsCache, fid_from_features
 from ..metrics.intra import intra_scores
 from ..samplers import get_sampler
-from .compare import markdown_table
+from .compare import markdown_table, table_columns
 from .images import to_uint8
 from .reference import load_cached_features, save_cached_features
 from .spaces import FeatureSpace
@@ -249,8 +249,7 @@ def conditional_report(rows: list[dict], space: FeatureSpace, reference: Labelle
         "Samples rounded to 8 bits.\n\n"
     )
     cols = ["method", intra, "label_accuracy", keys.fd, "acceptance_rate", "g_evals_per_sample", "d_evals_per_sample"]
-    cols += ["wall_time_s"] + (["error"] if any("error" in r for r in rows) else [])
-    table = markdown_table(rows, cols)
+    table = markdown_table(rows, table_columns(cols + ["wall_time_s"], rows))
     scored = [r for r in rows if "per_class" in r]
     if not scored:
         return caption + table

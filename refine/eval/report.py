@@ -15,7 +15,7 @@ from ..metrics.inception_score import IS_MEAN, IS_STD
 from ..metrics.keys import CLASS_KL, METRICS
 from ..metrics.prdc import COVERAGE, DENSITY, PRECISION, RECALL
 from ..plot import image_grid
-from .compare import cap_columns, markdown_table
+from .compare import markdown_table, table_columns
 from .images import check_uint8
 from .reference import RealReference
 from .score import default_metrics
@@ -91,9 +91,7 @@ def markdown_report(
             "samples' classes are as frequent as the data's)"
         )
     caption = f"Features: {space.network}.\n" + "; ".join(parts) + ". Samples rounded to 8 bits.\n\n"
-    cols = cap_columns(image_columns(space, cost=cost, metrics=metrics), rows)
-    cols += ["error"] if any("error" in r for r in rows) else []
-    return caption + markdown_table(rows, cols)
+    return caption + markdown_table(rows, table_columns(image_columns(space, cost=cost, metrics=metrics), rows))
 
 
 def save_image_panels(
