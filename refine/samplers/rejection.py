@@ -202,8 +202,9 @@ class _RejectionBase(Sampler):
         bound = {
             "bound_quantile": 1.0 if online else float(q),
             "capped_mass": None if online else capped_mass(burn_w, log_m),
+            "bound_switched_after": None,
+            "accepted_exact": None,  # set at a switch, else at the end
         }
-        bound.update(bound_switched_after=None, accepted_exact=None)
         try:
             expected = self._check_expected_rate(burn_w, log_m, n, cap)
         except BudgetExceededError as refused:
@@ -307,10 +308,8 @@ class _RejectionBase(Sampler):
         """
         for q in FALLBACK_QUANTILES:
             log_m = _quantile(burn_w, q)
-            a = (burn_w - log_m).clamp_max(0).exp()
-            rate = float(a.mean())
-            lower = rate - _REFUSE_Z * (float(a.std()) / math.sqrt(len(a)) if len(a) > 1 else rate)
-            if lower * cap >= n:
+            rate, se = self._burn_in_rate(burn_w, log_m)
+            if (rate - _REFUSE_Z * se) * cap >= n:
                 break
         else:
             raise BudgetExceededError(
@@ -350,18 +349,20 @@ class _RejectionBase(Sampler):
         ``cap``, the most proposals the run may make, is still below ``n`` (raising M online
         can only lower the rate further).
         """
-        la, _ = self._log_accept(burn_w - log_m)
-        a = la.exp()
-        rate = float(a.mean())
-        se = float(a.std()) / math.sqrt(len(a)) if len(a) > 1 else 0.0
+        rate, se = self._burn_in_rate(burn_w, log_m)
         upper = rate + _REFUSE_Z * se
         if upper * cap < n:
             raise BudgetExceededError(
-                f"{self.name}: 0 of {n} samples after {len(a)} proposals (the burn-in): it puts the acceptance rate at {rate:.2e} "
+                f"{self.name}: 0 of {n} samples after {len(burn_w)} proposals (the burn-in): it puts the acceptance rate at {rate:.2e} "
                 f"(at most {upper:.2e}), about {1 / max(rate, 1e-300):.3g} proposals per sample against a budget of {self.budget:g}; "
                 f"raise -o budget (proposals allowed per sample), or {self._advice(burn_w)}"
             )
         return rate
+
+    def _burn_in_rate(self, burn_w: torch.Tensor, log_m: float) -> tuple[float, float]:
+        """The mean acceptance probability of the burn-in's proposals against ``log M``, and its standard error."""
+        a = self._log_accept(burn_w - log_m)[0].exp()
+        return float(a.mean()), (float(a.std()) / math.sqrt(len(a)) if len(a) > 1 else 0.0)
 
     def _advice(self, burn_w: torch.Tensor | None = None) -> str:
         return "check that the ratio is not degenerate (a few huge scores make M too large)"
