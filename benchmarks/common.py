@@ -86,6 +86,14 @@ def update_manifest(entries: list[dict]) -> None:
     print(json.dumps(entries, indent=2))
 
 
+def ran_options(row: dict) -> dict:
+    """A result row's sampler options as it ran: rs's bound made explicit (``m_quantile`` 1) in a row recorded when
+    exact rs was rs's default, i.e. an rs row without ``m_quantile`` and without the marker ``default_bound``."""
+    if row["method"] == "rs" and "m_quantile" not in row["options"] and "default_bound" not in row:
+        return {**row["options"], "m_quantile": 1.0}
+    return row["options"]
+
+
 #: what :func:`eval_quality` keeps of a row beside its scores, where the row has it
 ROW_KEYS = ("g_evals_per_sample", "bound_quantile", "capped_mass", "error")
 

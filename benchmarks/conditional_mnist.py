@@ -311,16 +311,11 @@ def _short(r: dict) -> str:
     return name + tag
 
 
-def _explicit_bound(row: dict) -> dict:
-    """An rs row with rs's bound made explicit: this script's rows without ``m_quantile`` ran when exact rs was the default."""
-    if row["method"] == "rs" and "m_quantile" not in row["options"]:
-        return {**row, "options": {**row["options"], "m_quantile": 1.0}}
-    return row
-
-
 def render(result: dict) -> str:
     """The Markdown report, generated from the JSON results."""
-    result = {**result, "methods": [_explicit_bound(r) for r in result["methods"]]}
+    from common import ran_options
+
+    result = {**result, "methods": [{**r, "options": ran_options(r)} for r in result["methods"]]}
     s = result["settings"]
     ck = result["checkpoint"]
     lines = [

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine, mean_std, today, write_results  # noqa: E402
+from common import RESULTS, machine, mean_std, ran_options, today, write_results  # noqa: E402
 
 from refine.data.toy2d import get_mixture  # noqa: E402
 from refine.generator import LatentGenerator, NormalPrior  # noqa: E402
@@ -256,18 +256,11 @@ def _show(row: dict) -> str:
     return f"HQ {row['hq_fraction']:.3f} modes {row['modes']} KL {row['kl_uniform']:.3f} LQ/{row['lq_factor']:.2f} ({row['passes']:.1f} passes)"
 
 
-def _options(row: dict) -> dict:
-    """A row's sampler options, rs's bound made explicit where it ran at the former default (exact)."""
-    if row["method"] == "rs" and "m_quantile" not in row["options"] and "default_bound" not in row:
-        return {**EXACT, **row["options"]}
-    return row["options"]
-
-
 def summary(pairs: list[dict]) -> list[dict]:
     """Mean over seeds per (pair, ratio, method, options)."""
     out = []
     for p in pairs:
-        p = {**p, "rows": [{**r, "options": _options(r)} for r in p["rows"]]}
+        p = {**p, "rows": [{**r, "options": ran_options(r)} for r in p["rows"]]}
         keys = []
         for r in p["rows"]:
             k = (r["ratio"], r["method"], json.dumps(r["options"], sort_keys=True))
